@@ -1,0 +1,5 @@
+"""Allows `python -m kubetune`."""
+
+from kubetune.cli import main
+
+main()

@@ -1,0 +1,564 @@
+"""The TuningStudy API: what a user writes (spec) and what the operator reports (status).
+
+These models are the single source of truth: the CRD schema in crds/ is generated from them,
+`kubetune validate` parses manifests with them, and the engine and controller read them.
+Rules a schema cannot express (low < high, a step that divides the range, ...) live in
+kubetune.spec.validation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from kubetune.spec import api
+from kubetune.spec.base import ApiModel, OpenModel
+from kubetune.spec.duration import Duration
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""Parameter and metric names: they become environment variable names and Optuna keys."""
+
+ParameterName = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=63)]
+MetricName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-/]*$", max_length=128)]
+ParameterValue = StrictBool | StrictInt | StrictFloat | StrictStr
+"""A categorical choice or a fixed value: a string, a number or a boolean."""
+
+MAX_OBJECTIVES = 8
+MAX_PARETO_FRONT_IN_STATUS = 10
+
+
+# --- objective -------------------------------------------------------------------------------
+
+
+class Direction(StrEnum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class Aggregation(StrEnum):
+    """How the values a trial reports become its final value."""
+
+    LAST = "last"
+    MIN = "min"
+    MAX = "max"
+
+
+class ObjectiveMetric(ApiModel):
+    name: MetricName
+    """Name of the metric the trainer reports, for example val_loss."""
+    direction: Direction = Direction.MINIMIZE
+    """Whether smaller (minimize) or larger (maximize) values are better."""
+    goal: float | None = None
+    """The study completes with reason GoalReached once a trial reaches this value (with
+    several objectives: once one trial reaches every goal that is set)."""
+
+
+class Objective(ApiModel):
+    metrics: Annotated[list[ObjectiveMetric], Field(min_length=1, max_length=MAX_OBJECTIVES)]
+    """The metrics to optimize. One metric is single-objective; several make a multi-objective
+    study whose result is a Pareto front."""
+    aggregation: Aggregation = Aggregation.LAST
+    """How a trial's reports become its final value: the last value reported (last), or the
+    best-in-direction minimum (min) or maximum (max) over all its reports."""
+    additional_metrics: Annotated[list[MetricName], Field(max_length=32)] = []
+    """Further metrics to record with each trial (not optimized)."""
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.metrics) > 1
+
+
+# --- search space ----------------------------------------------------------------------------
+
+
+class ParameterType(StrEnum):
+    FLOAT = "float"
+    INT = "int"
+    CATEGORICAL = "categorical"
+    FIXED = "fixed"
+
+
+class ParameterCondition(ApiModel):
+    parameter: ParameterName
+    """A parameter listed earlier in searchSpace."""
+    values: Annotated[list[ParameterValue], Field(min_length=1)]
+    """The values of that parameter for which this parameter is sampled."""
+
+
+class Parameter(ApiModel):
+    name: ParameterName
+    """Name of the hyperparameter. The trainer receives it as KUBETUNE_PARAM_<NAME> (upper case),
+    in KUBETUNE_PARAMS and as ${params.<name>} in command and args."""
+    type: ParameterType
+    """float, int, categorical, or fixed (a constant, to search a subspace)."""
+    low: float | None = None
+    """Lower bound, inclusive (float and int)."""
+    high: float | None = None
+    """Upper bound, inclusive (float and int)."""
+    log: bool = False
+    """Sample on a log scale (float and int; needs low > 0; cannot be combined with step)."""
+    step: Annotated[float, Field(gt=0)] | None = None
+    """Discretization step; it must divide high - low (float and int; int defaults to 1)."""
+    choices: Annotated[list[ParameterValue], Field(min_length=1)] | None = None
+    """The values to choose from (categorical): strings, numbers or booleans."""
+    value: ParameterValue | None = None
+    """The constant value (fixed)."""
+    condition: ParameterCondition | None = None
+    """Sample this parameter only when another parameter has one of the given values (for
+    example momentum only when optimizer is sgd). Otherwise the trial does not receive it."""
+
+
+# --- algorithm -------------------------------------------------------------------------------
+
+
+class AlgorithmName(StrEnum):
+    RANDOM = "random"
+    GRID = "grid"
+    TPE = "tpe"
+    GP = "gp"
+    CMAES = "cmaes"
+    QMC = "qmc"
+    NSGA2 = "nsga2"
+    NSGA3 = "nsga3"
+
+
+class QmcType(StrEnum):
+    SOBOL = "sobol"
+    HALTON = "halton"
+
+
+class CmaRestartStrategy(StrEnum):
+    IPOP = "ipop"
+    BIPOP = "bipop"
+
+
+class Algorithm(ApiModel):
+    name: AlgorithmName = AlgorithmName.TPE
+    """The Optuna sampler: random, grid, tpe (default; multivariate with constant liar), gp
+    (Gaussian-process Bayesian optimization), cmaes, qmc (sobol/halton), nsga2 or nsga3."""
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    """Seed for reproducible suggestions. A study rebuilt after an operator restart continues
+    with exactly the suggestions it would have made."""
+    startup_trials: Annotated[int, Field(ge=0)] | None = None
+    """Random trials before the model is used (tpe, gp, cmaes)."""
+    multivariate: bool | None = None
+    """Model parameters jointly (tpe; default true)."""
+    constant_liar: bool | None = None
+    """Treat running trials as bad results so parallel trials spread out (tpe; default true)."""
+    group: bool | None = None
+    """Model conditional parameter groups separately (tpe with multivariate)."""
+    candidates: Annotated[int, Field(ge=1)] | None = None
+    """Candidates scored per suggestion (tpe; default 24)."""
+    qmc_type: QmcType | None = None
+    """The low-discrepancy sequence (qmc; default sobol)."""
+    scramble: bool | None = None
+    """Scramble the sequence (qmc; default false)."""
+    population_size: Annotated[int, Field(ge=2)] | None = None
+    """Individuals per generation (nsga2, nsga3; default 50) or CMA-ES population (cmaes)."""
+    mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Probability of mutating a parameter (nsga2, nsga3)."""
+    crossover_prob: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Probability of crossover between parents (nsga2, nsga3; default 0.9)."""
+    swapping_prob: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Probability of swapping each parameter of the parents (nsga2, nsga3; default 0.5)."""
+    sigma0: Annotated[float, Field(gt=0)] | None = None
+    """Initial step size (cmaes)."""
+    restart_strategy: CmaRestartStrategy | None = None
+    """Restart strategy (cmaes): ipop or bipop."""
+    separable: bool | None = None
+    """Use separable CMA-ES, faster in high dimensions (cmaes)."""
+    with_margin: bool | None = None
+    """CMA-ES with margin, for integer and discrete parameters (cmaes)."""
+    deterministic_objective: bool | None = None
+    """The objective has no noise (gp)."""
+
+
+# Which algorithm settings apply to which algorithm. The validator and the engine read this.
+ALGORITHM_SETTINGS: dict[AlgorithmName, frozenset[str]] = {
+    AlgorithmName.RANDOM: frozenset(),
+    AlgorithmName.GRID: frozenset(),
+    AlgorithmName.TPE: frozenset(
+        {"startup_trials", "multivariate", "constant_liar", "group", "candidates"}
+    ),
+    AlgorithmName.GP: frozenset({"startup_trials", "deterministic_objective"}),
+    AlgorithmName.CMAES: frozenset(
+        {"startup_trials", "population_size", "sigma0", "restart_strategy", "separable",
+         "with_margin"}
+    ),
+    AlgorithmName.QMC: frozenset({"qmc_type", "scramble"}),
+    AlgorithmName.NSGA2: frozenset(
+        {"population_size", "mutation_prob", "crossover_prob", "swapping_prob"}
+    ),
+    AlgorithmName.NSGA3: frozenset(
+        {"population_size", "mutation_prob", "crossover_prob", "swapping_prob"}
+    ),
+}
+SINGLE_OBJECTIVE_ALGORITHMS = frozenset({AlgorithmName.GP, AlgorithmName.CMAES})
+MULTI_OBJECTIVE_ONLY_ALGORITHMS = frozenset({AlgorithmName.NSGA2, AlgorithmName.NSGA3})
+
+
+class WarmStartResult(ApiModel):
+    params: dict[ParameterName, ParameterValue]
+    """The parameters of a completed run."""
+    values: Annotated[list[float], Field(min_length=1, max_length=MAX_OBJECTIVES)]
+    """Its objective values, one per objective metric, in the same order."""
+
+
+class WarmStart(ApiModel):
+    configurations: Annotated[list[dict[ParameterName, ParameterValue]], Field(max_length=1000)] = []
+    """Configurations to try first, in order (for example known good defaults). Parameters left
+    out are sampled."""
+    results: Annotated[list[WarmStartResult], Field(max_length=10000)] = []
+    """Completed results from earlier runs, given to the algorithm before the first suggestion.
+    They inform the search but are not run again and do not count toward maxTrials."""
+
+
+# --- pruner ----------------------------------------------------------------------------------
+
+
+class PrunerName(StrEnum):
+    NONE = "none"
+    MEDIAN = "median"
+    PERCENTILE = "percentile"
+    SUCCESSIVE_HALVING = "successiveHalving"
+    HYPERBAND = "hyperband"
+    THRESHOLD = "threshold"
+    PATIENT = "patient"
+
+
+class Pruner(ApiModel):
+    name: PrunerName = PrunerName.NONE
+    """Early stopping of hopeless trials from their intermediate reports: none (default),
+    median, percentile, successiveHalving (ASHA), hyperband, threshold, or patient."""
+    startup_trials: Annotated[int, Field(ge=0)] | None = None
+    """Trials that complete before pruning starts (median, percentile; default 5)."""
+    warmup_steps: Annotated[int, Field(ge=0)] | None = None
+    """Steps of each trial that are never pruned (median, percentile, threshold; default 0)."""
+    interval_steps: Annotated[int, Field(ge=1)] | None = None
+    """Check every this many steps (median, percentile, threshold; default 1)."""
+    min_trials: Annotated[int, Field(ge=1)] | None = None
+    """Trials that must have reported a step before it is compared (median, percentile)."""
+    percentile: Annotated[float, Field(ge=0, le=100)] | None = None
+    """Prune below this percentile of other trials (percentile; required there)."""
+    min_resource: Annotated[int, Field(ge=1)] | None = None
+    """Steps before the first rung (successiveHalving, hyperband; default derived by Optuna)."""
+    max_resource: Annotated[int, Field(ge=1)] | None = None
+    """Steps of a full trial (hyperband; default derived by Optuna)."""
+    reduction_factor: Annotated[int, Field(ge=2)] | None = None
+    """Keep one in this many trials at each rung (successiveHalving, hyperband; default 3)."""
+    min_early_stopping_rate: Annotated[int, Field(ge=0)] | None = None
+    """Rung offset s of ASHA (successiveHalving; default 0)."""
+    bootstrap_count: Annotated[int, Field(ge=0)] | None = None
+    """Trials that must reach a rung before promotion decisions (successiveHalving, hyperband)."""
+    lower: float | None = None
+    """Prune a trial that reports a value below this (threshold)."""
+    upper: float | None = None
+    """Prune a trial that reports a value above this (threshold)."""
+    patience: Annotated[int, Field(ge=0)] | None = None
+    """Wrap the pruner so a trial is pruned only after this many steps without improvement
+    (required for patient; optional for every other pruner)."""
+    min_delta: Annotated[float, Field(ge=0)] | None = None
+    """Smallest change that counts as an improvement for patience (default 0)."""
+
+
+PRUNER_SETTINGS: dict[PrunerName, frozenset[str]] = {
+    PrunerName.NONE: frozenset(),
+    PrunerName.MEDIAN: frozenset({"startup_trials", "warmup_steps", "interval_steps",
+                                  "min_trials"}),
+    PrunerName.PERCENTILE: frozenset({"startup_trials", "warmup_steps", "interval_steps",
+                                      "min_trials", "percentile"}),
+    PrunerName.SUCCESSIVE_HALVING: frozenset({"min_resource", "reduction_factor",
+                                              "min_early_stopping_rate", "bootstrap_count"}),
+    PrunerName.HYPERBAND: frozenset({"min_resource", "max_resource", "reduction_factor",
+                                     "bootstrap_count"}),
+    PrunerName.THRESHOLD: frozenset({"lower", "upper", "warmup_steps", "interval_steps"}),
+    PrunerName.PATIENT: frozenset(),
+}
+PATIENCE_SETTINGS = frozenset({"patience", "min_delta"})
+
+
+# --- budget ----------------------------------------------------------------------------------
+
+
+class MoneyBudget(ApiModel):
+    limit: Annotated[float, Field(gt=0)]
+    """The most the study may spend on GPU time."""
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    """ISO 4217 code of the currency, shown with the amounts."""
+    price_per_gpu_hour: Annotated[
+        dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]],
+        Field(min_length=1),
+    ]
+    """Price of one GPU-hour by extended resource name, for example {"nvidia.com/gpu": 2.5}."""
+
+
+class Budget(ApiModel):
+    max_trials: Annotated[int, Field(gt=0)] | None = None
+    """Trials to start at most (warm-start results do not count)."""
+    parallelism: Annotated[int, Field(gt=0)] = 1
+    """Trials that may run at the same time. May change while the study runs."""
+    max_failed_trials: Annotated[int, Field(ge=0)] | None = None
+    """The study fails when more trials than this fail (Failed, TimedOut, MetricsUnavailable)."""
+    trial_timeout: Duration | None = None
+    """Wall clock a trial may run; its pod gets activeDeadlineSeconds and the trial is TimedOut.
+    Required with maxGpuHours or money: it bounds what a trial can cost."""
+    pending_timeout: Duration | None = None
+    """A trial whose pod stays Pending (unschedulable, image pull errors) longer fails."""
+    metrics_timeout: Duration | None = None
+    """A running trial that reports nothing for this long is stopped and fails."""
+    max_duration: Duration | None = None
+    """Wall clock for the whole study, from its start; running trials are stopped then."""
+    max_gpu_hours: Annotated[float, Field(gt=0)] | None = None
+    """GPU-hours the study may use: GPUs requested by a trial pod times its running time."""
+    money: MoneyBudget | None = None
+    """A money budget computed from GPU-hours and a price table."""
+    patience: Annotated[int, Field(gt=0)] | None = None
+    """Complete the study after this many completed trials in a row without a new best."""
+
+
+# --- trial template --------------------------------------------------------------------------
+
+Quantity = int | str
+
+
+class ResourceRequirements(OpenModel):
+    limits: dict[str, Quantity] | None = None
+    """Resource limits, for example {"nvidia.com/gpu": 1}."""
+    requests: dict[str, Quantity] | None = None
+    """Resource requests."""
+
+
+class EnvVar(OpenModel):
+    name: str
+    """Environment variable name."""
+    value: str | None = None
+    """Its value."""
+
+
+class Container(OpenModel):
+    name: Annotated[str, Field(min_length=1)]
+    """Container name."""
+    image: str | None = None
+    """Container image of the trainer."""
+    command: list[str] | None = None
+    """Entrypoint; ${params.<name>} is replaced by the trial's value."""
+    args: list[str] | None = None
+    """Arguments; ${params.<name>} is replaced by the trial's value."""
+    env: list[EnvVar] | None = None
+    """Environment; Kubetune adds KUBETUNE_PARAMS and KUBETUNE_PARAM_<NAME>."""
+    resources: ResourceRequirements | None = None
+    """Resources; GPUs requested here are what GPU-hour and money budgets count."""
+
+
+class PodSpec(OpenModel):
+    containers: Annotated[list[Container], Field(min_length=1)]
+    """The containers of a trial pod; the first one is the trainer."""
+    restart_policy: Literal["Never", "OnFailure"] | None = None
+    """Never (default) or OnFailure; Always would keep a trial from ever finishing."""
+
+
+class TemplateMetadata(ApiModel):
+    labels: dict[str, str] | None = None
+    """Labels for each trial pod (Kubetune adds its own)."""
+    annotations: dict[str, str] | None = None
+    """Annotations for each trial pod."""
+
+
+class TrialTemplate(ApiModel):
+    metadata: TemplateMetadata | None = None
+    """Labels and annotations of each trial pod."""
+    spec: PodSpec
+    """The pod spec of one training run (core/v1 PodSpec)."""
+
+
+# --- the study -------------------------------------------------------------------------------
+
+
+class TuningStudySpec(ApiModel):
+    objective: Objective
+    """What to optimize."""
+    search_space: Annotated[list[Parameter], Field(min_length=1, max_length=256)]
+    """The hyperparameters and their ranges."""
+    algorithm: Algorithm = Algorithm()
+    """How configurations are suggested."""
+    pruner: Pruner = Pruner()
+    """How hopeless trials are stopped early."""
+    budget: Budget = Budget()
+    """Limits on trials, parallelism, failures, time, GPU-hours and money."""
+    warm_start: WarmStart | None = None
+    """Configurations to try first and results of earlier runs."""
+    trial_template: TrialTemplate
+    """The pod each trial runs."""
+
+
+IMMUTABLE_SPEC_FIELDS = ("objective", "search_space", "algorithm", "pruner", "warm_start",
+                         "trial_template")
+"""Fields that may not change once a study exists: changing them would make the trials already
+run incomparable. Budget (parallelism included) may change at any time."""
+
+
+class StudyPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+
+
+class ConditionType(StrEnum):
+    VALID = "Valid"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class StudyConditionReason(StrEnum):
+    """Why a study is in its phase; the reason of its Completed or Failed condition."""
+
+    VALID = "SpecValid"
+    INVALID = "SpecInvalid"
+    TRIALS_RUNNING = "TrialsRunning"
+    GOAL_REACHED = "GoalReached"
+    MAX_TRIALS_REACHED = "MaxTrialsReached"
+    MAX_DURATION_REACHED = "MaxDurationReached"
+    GPU_HOURS_EXHAUSTED = "GpuHoursExhausted"
+    MONEY_EXHAUSTED = "MoneyExhausted"
+    PATIENCE_EXHAUSTED = "PatienceExhausted"
+    SEARCH_SPACE_EXHAUSTED = "SearchSpaceExhausted"
+    TOO_MANY_FAILURES = "TooManyFailures"
+
+
+class Condition(ApiModel):
+    type: str
+    """Valid, Running, Completed or Failed."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str
+    """A CamelCase word saying why, for example GoalReached or GpuHoursExhausted."""
+    message: str = ""
+    """A sentence for people."""
+    last_transition_time: datetime
+    """When the status last changed."""
+    observed_generation: int | None = None
+    """The spec generation the condition was computed from."""
+
+
+class TrialCounts(ApiModel):
+    total: int = 0
+    """Trials created."""
+    pending: int = 0
+    """Trials whose pod has not started."""
+    running: int = 0
+    """Trials whose pod runs."""
+    succeeded: int = 0
+    """Trials completed with a value."""
+    pruned: int = 0
+    """Trials stopped early by the pruner."""
+    failed: int = 0
+    """Trials whose pod failed or that reported nothing in time."""
+    metrics_unavailable: int = 0
+    """Trials whose pod succeeded without reporting the objective."""
+    timed_out: int = 0
+    """Trials stopped by trialTimeout."""
+    stopped: int = 0
+    """Trials stopped because the study ended (budget, goal, ...)."""
+
+
+class BestTrial(ApiModel):
+    name: str
+    """The TuningTrial object."""
+    number: int
+    """Its trial number."""
+    params: dict[str, ParameterValue]
+    """Its parameters."""
+    value: float | None = None
+    """Its objective value (single objective)."""
+    values: list[float] | None = None
+    """Its objective values (several objectives)."""
+
+
+class ParetoTrial(ApiModel):
+    name: str
+    """The TuningTrial object."""
+    number: int
+    """Its trial number."""
+    values: list[float]
+    """Its objective values."""
+
+
+class BudgetUsage(ApiModel):
+    trials: int = 0
+    """Trials started."""
+    max_trials: int | None = None
+    """The limit, when set."""
+    gpu_hours: float = 0.0
+    """GPU-hours used so far, running trials included."""
+    max_gpu_hours: float | None = None
+    """The limit, when set."""
+    money: float = 0.0
+    """Money spent so far, running trials included."""
+    money_limit: float | None = None
+    """The limit, when set."""
+    currency: str | None = None
+    """The currency of money and moneyLimit."""
+    elapsed_seconds: float = 0.0
+    """Wall clock since the study started."""
+    max_duration_seconds: float | None = None
+    """The limit, when set."""
+
+
+class TuningStudyStatus(ApiModel):
+    phase: StudyPhase = StudyPhase.PENDING
+    """Pending, Running, Completed, Failed or Invalid."""
+    conditions: list[Condition] = []
+    """Valid, Running, Completed and Failed, with reasons."""
+    observed_generation: int | None = None
+    """The spec generation this status reflects."""
+    start_time: datetime | None = None
+    """When the first trial was started."""
+    completion_time: datetime | None = None
+    """When the study completed or failed."""
+    trials: TrialCounts = TrialCounts()
+    """Trials by state."""
+    progress: str = ""
+    """Finished trials over maxTrials, for kubectl get (for example 12/50)."""
+    best_trial: BestTrial | None = None
+    """The best trial so far (single objective), or one Pareto-optimal trial."""
+    pareto_front: Annotated[list[ParetoTrial], Field(max_length=MAX_PARETO_FRONT_IN_STATUS)] = []
+    """Up to 10 Pareto-optimal trials (several objectives)."""
+    pareto_front_size: int = 0
+    """Trials on the Pareto front, all of them."""
+    budget: BudgetUsage = BudgetUsage()
+    """What the study has used of its budget."""
+    importances: dict[str, float] | None = None
+    """Parameter importances (PED-ANOVA), once enough trials completed."""
+    importances_trials: int | None = None
+    """Completed trials the importances were computed from."""
+    message: str = ""
+    """The latest thing a person should know, for example why the study is Invalid."""
+    spec_fingerprints: dict[str, str] = {}
+    """A hash of each immutable spec field as the study started, to refuse later changes."""
+    kopf: dict[str, Any] = {}
+    """kopf's bookkeeping (progress of handlers); not for users."""
+
+
+class ObjectMeta(OpenModel):
+    name: str | None = None
+    namespace: str | None = None
+    uid: str | None = None
+    creation_timestamp: datetime | None = None
+    owner_references: list[dict[str, Any]] | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class TuningStudy(ApiModel):
+    api_version: Literal["kubetune.io/v1alpha1"] = api.API_VERSION
+    kind: Literal["TuningStudy"] = api.STUDY_KIND
+    metadata: ObjectMeta = ObjectMeta()
+    spec: TuningStudySpec
+    status: TuningStudyStatus | None = None

@@ -1,0 +1,134 @@
+"""The TuningTrial API: one training run of a study, and the record the study is rebuilt from.
+
+A TuningTrial is owned by its TuningStudy and owns its pod. Its status holds everything Optuna
+needs to rebuild the study exactly after an operator restart (params, state, values,
+intermediate values, the sampler's and pruner's system attributes), so no database is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from kubetune.spec import api
+from kubetune.spec.base import ApiModel
+from kubetune.spec.study import ObjectMeta, ParameterName, ParameterValue
+
+MAX_INTERMEDIATE_VALUES = 200
+"""Intermediate values kept per trial; past this they are thinned (see thin_intermediate_values),
+so that a trial that reports every step for days stays far below the etcd object limit."""
+
+
+class TrialState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    PRUNED = "Pruned"
+    FAILED = "Failed"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    TIMED_OUT = "TimedOut"
+    STOPPED = "Stopped"
+
+    @property
+    def is_active(self) -> bool:
+        """The trial holds a pod that counts toward parallelism."""
+        return self in (TrialState.PENDING, TrialState.RUNNING)
+
+    @property
+    def is_failure(self) -> bool:
+        """The trial counts toward maxFailedTrials."""
+        return self in (TrialState.FAILED, TrialState.TIMED_OUT, TrialState.METRICS_UNAVAILABLE)
+
+
+class IntermediateValue(ApiModel):
+    step: Annotated[int, Field(ge=0)]
+    """The step (epoch, iteration) the value was reported at."""
+    value: float
+    """The objective value at that step."""
+
+
+class TuningTrialSpec(ApiModel):
+    study: Annotated[str, Field(min_length=1)]
+    """The TuningStudy this trial belongs to."""
+    number: Annotated[int, Field(ge=0)]
+    """The trial number within its study, from 0."""
+    params: dict[ParameterName, ParameterValue]
+    """The hyperparameters of this trial."""
+
+
+class TuningTrialStatus(ApiModel):
+    state: TrialState = TrialState.PENDING
+    """Pending, Running, Succeeded, Pruned, Failed, MetricsUnavailable, TimedOut or Stopped."""
+    reason: str | None = None
+    """A CamelCase word saying why the trial is in its state, for example PrunedAtStep."""
+    message: str | None = None
+    """Details for people."""
+    pod_name: str | None = None
+    """The pod that runs the trial."""
+    start_time: datetime | None = None
+    """When the pod started running."""
+    completion_time: datetime | None = None
+    """When the trial finished."""
+    last_report_time: datetime | None = None
+    """When the trainer last reported a value."""
+    intermediate_values: Annotated[
+        list[IntermediateValue], Field(max_length=MAX_INTERMEDIATE_VALUES)
+    ] = []
+    """Objective values reported while training (single-objective studies), thinned past 200."""
+    reported_steps: int = 0
+    """Intermediate reports received, including those thinned away."""
+    values: list[float] | None = None
+    """The final objective values, one per objective metric."""
+    metrics: dict[str, float] = {}
+    """The final value of every metric the trial reported that the study records."""
+    gpus: int = 0
+    """GPUs the trial's pod requests (what GPU-hour and money budgets count)."""
+    gpu_seconds: float = 0.0
+    """GPU time used: gpus times running time."""
+    cost: float = 0.0
+    """Money spent on this trial."""
+    system_attrs: dict[str, Any] = {}
+    """Optuna's sampler and pruner state for this trial, kept to rebuild the study exactly."""
+
+
+class TuningTrial(ApiModel):
+    api_version: Literal["kubetune.io/v1alpha1"] = api.API_VERSION
+    kind: Literal["TuningTrial"] = api.TRIAL_KIND
+    metadata: ObjectMeta = ObjectMeta()
+    spec: TuningTrialSpec
+    status: TuningTrialStatus = TuningTrialStatus()
+
+
+def trial_name(study_name: str, number: int) -> str:
+    """The deterministic name of a study's trial: creating it twice is a 409, never a duplicate.
+
+    Kubernetes names are at most 253 characters, and pod names end up as label values (63), so
+    long study names are shortened with a stable hash.
+    """
+    suffix = f"-{number}"
+    limit = 63 - len(suffix)
+    if len(study_name) <= limit:
+        return f"{study_name}{suffix}"
+    digest = hashlib.sha256(study_name.encode()).hexdigest()[:8]
+    return f"{study_name[: limit - 9].rstrip('-')}-{digest}{suffix}"
+
+
+def thin_intermediate_values(
+    values: list[IntermediateValue], limit: int = MAX_INTERMEDIATE_VALUES
+) -> list[IntermediateValue]:
+    """Keep at most `limit` values: the latest half exactly, every other one of the older half.
+
+    Pruners look mostly at recent steps and at rungs, so the recent history stays exact while the
+    old one is downsampled; repeated thinning keeps the list bounded however long a trial runs.
+    """
+    if len(values) <= limit:
+        return values
+    keep_recent = limit // 2
+    older, recent = values[:-keep_recent], values[-keep_recent:]
+    while len(older) + len(recent) > limit:
+        older = older[::2]
+    return older + recent
