@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from kubetune.spec import api
 from kubetune.spec.base import ApiModel, OpenModel
 from kubetune.spec.duration import Duration
 
@@ -185,8 +184,14 @@ ALGORITHM_SETTINGS: dict[AlgorithmName, frozenset[str]] = {
     ),
     AlgorithmName.GP: frozenset({"startup_trials", "deterministic_objective"}),
     AlgorithmName.CMAES: frozenset(
-        {"startup_trials", "population_size", "sigma0", "restart_strategy", "separable",
-         "with_margin"}
+        {
+            "startup_trials",
+            "population_size",
+            "sigma0",
+            "restart_strategy",
+            "separable",
+            "with_margin",
+        }
     ),
     AlgorithmName.QMC: frozenset({"qmc_type", "scramble"}),
     AlgorithmName.NSGA2: frozenset(
@@ -208,7 +213,9 @@ class WarmStartResult(ApiModel):
 
 
 class WarmStart(ApiModel):
-    configurations: Annotated[list[dict[ParameterName, ParameterValue]], Field(max_length=1000)] = []
+    configurations: Annotated[
+        list[dict[ParameterName, ParameterValue]], Field(max_length=1000)
+    ] = []
     """Configurations to try first, in order (for example known good defaults). Parameters left
     out are sampled."""
     results: Annotated[list[WarmStartResult], Field(max_length=10000)] = []
@@ -266,14 +273,18 @@ class Pruner(ApiModel):
 
 PRUNER_SETTINGS: dict[PrunerName, frozenset[str]] = {
     PrunerName.NONE: frozenset(),
-    PrunerName.MEDIAN: frozenset({"startup_trials", "warmup_steps", "interval_steps",
-                                  "min_trials"}),
-    PrunerName.PERCENTILE: frozenset({"startup_trials", "warmup_steps", "interval_steps",
-                                      "min_trials", "percentile"}),
-    PrunerName.SUCCESSIVE_HALVING: frozenset({"min_resource", "reduction_factor",
-                                              "min_early_stopping_rate", "bootstrap_count"}),
-    PrunerName.HYPERBAND: frozenset({"min_resource", "max_resource", "reduction_factor",
-                                     "bootstrap_count"}),
+    PrunerName.MEDIAN: frozenset(
+        {"startup_trials", "warmup_steps", "interval_steps", "min_trials"}
+    ),
+    PrunerName.PERCENTILE: frozenset(
+        {"startup_trials", "warmup_steps", "interval_steps", "min_trials", "percentile"}
+    ),
+    PrunerName.SUCCESSIVE_HALVING: frozenset(
+        {"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"}
+    ),
+    PrunerName.HYPERBAND: frozenset(
+        {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"}
+    ),
     PrunerName.THRESHOLD: frozenset({"lower", "upper", "warmup_steps", "interval_steps"}),
     PrunerName.PATIENT: frozenset(),
 }
@@ -394,8 +405,14 @@ class TuningStudySpec(ApiModel):
     """The pod each trial runs."""
 
 
-IMMUTABLE_SPEC_FIELDS = ("objective", "search_space", "algorithm", "pruner", "warm_start",
-                         "trial_template")
+IMMUTABLE_SPEC_FIELDS = (
+    "objective",
+    "search_space",
+    "algorithm",
+    "pruner",
+    "warm_start",
+    "trial_template",
+)
 """Fields that may not change once a study exists: changing them would make the trials already
 run incomparable. Budget (parallelism included) may change at any time."""
 
@@ -557,8 +574,8 @@ class ObjectMeta(OpenModel):
 
 
 class TuningStudy(ApiModel):
-    api_version: Literal["kubetune.io/v1alpha1"] = api.API_VERSION
-    kind: Literal["TuningStudy"] = api.STUDY_KIND
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
+    kind: Literal["TuningStudy"] = "TuningStudy"
     metadata: ObjectMeta = ObjectMeta()
     spec: TuningStudySpec
     status: TuningStudyStatus | None = None

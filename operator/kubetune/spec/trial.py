@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from kubetune.spec import api
 from kubetune.spec.base import ApiModel
 from kubetune.spec.study import ObjectMeta, ParameterName, ParameterValue
 
@@ -96,8 +95,8 @@ class TuningTrialStatus(ApiModel):
 
 
 class TuningTrial(ApiModel):
-    api_version: Literal["kubetune.io/v1alpha1"] = api.API_VERSION
-    kind: Literal["TuningTrial"] = api.TRIAL_KIND
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
+    kind: Literal["TuningTrial"] = "TuningTrial"
     metadata: ObjectMeta = ObjectMeta()
     spec: TuningTrialSpec
     status: TuningTrialStatus = TuningTrialStatus()
