@@ -59,9 +59,7 @@ def test_max_trials_drains_then_completes() -> None:
 
 def test_gpu_hours_reserve_the_worst_case_of_running_trials() -> None:
     # 2 GPU-hours, 1 GPU per trial, 1 h timeout: two trials fit at the start, never three.
-    spec = study_spec(
-        budget={"parallelism": 5, "maxGpuHours": 2, "trialTimeout": "1h"}, gpus=1
-    )
+    spec = study_spec(budget={"parallelism": 5, "maxGpuHours": 2, "trialTimeout": "1h"}, gpus=1)
     assert assess(spec, [], at(0), at(0)).may_start == 2
     # One finished after 30 min, one running: 0.5 used + 1 reserved = 1.5, a third needs 1.
     trials = [trial(0, TrialState.SUCCEEDED, ended=1800, values=[1.0], gpus=1), trial(1, gpus=1)]
@@ -136,9 +134,7 @@ def test_goal_reached_follows_the_direction(
     direction: str, goal: float, values: list[float], reached: bool
 ) -> None:
     spec = study_spec(objective={"metrics": [{"name": "m", "direction": direction, "goal": goal}]})
-    trials = [
-        trial(n, TrialState.SUCCEEDED, ended=n + 1, values=[v]) for n, v in enumerate(values)
-    ]
+    trials = [trial(n, TrialState.SUCCEEDED, ended=n + 1, values=[v]) for n, v in enumerate(values)]
     end = assess(spec, trials, at(0), at(10)).end
     assert (end is not None and end.reason is StudyConditionReason.GOAL_REACHED) is reached
 
@@ -177,7 +173,10 @@ def test_patience_counts_completed_trials_without_a_new_best() -> None:
 def test_patience_with_several_objectives_counts_dominated_trials() -> None:
     spec = study_spec(
         objective={
-            "metrics": [{"name": "a", "direction": "minimize"}, {"name": "b", "direction": "minimize"}]
+            "metrics": [
+                {"name": "a", "direction": "minimize"},
+                {"name": "b", "direction": "minimize"},
+            ]
         }
     )
     trials = [
@@ -265,17 +264,18 @@ def test_no_start_exceeds_what_the_budget_can_cover(
         ended = None if state.is_active else min(start + length % timeout, now)
         started = None if state is TrialState.PENDING else start
         values = [1.0] if state is TrialState.SUCCEEDED else None
-        trials.append(
-            trial(number, state, started=started, ended=ended, values=values, gpus=gpus)
-        )
+        trials.append(trial(number, state, started=started, ended=ended, values=values, gpus=gpus))
     decision = assess(spec, trials, at(0), at(now))
     stopped = {stop.name for stop in decision.trial_stops}
     active = [t for t in trials if t.status.state.is_active and t.metadata.name not in stopped]
-    finished_hours = sum(
-        (t.status.completion_time - t.status.start_time).total_seconds()
-        for t in trials
-        if not t.status.state.is_active and t.status.start_time and t.status.completion_time
-    ) / HOUR
+    finished_hours = (
+        sum(
+            (t.status.completion_time - t.status.start_time).total_seconds()
+            for t in trials
+            if not t.status.state.is_active and t.status.start_time and t.status.completion_time
+        )
+        / HOUR
+    )
     if decision.end is not None:
         assert decision.may_start == 0
     assert len(active) + decision.may_start <= max(parallelism, len(active))

@@ -1,0 +1,14 @@
+"""Reconcile decisions for a study: pure, deterministic, testable with no cluster."""
+
+from kubetune.controller.core import Event, Plan, StudyController, TrialUpdate
+from kubetune.controller.observation import MetricReport, PodObservation, PodPhase
+
+__all__ = [
+    "Event",
+    "MetricReport",
+    "Plan",
+    "PodObservation",
+    "PodPhase",
+    "StudyController",
+    "TrialUpdate",
+]

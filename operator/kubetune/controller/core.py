@@ -1,0 +1,784 @@
+"""Reconcile decisions: from a study, its trial records, its pods and the time now, the plan of
+what to do (create trials and pods, stop or prune trials, record outcomes, update the status).
+
+Deterministic and free of I/O: the operator's handlers apply the plan. The controller keeps one
+thing between calls, the study's Optuna engine, and rebuilds it from the trial records whenever
+they disagree (after a restart, or when an earlier plan was not applied), so the cluster's
+objects stay the only source of truth.
+
+Trials are created in two steps: a TuningTrial first, its pod on the next reconcile, once the
+trial's uid is known for the pod's owner reference. Both are idempotent by name, so a crash at
+any point neither duplicates nor skips a trial number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from kubetune.budget import BudgetDecision, StudyEnd, TrialCost, assess, running_seconds
+from kubetune.controller.observation import (
+    InvalidMetricError,
+    MetricReport,
+    PodObservation,
+    PodPhase,
+    metric_value,
+)
+from kubetune.controller.pod import render_trial_pod
+from kubetune.engine import Engine
+from kubetune.spec import api
+from kubetune.spec.study import (
+    IMMUTABLE_SPEC_FIELDS,
+    MAX_PARETO_FRONT_IN_STATUS,
+    Aggregation,
+    BestTrial,
+    Condition,
+    ConditionType,
+    ObjectMeta,
+    ParetoTrial,
+    PrunerName,
+    StudyConditionReason,
+    StudyPhase,
+    TrialCounts,
+    TuningStudy,
+    TuningStudySpec,
+    TuningStudyStatus,
+)
+from kubetune.spec.trial import (
+    IntermediateValue,
+    TrialState,
+    TuningTrial,
+    TuningTrialSpec,
+    TuningTrialStatus,
+    thin_intermediate_values,
+    trial_name,
+)
+from kubetune.spec.validation import parse_study
+
+# Importances are recomputed as trials complete, less often as a study grows (they cost
+# O(trials) and change little from one trial to the next).
+_IMPORTANCES_MIN_TRIALS = 5
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to emit about the study (or one of its trials)."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    trial: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """A new status for an existing TuningTrial."""
+
+    name: str
+    status: TuningTrialStatus
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the operator is to do, in this order: update trial statuses, delete pods, create
+    trials, create pods, write the study status, emit events."""
+
+    study_status: TuningStudyStatus
+    trial_updates: tuple[TrialUpdate, ...] = ()
+    delete_pods: tuple[str, ...] = ()
+    create_trials: tuple[TuningTrial, ...] = ()
+    create_pods: tuple[dict[str, Any], ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    """Seconds until the controller must look again even if nothing changes (a timeout)."""
+
+
+def spec_fingerprints(spec: TuningStudySpec) -> dict[str, str]:
+    """A short hash of each immutable part of the spec, kept in the status to detect changes."""
+    fingerprints = {}
+    for name in IMMUTABLE_SPEC_FIELDS:
+        value = getattr(spec, name)
+        dumped = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+        if isinstance(dumped, list):
+            dumped = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in dumped]
+        text = json.dumps(dumped, sort_keys=True, default=str)
+        fingerprints[_camel(name)] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return fingerprints
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def default_seed(study: TuningStudy) -> int:
+    """The seed of a study that sets none: stable for the study's lifetime (its uid), so a
+    rebuilt study continues exactly as before even without a seed."""
+    identity = study.metadata.uid or f"{study.metadata.namespace}/{study.metadata.name}"
+    return int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16)
+
+
+@dataclass
+class _Work:
+    """The plan under construction, and the trial records as they will be after it."""
+
+    trials: dict[int, TuningTrial]
+    cost: TrialCost
+    updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
+    delete_pods: list[str] = field(default_factory=list)
+    create_trials: list[TuningTrial] = field(default_factory=list)
+    create_pods: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
+        updated = trial.model_copy(update={"status": status})
+        self.trials[trial.spec.number] = updated
+        self.updates[trial.metadata.name or ""] = status
+        return updated
+
+
+class StudyController:
+    """Decides for one study. Holds its Optuna engine between reconciles."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._engine_key: tuple[str, ...] = ()
+
+    def reconcile(
+        self,
+        document: Mapping[str, Any],
+        trials: Sequence[TuningTrial],
+        pods: Mapping[str, PodObservation],
+        now: datetime,
+    ) -> Plan:
+        """The plan for a study manifest (as read from the API), its trials and their pods
+        (keyed by pod name), at time `now` (timezone-aware)."""
+        study, problems = parse_study(document)
+        previous = _previous_status(document)
+        if study is None or problems:
+            message = "; ".join(str(problem) for problem in problems)
+            return _invalid(previous, document, message, now)
+
+        fingerprints = spec_fingerprints(study.spec)
+        recorded = previous.spec_fingerprints
+        changed = [
+            name for name, value in fingerprints.items() if recorded.get(name, value) != value
+        ]
+        if changed:
+            message = (
+                f"spec.{', spec.'.join(changed)} changed after the study started; only budget "
+                "may change. Restore the previous value, or create a new study."
+            )
+            return _invalid(previous, document, message, now)
+
+        work = _Work(trials={t.spec.number: t for t in trials}, cost=TrialCost.of(study.spec))
+        status = previous.model_copy(update={"spec_fingerprints": fingerprints})
+        if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
+            # A finished study starts nothing; it only stops what is somehow still active.
+            end = _end_of(status)
+            for trial in list(work.trials.values()):
+                if trial.status.state.is_active:
+                    self._stop(work, trial, TrialState.STOPPED, end.reason.value, end.message, now)
+            return self._plan(study, None, work, status, now, None)
+
+        engine = self._engine_for(study, trials)
+        for trial in sorted(trials, key=lambda t: t.spec.number):
+            if trial.status.state.is_active:
+                self._observe(study, engine, work, trial, pods, now)
+
+        start = status.start_time or now
+        decision = assess(
+            study.spec,
+            list(work.trials.values()),
+            start,
+            now,
+            search_space_exhausted=engine.search_space_exhausted,
+        )
+        self._enforce(study, engine, work, decision, now)
+        status = status.model_copy(update={"start_time": start})
+        return self._plan(study, engine, work, status, now, decision)
+
+    # --- engine ------------------------------------------------------------------------------
+
+    def _engine_for(self, study: TuningStudy, trials: Sequence[TuningTrial]) -> Engine:
+        key = (study.metadata.uid or "", *spec_fingerprints(study.spec).values())
+        if (
+            self._engine is None
+            or self._engine_key != key
+            or not self._engine.is_in_sync_with(trials)
+        ):
+            self._engine = Engine.rebuild(
+                study.spec, _study_name(study), default_seed(study), trials
+            )
+            self._engine_key = key
+        return self._engine
+
+    # --- what the pods show ------------------------------------------------------------------
+
+    def _observe(
+        self,
+        study: TuningStudy,
+        engine: Engine,
+        work: _Work,
+        trial: TuningTrial,
+        pods: Mapping[str, PodObservation],
+        now: datetime,
+    ) -> None:
+        name = trial.metadata.name or ""
+        pod = pods.get(name)
+        status = trial.status
+        if pod is None:
+            if status.pod_name is None:
+                if trial.metadata.uid is not None:
+                    work.create_pods.append(render_trial_pod(study, trial))
+            else:
+                self._finish(
+                    engine,
+                    work,
+                    trial,
+                    TrialState.FAILED,
+                    "PodDeleted",
+                    f"pod {status.pod_name} was deleted before the trial finished",
+                    now,
+                )
+            return
+        if status.pod_name is None:
+            status = status.model_copy(update={"pod_name": name})
+            trial = work.update(trial, status)
+        if pod.report_errors:
+            self._stop(
+                work,
+                trial,
+                TrialState.FAILED,
+                "InvalidMetrics",
+                "; ".join(pod.report_errors),
+                now,
+                engine,
+            )
+            return
+        if pod.phase is PodPhase.PENDING:
+            waiting = f"{pod.reason}: {pod.message}" if pod.reason else None
+            if waiting and waiting != status.message:
+                work.update(trial, status.model_copy(update={"message": waiting}))
+            return
+        if status.state is TrialState.PENDING:
+            status = status.model_copy(
+                update={
+                    "state": TrialState.RUNNING,
+                    "start_time": pod.started_at or now,
+                    "message": None,
+                }
+            )
+            trial = work.update(trial, status)
+        try:
+            trial = self._record_report(study, engine, work, trial, pod.latest_report, now)
+            if pod.phase is PodPhase.SUCCEEDED and pod.final_report is not None:
+                trial = self._record_report(study, engine, work, trial, pod.final_report, now)
+        except InvalidMetricError as error:
+            self._stop(work, trial, TrialState.FAILED, "InvalidMetrics", str(error), now, engine)
+            return
+        if pod.phase is PodPhase.RUNNING:
+            if self._should_prune(study, engine, trial):
+                step = trial.status.intermediate_values[-1].step
+                self._stop(
+                    work,
+                    trial,
+                    TrialState.PRUNED,
+                    "Pruned",
+                    f"pruned by the {study.spec.pruner.name} pruner at step {step}",
+                    now,
+                    engine,
+                )
+            return
+        ended = pod.finished_at or now
+        if pod.phase is PodPhase.SUCCEEDED:
+            metrics = trial.status.metrics
+            missing = [m.name for m in study.spec.objective.metrics if m.name not in metrics]
+            if missing:
+                self._finish(
+                    engine,
+                    work,
+                    trial,
+                    TrialState.METRICS_UNAVAILABLE,
+                    "MetricsUnavailable",
+                    f"the pod succeeded without reporting {', '.join(missing)}",
+                    ended,
+                )
+            else:
+                values = [metrics[m.name] for m in study.spec.objective.metrics]
+                self._finish(
+                    engine, work, trial, TrialState.SUCCEEDED, "Completed", "", ended, values
+                )
+            return
+        detail = pod.message or (f"exit code {pod.exit_code}" if pod.exit_code is not None else "")
+        if pod.reason == "DeadlineExceeded":
+            self._finish(engine, work, trial, TrialState.TIMED_OUT, "TrialTimeout", detail, ended)
+        else:
+            self._finish(
+                engine, work, trial, TrialState.FAILED, pod.reason or "PodFailed", detail, ended
+            )
+
+    def _record_report(
+        self,
+        study: TuningStudy,
+        engine: Engine,
+        work: _Work,
+        trial: TuningTrial,
+        report: MetricReport | None,
+        now: datetime,
+    ) -> TuningTrial:
+        """Fold a report into the trial's metrics; report a new step's value to Optuna."""
+        if report is None:
+            return trial
+        status = trial.status
+        objective = study.spec.objective
+        last_step = status.intermediate_values[-1].step if status.intermediate_values else -1
+        is_new_step = report.step is not None and report.step > last_step
+        if report.step is not None and not is_new_step:
+            return trial  # seen already
+        if report.step is None and status.state is not TrialState.RUNNING:
+            return trial
+        recorded = [m.name for m in objective.metrics] + list(objective.additional_metrics)
+        metrics = dict(status.metrics)
+        for name in recorded:
+            if name in report.metrics:
+                value = metric_value(name, report.metrics[name])
+                metrics[name] = _aggregate(objective.aggregation, metrics.get(name), value)
+        intermediate = status.intermediate_values
+        reported = status.reported_steps
+        first = objective.metrics[0].name
+        if (
+            is_new_step
+            and report.step is not None
+            and not objective.is_multi_objective
+            and first in report.metrics
+        ):
+            value = metric_value(first, report.metrics[first])
+            intermediate = thin_intermediate_values(
+                [*intermediate, IntermediateValue(step=report.step, value=value)]
+            )
+            reported += 1
+            engine.report(trial.spec.number, report.step, value)
+        status = status.model_copy(
+            update={
+                "metrics": metrics,
+                "intermediate_values": intermediate,
+                "reported_steps": reported,
+                "last_report_time": report.time or now,
+                "system_attrs": engine.system_attrs(trial.spec.number),
+            }
+        )
+        return work.update(trial, status)
+
+    @staticmethod
+    def _should_prune(study: TuningStudy, engine: Engine, trial: TuningTrial) -> bool:
+        if study.spec.pruner.name is PrunerName.NONE or study.spec.objective.is_multi_objective:
+            return False
+        if not trial.status.intermediate_values:
+            return False
+        return engine.should_prune(trial.spec.number)
+
+    # --- outcomes ----------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        engine: Engine,
+        work: _Work,
+        trial: TuningTrial,
+        state: TrialState,
+        reason: str,
+        message: str,
+        ended: datetime,
+        values: list[float] | None = None,
+    ) -> None:
+        """Record how a trial ended and tell Optuna."""
+        engine.tell(trial.spec.number, state, values)
+        started = trial.status.start_time
+        status = trial.status.model_copy(
+            update={
+                "state": state,
+                "reason": reason,
+                "message": message or None,
+                "completion_time": ended,
+                "start_time": started,
+                "values": values,
+                "system_attrs": engine.system_attrs(trial.spec.number),
+            }
+        )
+        finished = trial.model_copy(update={"status": status})
+        seconds = running_seconds(finished, ended)
+        status = status.model_copy(
+            update={
+                "gpu_seconds": seconds * status.gpus,
+                "cost": seconds / 3600 * work.cost.money_per_hour,
+            }
+        )
+        work.update(trial, status)
+        event_type: Literal["Normal", "Warning"] = "Warning" if state.is_failure else "Normal"
+        text = f"trial {trial.spec.number} {state.value}"
+        if values is not None:
+            text += f" with {values[0] if len(values) == 1 else values}"
+        if message:
+            text += f": {message}"
+        work.events.append(Event(event_type, f"Trial{state.value}", text, trial.metadata.name))
+
+    def _stop(
+        self,
+        work: _Work,
+        trial: TuningTrial,
+        state: TrialState,
+        reason: str,
+        message: str,
+        now: datetime,
+        engine: Engine | None = None,
+    ) -> None:
+        """Stop an active trial: delete its pod and record why."""
+        if trial.status.pod_name is not None:
+            work.delete_pods.append(trial.status.pod_name)
+        if engine is None:
+            work.update(
+                trial,
+                trial.status.model_copy(
+                    update={
+                        "state": state,
+                        "reason": reason,
+                        "message": message,
+                        "completion_time": now,
+                    }
+                ),
+            )
+            return
+        self._finish(engine, work, trial, state, reason, message, now)
+
+    def _enforce(
+        self,
+        study: TuningStudy,
+        engine: Engine,
+        work: _Work,
+        decision: BudgetDecision,
+        now: datetime,
+    ) -> None:
+        """Apply the budget's verdict: stop what must stop, start what may start."""
+        for stop in decision.trial_stops:
+            trial = next(t for t in work.trials.values() if t.metadata.name == stop.name)
+            self._stop(work, trial, stop.state, stop.reason, stop.message, now, engine)
+        if decision.end is not None and decision.end.stops_running_trials:
+            for trial in list(work.trials.values()):
+                if trial.status.state.is_active:
+                    self._stop(
+                        work,
+                        trial,
+                        TrialState.STOPPED,
+                        decision.end.reason.value,
+                        decision.end.message,
+                        now,
+                        engine,
+                    )
+        for _ in range(decision.may_start):
+            if engine.search_space_exhausted:
+                break
+            suggestion = engine.ask()
+            name = trial_name(study.metadata.name or "", suggestion.number)
+            trial = TuningTrial(
+                metadata=ObjectMeta(
+                    name=name,
+                    namespace=study.metadata.namespace,
+                    labels={
+                        api.STUDY_LABEL: study.metadata.name or "",
+                        api.TRIAL_NUMBER_LABEL: str(suggestion.number),
+                    },
+                    owner_references=[_owner_reference(study)],
+                ),
+                spec=TuningTrialSpec(
+                    study=study.metadata.name or "",
+                    number=suggestion.number,
+                    params=suggestion.params,
+                ),
+                status=TuningTrialStatus(gpus=work.cost.gpus, system_attrs=suggestion.system_attrs),
+            )
+            work.trials[suggestion.number] = trial
+            work.create_trials.append(trial)
+            work.events.append(
+                Event(
+                    "Normal",
+                    "TrialCreated",
+                    f"trial {suggestion.number} created with {suggestion.params}",
+                    name,
+                )
+            )
+
+    # --- status ------------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        study: TuningStudy,
+        engine: Engine | None,
+        work: _Work,
+        status: TuningStudyStatus,
+        now: datetime,
+        decision: BudgetDecision | None,
+    ) -> Plan:
+        trials = sorted(work.trials.values(), key=lambda t: t.spec.number)
+        counts = _count(trials)
+        finished = counts.total - counts.pending - counts.running
+        limit = study.spec.budget.max_trials
+        previous_best = status.best_trial
+        best, front, front_size = previous_best, status.pareto_front, status.pareto_front_size
+        if engine is not None:
+            best, front, front_size = _best(study.spec, engine, work.trials)
+        events = list(work.events)
+        if best is not None and (previous_best is None or previous_best.number != best.number):
+            shown = best.value if best.value is not None else best.values
+            events.append(
+                Event(
+                    "Normal",
+                    "NewBest",
+                    f"trial {best.number} is the new best with {shown}",
+                    best.name,
+                )
+            )
+
+        updates: dict[str, Any] = {
+            "trials": counts,
+            "progress": f"{finished}/{limit}" if limit else str(finished),
+            "best_trial": best,
+            "pareto_front": front,
+            "pareto_front_size": front_size,
+            "observed_generation": study.metadata.generation,
+            "message": "",
+        }
+        if decision is not None:
+            updates["budget"] = decision.usage
+            if engine is not None:
+                updates.update(_importances(engine, status, counts))
+            conditions = _set_condition(
+                status.conditions,
+                ConditionType.VALID,
+                "True",
+                StudyConditionReason.VALID,
+                "",
+                now,
+                study.metadata.generation,
+            )
+            end = decision.end
+            if end is not None:
+                phase = StudyPhase.FAILED if end.failed else StudyPhase.COMPLETED
+                kind = ConditionType.FAILED if end.failed else ConditionType.COMPLETED
+                conditions = _set_condition(
+                    conditions,
+                    kind,
+                    "True",
+                    end.reason,
+                    end.message,
+                    now,
+                    study.metadata.generation,
+                )
+                conditions = _set_condition(
+                    conditions,
+                    ConditionType.RUNNING,
+                    "False",
+                    end.reason,
+                    end.message,
+                    now,
+                    study.metadata.generation,
+                )
+                updates.update(phase=phase, completion_time=now, message=end.message)
+                events.append(
+                    Event(
+                        "Warning" if end.failed else "Normal",
+                        "StudyFailed" if end.failed else "StudyCompleted",
+                        f"{end.reason.value}: {end.message}",
+                    )
+                )
+            else:
+                running = counts.pending + counts.running > 0
+                phase = StudyPhase.RUNNING if running or counts.total else StudyPhase.PENDING
+                drain = decision.draining
+                message = f"{drain.message}; waiting for active trials to finish" if drain else ""
+                reason = drain.reason if drain else StudyConditionReason.TRIALS_RUNNING
+                conditions = _set_condition(
+                    conditions,
+                    ConditionType.RUNNING,
+                    "True",
+                    reason,
+                    message,
+                    now,
+                    study.metadata.generation,
+                )
+                updates.update(phase=phase, message=message)
+            updates["conditions"] = conditions
+        new_status = status.model_copy(update=updates)
+        requeue = None
+        if decision is not None and decision.next_deadline is not None:
+            requeue = max(0.0, (decision.next_deadline - now).total_seconds())
+        return Plan(
+            study_status=new_status,
+            trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
+            delete_pods=tuple(dict.fromkeys(work.delete_pods)),
+            create_trials=tuple(work.create_trials),
+            create_pods=tuple(work.create_pods),
+            events=tuple(events),
+            requeue_after=requeue,
+        )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _previous_status(document: Mapping[str, Any]) -> TuningStudyStatus:
+    """The status the study had; one that cannot be read is started afresh (it is ours to
+    write, and everything in it can be derived again from the trials)."""
+    try:
+        return TuningStudyStatus.model_validate(document.get("status") or {})
+    except ValueError:
+        return TuningStudyStatus()
+
+
+def _study_name(study: TuningStudy) -> str:
+    return f"{study.metadata.namespace}/{study.metadata.name}"
+
+
+def _owner_reference(study: TuningStudy) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.STUDY_KIND,
+        "name": study.metadata.name,
+        "uid": study.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _aggregate(aggregation: Aggregation, old: float | None, new: float) -> float:
+    """Fold one more reported value into a metric's final value."""
+    if old is None or aggregation is Aggregation.LAST:
+        return new
+    return min(old, new) if aggregation is Aggregation.MIN else max(old, new)
+
+
+def _count(trials: Sequence[TuningTrial]) -> TrialCounts:
+    by_state = {state: 0 for state in TrialState}
+    for trial in trials:
+        by_state[trial.status.state] += 1
+    return TrialCounts(
+        total=len(trials),
+        pending=by_state[TrialState.PENDING],
+        running=by_state[TrialState.RUNNING],
+        succeeded=by_state[TrialState.SUCCEEDED],
+        pruned=by_state[TrialState.PRUNED],
+        failed=by_state[TrialState.FAILED],
+        metrics_unavailable=by_state[TrialState.METRICS_UNAVAILABLE],
+        timed_out=by_state[TrialState.TIMED_OUT],
+        stopped=by_state[TrialState.STOPPED],
+    )
+
+
+def _best(
+    spec: TuningStudySpec, engine: Engine, trials: Mapping[int, TuningTrial]
+) -> tuple[BestTrial | None, list[ParetoTrial], int]:
+    """The best trial and (several objectives) the Pareto front, bounded for the status."""
+    numbers = [n for n in engine.best_numbers() if n in trials and trials[n].status.values]
+    if not numbers:
+        return None, [], 0
+    best_trials = [trials[n] for n in sorted(numbers)]
+    first = best_trials[0]
+    values = list(first.status.values or [])
+    multi = spec.objective.is_multi_objective
+    best = BestTrial(
+        name=first.metadata.name or "",
+        number=first.spec.number,
+        params=first.spec.params,
+        value=None if multi else values[0],
+        values=values if multi else None,
+    )
+    if not multi:
+        return best, [], 0
+    front = [
+        ParetoTrial(
+            name=t.metadata.name or "", number=t.spec.number, values=list(t.status.values or [])
+        )
+        for t in best_trials[:MAX_PARETO_FRONT_IN_STATUS]
+    ]
+    return best, front, len(best_trials)
+
+
+def _importances(engine: Engine, status: TuningStudyStatus, counts: TrialCounts) -> dict[str, Any]:
+    done = counts.succeeded
+    last = status.importances_trials or 0
+    due = (
+        done >= _IMPORTANCES_MIN_TRIALS
+        and done != last
+        and (done < 50 or done - last >= done // 10)
+    )
+    if not due:
+        return {}
+    importances = engine.importances()
+    if importances is None:
+        return {}
+    return {"importances": importances, "importances_trials": done}
+
+
+def _set_condition(
+    conditions: Sequence[Condition],
+    kind: ConditionType,
+    value: Literal["True", "False", "Unknown"],
+    reason: StudyConditionReason,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """Conditions with one set; its transition time changes only when its status does."""
+    old = next((c for c in conditions if c.type == kind.value), None)
+    since = old.last_transition_time if old is not None and old.status == value else now
+    new = Condition(
+        type=kind.value,
+        status=value,
+        reason=reason.value,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [new if c.type == kind.value else c for c in conditions] if old else [*conditions, new]
+
+
+def _end_of(status: TuningStudyStatus) -> StudyEnd:
+    """Why a finished study finished, read back from its conditions."""
+    for condition in status.conditions:
+        if (
+            condition.type in (ConditionType.COMPLETED, ConditionType.FAILED)
+            and condition.status == "True"
+        ):
+            return StudyEnd(StudyConditionReason(condition.reason), condition.message)
+    return StudyEnd(StudyConditionReason.MAX_TRIALS_REACHED, status.message)
+
+
+def _invalid(
+    previous: TuningStudyStatus, document: Mapping[str, Any], message: str, now: datetime
+) -> Plan:
+    """The plan for a spec that cannot be run: say why, and touch no trial."""
+    generation = (document.get("metadata") or {}).get("generation")
+    events: tuple[Event, ...] = ()
+    if previous.phase is not StudyPhase.INVALID or previous.message != message:
+        events = (Event("Warning", "SpecInvalid", message),)
+    conditions = _set_condition(
+        previous.conditions,
+        ConditionType.VALID,
+        "False",
+        StudyConditionReason.INVALID,
+        message,
+        now,
+        generation,
+    )
+    status = previous.model_copy(
+        update={
+            "phase": StudyPhase.INVALID,
+            "message": message,
+            "observed_generation": generation,
+            "conditions": conditions,
+        }
+    )
+    return Plan(study_status=status, events=events)

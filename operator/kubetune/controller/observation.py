@@ -1,0 +1,63 @@
+"""What the controller is told about a trial's pod: its phase, times, and what it reported.
+
+The Kubernetes adapters build these from pod objects (annotation `kubetune.io/metrics`, the
+container termination message, Prometheus); the controller never sees a pod itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class PodPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class MetricReport:
+    """Metrics a trainer reported: at a step while training, or its final values (step None)."""
+
+    metrics: Mapping[str, object]
+    step: int | None = None
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    """A trial pod as last seen."""
+
+    phase: PodPhase
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    """Why it waits or why it ended: Unschedulable, ImagePullBackOff, OOMKilled,
+    DeadlineExceeded, Error..."""
+    message: str | None = None
+    exit_code: int | None = None
+    latest_report: MetricReport | None = None
+    """The latest intermediate report (the pod annotation holds only the latest)."""
+    final_report: MetricReport | None = None
+    """The final report (termination message, or the annotation's final document)."""
+    report_errors: tuple[str, ...] = field(default=())
+    """Reports that could not be read (not JSON, wrong shape): the trial fails with these."""
+
+
+class InvalidMetricError(ValueError):
+    """A trainer reported something that is not a finite number for a recorded metric."""
+
+
+def metric_value(name: str, value: object) -> float:
+    """A reported metric as a float, or InvalidMetricError naming the metric and what was sent."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidMetricError(f"metric {name!r} reported {value!r}, which is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidMetricError(f"metric {name!r} reported {value!r}, which is not finite")
+    return number

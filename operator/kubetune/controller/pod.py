@@ -1,0 +1,109 @@
+"""Rendering a trial's pod from the study's template and the trial's hyperparameters.
+
+This is the trial contract's sending half (docs/trial-contract.md): every container of the pod
+receives
+- KUBETUNE_PARAMS: all parameters as one JSON object,
+- KUBETUNE_PARAM_<NAME>: one variable per parameter, the name upper-cased,
+- KUBETUNE_STUDY, KUBETUNE_TRIAL, KUBETUNE_TRIAL_NUMBER, and the pod's own name and namespace
+  (downward API) for the reporting helper,
+and `${params.<name>}` in command and args is replaced by the value. Nothing else is injected:
+any image works.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kubetune.spec import api
+from kubetune.spec.duration import parse_duration
+from kubetune.spec.study import ParameterValue, TuningStudy
+from kubetune.spec.trial import TuningTrial
+
+PARAMS_ENV = "KUBETUNE_PARAMS"
+PARAM_ENV_PREFIX = "KUBETUNE_PARAM_"
+STUDY_ENV = "KUBETUNE_STUDY"
+TRIAL_ENV = "KUBETUNE_TRIAL"
+TRIAL_NUMBER_ENV = "KUBETUNE_TRIAL_NUMBER"
+POD_NAME_ENV = "KUBETUNE_POD_NAME"
+POD_NAMESPACE_ENV = "KUBETUNE_POD_NAMESPACE"
+
+PLACEHOLDER = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def format_value(value: ParameterValue) -> str:
+    """A parameter value as text: strings as they are, numbers and booleans as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def substitute(text: str, params: Mapping[str, ParameterValue]) -> str:
+    """Replace ${params.<name>} with the value; unknown names are left as they are (the
+    validator reports them before a study starts)."""
+    return PLACEHOLDER.sub(
+        lambda match: format_value(params[match[1]]) if match[1] in params else match[0],
+        text,
+    )
+
+
+def param_env(params: Mapping[str, ParameterValue]) -> list[dict[str, Any]]:
+    """The environment variables carrying the parameters."""
+    env: list[dict[str, Any]] = [{"name": PARAMS_ENV, "value": json.dumps(dict(params))}]
+    env.extend(
+        {"name": PARAM_ENV_PREFIX + name.upper(), "value": format_value(value)}
+        for name, value in params.items()
+    )
+    return env
+
+
+def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
+    """The pod manifest of a trial, owned by its TuningTrial (whose uid must be known)."""
+    template = study.spec.trial_template
+    params = trial.spec.params
+    name = trial.metadata.name or ""
+    labels = {
+        **(template.metadata.labels if template.metadata and template.metadata.labels else {}),
+        api.STUDY_LABEL: trial.spec.study,
+        api.TRIAL_LABEL: name,
+        api.TRIAL_NUMBER_LABEL: str(trial.spec.number),
+    }
+    annotations = dict(
+        template.metadata.annotations if template.metadata and template.metadata.annotations else {}
+    )
+    identity_env: list[dict[str, Any]] = [
+        {"name": STUDY_ENV, "value": trial.spec.study},
+        {"name": TRIAL_ENV, "value": name},
+        {"name": TRIAL_NUMBER_ENV, "value": str(trial.spec.number)},
+        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    pod_spec = template.spec.to_manifest()
+    pod_spec.setdefault("restartPolicy", "Never")
+    if study.spec.budget.trial_timeout is not None:
+        pod_spec["activeDeadlineSeconds"] = max(
+            1, round(parse_duration(study.spec.budget.trial_timeout))
+        )
+    for container in pod_spec["containers"]:
+        for field in ("command", "args"):
+            if field in container:
+                container[field] = [substitute(part, params) for part in container[field]]
+        container["env"] = [*container.get("env", []), *identity_env, *param_env(params)]
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": trial.metadata.namespace,
+        "labels": labels,
+        "ownerReferences": [
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": api.TRIAL_KIND,
+                "name": name,
+                "uid": trial.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}

@@ -1,0 +1,378 @@
+"""The controller's decisions, driven through a simulated cluster (tests/simulation.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubetune.controller import PodObservation, PodPhase, StudyController
+from kubetune.spec.study import StudyConditionReason, StudyPhase, TuningStudySpec
+from kubetune.spec.trial import TrialState, TuningTrial
+from tests.factories import study_spec
+from tests.simulation import PodScript, SimulatedCluster
+
+
+def quadratic(trial: TuningTrial) -> PodScript:
+    """A trainer whose loss is x^2 + y, reported at three steps and in its final message."""
+    x, y = float(trial.spec.params["x"]), float(trial.spec.params["y"])  # type: ignore[arg-type]
+    loss = x * x + y
+    return PodScript(
+        reports=((2, 0, loss + 20), (4, 1, loss + 10), (6, 2, loss + 1)),
+        end_after=8,
+        final={"loss": loss},
+    )
+
+
+def states(cluster: SimulatedCluster) -> dict[int, TrialState]:
+    return {t.spec.number: t.status.state for t in cluster.trials.values()}
+
+
+def test_a_study_runs_to_max_trials_and_reports_the_best_trial() -> None:
+    cluster = SimulatedCluster.of(study_spec(budget={"parallelism": 3, "maxTrials": 7}), quadratic)
+    status = cluster.run()
+    assert status.phase is StudyPhase.COMPLETED
+    assert status.trials.succeeded == 7
+    assert status.progress == "7/7"
+    completed = {c.type: c for c in status.conditions}["Completed"]
+    assert completed.reason == StudyConditionReason.MAX_TRIALS_REACHED
+    losses = {t.spec.number: t.status.values[0] for t in cluster.trials.values()}  # type: ignore[index]
+    best_number = min(losses, key=lambda n: losses[n])
+    assert status.best_trial is not None
+    assert status.best_trial.number == best_number
+    assert status.best_trial.value == losses[best_number]
+    assert sorted(t.spec.number for t in cluster.trials.values()) == list(range(7))
+    reasons = [e.reason for plan in cluster.plans for e in plan.events]
+    assert reasons.count("TrialCreated") == 7
+    assert reasons.count("TrialSucceeded") == 7
+    assert "NewBest" in reasons
+    assert reasons[-1] == "StudyCompleted"
+
+
+def test_a_trial_gets_its_pod_once_its_uid_is_known() -> None:
+    cluster = SimulatedCluster.of(study_spec(budget={"parallelism": 2}), quadratic)
+    first = cluster.reconcile()
+    assert [t.metadata.name for t in first.create_trials] == ["demo-0", "demo-1"]
+    assert first.create_pods == ()
+    second = cluster.reconcile()
+    assert second.create_trials == ()
+    pods = {pod["metadata"]["name"]: pod for pod in second.create_pods}
+    assert set(pods) == {"demo-0", "demo-1"}
+    owner = pods["demo-0"]["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "TuningTrial"
+    assert owner["uid"] == cluster.trials["demo-0"].metadata.uid
+    env = {e["name"]: e.get("value") for e in pods["demo-0"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["KUBETUNE_PARAMS"]) == cluster.trials["demo-0"].spec.params
+
+
+def test_a_plan_that_was_not_applied_is_made_again_identically() -> None:
+    """A crash after deciding but before writing: the next reconcile neither skips nor
+    duplicates a trial number, and suggests the same parameters."""
+    spec = study_spec(
+        budget={"parallelism": 2, "maxTrials": 8}, algorithm={"name": "tpe", "seed": 3}
+    )
+    cluster = SimulatedCluster.of(spec, quadratic)
+    checked = 0
+    for _ in range(200):
+        plan = cluster.decide()
+        if plan.create_trials or plan.create_pods:
+            # The same controller (whose engine already asked) and a restarted one agree.
+            for again in (cluster.decide(), cluster.decide(StudyController())):
+                assert again.create_trials == plan.create_trials
+                assert again.create_pods == plan.create_pods
+            checked += 1
+        cluster.apply(plan)
+        if cluster.study_status.phase is StudyPhase.COMPLETED:
+            break
+        cluster.now += timedelta(seconds=1)
+    assert checked >= 8
+    assert sorted(t.spec.number for t in cluster.trials.values()) == list(range(8))
+
+
+def test_an_operator_restart_continues_exactly_as_without_it() -> None:
+    spec = study_spec(
+        budget={"parallelism": 3, "maxTrials": 12}, algorithm={"name": "tpe", "seed": 5}
+    )
+    steady = SimulatedCluster.of(spec, quadratic)
+    steady.run()
+    restarted = SimulatedCluster.of(spec, quadratic)
+    for tick in range(400):
+        if tick % 7 == 0:
+            restarted.controller = StudyController()  # a new process: only the cluster remains
+        restarted.reconcile()
+        if restarted.study_status.phase is StudyPhase.COMPLETED:
+            break
+        restarted.now += timedelta(seconds=1)
+    assert {t.spec.number: t.spec.params for t in restarted.trials.values()} == {
+        t.spec.number: t.spec.params for t in steady.trials.values()
+    }
+    assert restarted.study_status.best_trial == steady.study_status.best_trial
+
+
+def test_the_pruner_stops_hopeless_trials() -> None:
+    spec = study_spec(
+        budget={"parallelism": 1, "maxTrials": 12},
+        pruner={"name": "median", "startupTrials": 3, "warmupSteps": 0},
+    )
+
+    def script(trial: TuningTrial) -> PodScript:
+        # Odd trials are far worse at every step.
+        bad = trial.spec.number % 2 == 1
+        base = 100.0 if bad else 1.0
+        reports = tuple((2.0 + step, step, base - step * 0.1) for step in range(5))
+        return PodScript(reports=reports, end_after=8, final={"loss": base - 0.5})
+
+    cluster = SimulatedCluster.of(spec, script)
+    status = cluster.run()
+    assert status.trials.pruned >= 3
+    pruned = [t for t in cluster.trials.values() if t.status.state is TrialState.PRUNED]
+    assert all(t.spec.number % 2 == 1 for t in pruned)
+    assert all(t.status.reason == "Pruned" and "step" in (t.status.message or "") for t in pruned)
+    deleted = {pod for plan in cluster.plans for pod in plan.delete_pods}
+    assert {t.metadata.name for t in pruned} <= deleted
+
+
+def test_each_way_a_trial_can_end_is_recorded_with_its_reason() -> None:
+    outcomes = {
+        0: PodScript(end_after=5, final={"loss": 1.5}),
+        1: PodScript(end_after=5, succeeds=False, reason="OOMKilled"),
+        2: PodScript(end_after=5, succeeds=False, reason="DeadlineExceeded"),
+        3: PodScript(end_after=5, final={"other": 1.0}),
+        4: PodScript(end_after=5, final={"loss": "NaN"}),
+        5: PodScript(end_after=5, final={"loss": math.inf}),
+    }
+    spec = study_spec(budget={"parallelism": 6, "maxTrials": 6})
+    cluster = SimulatedCluster.of(spec, lambda t: outcomes[t.spec.number])
+    status = cluster.run()
+    by_number = {t.spec.number: t.status for t in cluster.trials.values()}
+    assert by_number[0].state is TrialState.SUCCEEDED
+    assert by_number[0].values == [1.5]
+    assert (by_number[1].state, by_number[1].reason) == (TrialState.FAILED, "OOMKilled")
+    assert by_number[2].state is TrialState.TIMED_OUT
+    assert by_number[3].state is TrialState.METRICS_UNAVAILABLE
+    assert "loss" in (by_number[3].message or "")
+    assert (by_number[4].state, by_number[4].reason) == (TrialState.FAILED, "InvalidMetrics")
+    assert "'NaN'" in (by_number[4].message or "")
+    assert by_number[5].state is TrialState.FAILED
+    # Garbage fails those trials only; the study completes with the good one as best.
+    assert status.phase is StudyPhase.COMPLETED
+    assert status.best_trial is not None
+    assert status.best_trial.number == 0
+
+
+def test_a_pod_deleted_by_someone_else_fails_its_trial() -> None:
+    cluster = SimulatedCluster.of(
+        study_spec(budget={"maxTrials": 1}), lambda t: PodScript(end_after=None)
+    )
+    for _ in range(3):
+        cluster.reconcile()
+        cluster.now += timedelta(seconds=2)
+    assert states(cluster) == {0: TrialState.RUNNING}
+    cluster.pods.clear()
+    cluster.reconcile()
+    trial = cluster.trials["demo-0"]
+    assert trial.status.state is TrialState.FAILED
+    assert trial.status.reason == "PodDeleted"
+
+
+def test_max_duration_stops_running_trials_and_nothing_starts_after() -> None:
+    spec = study_spec(budget={"parallelism": 2, "maxDuration": "30s"})
+    cluster = SimulatedCluster.of(spec, lambda t: PodScript(end_after=None))
+    status = cluster.run(tick=5)
+    assert status.phase is StudyPhase.COMPLETED
+    completed = {c.type: c for c in status.conditions}["Completed"]
+    assert completed.reason == StudyConditionReason.MAX_DURATION_REACHED
+    assert set(states(cluster).values()) == {TrialState.STOPPED}
+    assert all(t.status.reason == "MaxDurationReached" for t in cluster.trials.values())
+    assert not cluster.pods
+    cluster.now += timedelta(hours=1)
+    later = cluster.reconcile()
+    assert later.create_trials == ()
+    assert later.create_pods == ()
+
+
+def test_lowering_parallelism_stops_nothing_and_raising_it_starts_at_once() -> None:
+    spec = study_spec(budget={"parallelism": 4})
+    cluster = SimulatedCluster.of(spec, lambda t: PodScript(end_after=None))
+    cluster.reconcile()
+    cluster.reconcile()
+    assert len(cluster.pods) == 4
+    lower = spec.model_copy(update={"budget": spec.budget.model_copy(update={"parallelism": 1})})
+    cluster.study = cluster.study.model_copy(update={"spec": lower})
+    plan = cluster.reconcile()
+    assert plan.delete_pods == ()
+    assert plan.create_trials == ()
+    assert len(cluster.pods) == 4
+    higher = spec.model_copy(update={"budget": spec.budget.model_copy(update={"parallelism": 6})})
+    cluster.study = cluster.study.model_copy(update={"spec": higher})
+    plan = cluster.reconcile()
+    assert len(plan.create_trials) == 2
+    assert plan.requeue_after is None  # no timers needed: nothing can time out
+
+
+def test_an_invalid_spec_is_marked_invalid_with_the_field_and_starts_nothing() -> None:
+    cluster = SimulatedCluster.of(study_spec(), quadratic)
+    document = cluster.document()
+    document["spec"]["searchSpace"][0]["low"] = 50.0  # above high
+    plan = StudyController().reconcile(document, [], {}, cluster.now)
+    assert plan.study_status.phase is StudyPhase.INVALID
+    assert "spec.searchSpace[0]" in plan.study_status.message
+    assert plan.create_trials == ()
+    assert [e.reason for e in plan.events] == ["SpecInvalid"]
+
+
+def test_changing_the_search_space_of_a_running_study_is_refused() -> None:
+    cluster = SimulatedCluster.of(study_spec(budget={"parallelism": 1}), quadratic)
+    cluster.reconcile()
+    document = cluster.document()
+    document["spec"]["searchSpace"][0]["high"] = 20.0
+    plan = cluster.controller.reconcile(document, list(cluster.trials.values()), {}, cluster.now)
+    assert plan.study_status.phase is StudyPhase.INVALID
+    assert "spec.searchSpace" in plan.study_status.message
+    assert plan.create_trials == ()
+    assert plan.delete_pods == ()
+
+
+def test_goal_reached_completes_the_study_and_stops_the_others() -> None:
+    spec = study_spec(
+        objective={"metrics": [{"name": "loss", "goal": 1000.0}]}, budget={"parallelism": 2}
+    )
+    scripts = {0: PodScript(end_after=3, final={"loss": 5.0}), 1: PodScript(end_after=None)}
+    cluster = SimulatedCluster.of(
+        spec, lambda t: scripts.get(t.spec.number, PodScript(end_after=None))
+    )
+    status = cluster.run()
+    completed = {c.type: c for c in status.conditions}["Completed"]
+    assert completed.reason == StudyConditionReason.GOAL_REACHED
+    assert cluster.trials["demo-1"].status.state is TrialState.STOPPED
+
+
+def test_several_objectives_give_a_bounded_pareto_front() -> None:
+    spec = study_spec(
+        objective={
+            "metrics": [
+                {"name": "loss", "direction": "minimize"},
+                {"name": "size", "direction": "minimize"},
+            ]
+        },
+        algorithm={"name": "nsga2", "seed": 2, "populationSize": 4},
+        budget={"parallelism": 4, "maxTrials": 40},
+    )
+
+    def script(trial: TuningTrial) -> PodScript:
+        x = float(trial.spec.params["x"])  # type: ignore[arg-type]
+        return PodScript(end_after=2, final={"loss": x, "size": -x})  # every trial is optimal
+
+    cluster = SimulatedCluster.of(spec, script)
+    status = cluster.run()
+    assert status.pareto_front_size == 40
+    assert len(status.pareto_front) == 10
+    assert status.best_trial is not None
+    assert status.best_trial.values is not None
+
+
+def test_status_size_does_not_grow_with_trials() -> None:
+    spec = study_spec(budget={"parallelism": 20, "maxTrials": 200})
+    cluster = SimulatedCluster.of(
+        spec, lambda t: PodScript(start_after=0, end_after=1, final={"loss": 1.0})
+    )
+    cluster.run()
+    sizes = [len(json.dumps(plan.study_status.model_dump(mode="json"))) for plan in cluster.plans]
+    assert max(sizes) < 4000
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parallelism=st.integers(1, 4),
+    max_trials=st.integers(1, 10),
+    gpu_hours=st.floats(0.01, 0.2),
+    failed_allowed=st.integers(0, 3),
+    outcomes=st.lists(
+        st.tuples(
+            st.sampled_from(["ok", "fail", "hang", "garbage", "silent"]),
+            st.integers(1, 60),
+        ),
+        min_size=10,
+        max_size=10,
+    ),
+    ticks=st.lists(st.integers(1, 30), min_size=40, max_size=40),
+)
+def test_invariants_hold_whatever_the_pods_do(
+    parallelism: int,
+    max_trials: int,
+    gpu_hours: float,
+    failed_allowed: int,
+    outcomes: list[tuple[str, int]],
+    ticks: list[int],
+) -> None:
+    spec: TuningStudySpec = study_spec(
+        budget={
+            "parallelism": parallelism,
+            "maxTrials": max_trials,
+            "maxGpuHours": gpu_hours,
+            "trialTimeout": "2m",
+            "maxFailedTrials": failed_allowed,
+        },
+        gpus=1,
+    )
+
+    def script(trial: TuningTrial) -> PodScript:
+        kind, length = outcomes[trial.spec.number % len(outcomes)]
+        final = {"ok": {"loss": float(length)}, "garbage": {"loss": "?"}, "silent": None}
+        return PodScript(
+            end_after=None if kind == "hang" else float(length),
+            succeeds=kind != "fail",
+            final=final.get(kind),
+        )
+
+    cluster = SimulatedCluster.of(spec, script)
+    finished_at: int | None = None
+    for index, tick in enumerate(ticks):
+        plan = cluster.reconcile()
+        trials = list(cluster.trials.values())
+        active = [t for t in trials if t.status.state.is_active]
+        assert len(active) <= parallelism
+        assert len(trials) <= max_trials
+        # Worst case of what is running plus what was used never passes the GPU budget.
+        used = sum(
+            (t.status.completion_time - t.status.start_time).total_seconds()
+            for t in trials
+            if not t.status.state.is_active and t.status.start_time and t.status.completion_time
+        )
+        if plan.create_trials:
+            assert used + len(active) * 120 <= gpu_hours * 3600 + 1e-6
+        for update in plan.trial_updates:
+            if not update.status.state.is_active:
+                assert update.status.reason
+        if finished_at is not None:
+            assert plan.create_trials == ()
+            assert plan.create_pods == ()
+        if cluster.study_status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
+            finished_at = finished_at if finished_at is not None else index
+        cluster.now += timedelta(seconds=tick)
+    numbers = sorted(t.spec.number for t in cluster.trials.values())
+    assert numbers == list(range(len(numbers)))
+
+
+def test_pending_pods_show_why_they_wait() -> None:
+    controller = StudyController()
+    cluster = SimulatedCluster.of(study_spec(budget={"pendingTimeout": "1m"}), quadratic)
+    cluster.controller = controller
+    cluster.reconcile()
+    cluster.reconcile()
+    waiting = PodObservation(PodPhase.PENDING, reason="Unschedulable", message="0/3 nodes")
+    plan = controller.reconcile(
+        cluster.document(), list(cluster.trials.values()), {"demo-0": waiting}, cluster.now
+    )
+    assert plan.trial_updates[0].status.message == "Unschedulable: 0/3 nodes"
+    cluster.apply(plan)
+    late = cluster.now + timedelta(minutes=2)
+    plan = controller.reconcile(
+        cluster.document(), list(cluster.trials.values()), {"demo-0": waiting}, late
+    )
+    update = plan.trial_updates[0]
+    assert (update.status.state, update.status.reason) == (TrialState.FAILED, "PendingTimeout")
+    assert "Unschedulable" in (update.status.message or "")
