@@ -17,7 +17,7 @@ what they actually used.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,7 +28,6 @@ from kubetune.spec.study import (
     Direction,
     Objective,
     StudyConditionReason,
-    TrialTemplate,
     TuningStudySpec,
 )
 from kubetune.spec.trial import TrialState, TuningTrial
@@ -49,25 +48,6 @@ STOPPING_REASONS = frozenset(
 )
 
 
-def gpu_resources(template: TrialTemplate, price_table: Mapping[str, float] = {}) -> dict[str, int]:
-    """GPUs a trial pod asks for, by extended resource name, summed over its containers.
-
-    A resource counts as a GPU when the price table names it or its name ends in "/gpu"
-    (nvidia.com/gpu, amd.com/gpu). Extended resources are whole numbers and their requests
-    equal their limits, so the limit is read, or the request when no limit is given.
-    """
-    gpus: dict[str, int] = {}
-    for container in template.spec.containers:
-        resources = container.resources
-        if resources is None:
-            continue
-        amounts = {**(resources.requests or {}), **(resources.limits or {})}
-        for name, amount in amounts.items():
-            if name in price_table or name.endswith("/gpu"):
-                gpus[name] = gpus.get(name, 0) + int(str(amount))
-    return gpus
-
-
 @dataclass(frozen=True)
 class TrialCost:
     """What one running hour of a trial costs, from the (immutable) trial template."""
@@ -78,7 +58,7 @@ class TrialCost:
     @classmethod
     def of(cls, spec: TuningStudySpec) -> TrialCost:
         prices = spec.budget.money.price_per_gpu_hour if spec.budget.money else {}
-        resources = gpu_resources(spec.trial_template, prices)
+        resources = spec.trial_template.gpu_resources(prices)
         money = sum(count * prices.get(name, 0.0) for name, count in resources.items())
         return cls(gpus=sum(resources.values()), money_per_hour=money)
 

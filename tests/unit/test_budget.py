@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubetune.budget import assess, gpu_resources, trials_since_improvement
+from kubetune.budget import assess, trials_since_improvement
 from kubetune.spec.study import StudyConditionReason, TrialTemplate
 from kubetune.spec.trial import TrialState
 from tests.factories import at, study_spec, trial
@@ -26,8 +26,8 @@ def test_gpu_resources_sum_limits_over_containers_and_price_table_names() -> Non
             }
         }
     )
-    assert gpu_resources(template) == {"nvidia.com/gpu": 3}
-    assert gpu_resources(template, {"example.com/tpu": 4.0}) == {
+    assert template.gpu_resources() == {"nvidia.com/gpu": 3}
+    assert template.gpu_resources({"example.com/tpu": 4.0}) == {
         "nvidia.com/gpu": 3,
         "example.com/tpu": 1,
     }

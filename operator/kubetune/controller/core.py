@@ -157,7 +157,9 @@ class StudyController:
     ) -> Plan:
         """The plan for a study manifest (as read from the API), its trials and their pods
         (keyed by pod name), at time `now` (timezone-aware)."""
-        study, problems = parse_study(document)
+        # The status is ours and is read on its own: a field an older operator wrote there must
+        # not make the spec Invalid.
+        study, problems = parse_study({k: v for k, v in document.items() if k != "status"})
         previous = _previous_status(document)
         if study is None or problems:
             message = "; ".join(str(problem) for problem in problems)

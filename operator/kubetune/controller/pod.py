@@ -6,6 +6,7 @@ receives
 - KUBETUNE_PARAM_<NAME>: one variable per parameter, the name upper-cased,
 - KUBETUNE_STUDY, KUBETUNE_TRIAL, KUBETUNE_TRIAL_NUMBER, and the pod's own name and namespace
   (downward API) for the reporting helper,
+- KUBETUNE_TERMINATION_LOG: the file for its final metrics (its terminationMessagePath),
 and `${params.<name>}` in command and args is replaced by the value. Nothing else is injected:
 any image works.
 """
@@ -22,15 +23,7 @@ from kubetune.spec.duration import parse_duration
 from kubetune.spec.study import ParameterValue, TuningStudy
 from kubetune.spec.trial import TuningTrial
 
-PARAMS_ENV = "KUBETUNE_PARAMS"
-PARAM_ENV_PREFIX = "KUBETUNE_PARAM_"
-STUDY_ENV = "KUBETUNE_STUDY"
-TRIAL_ENV = "KUBETUNE_TRIAL"
-TRIAL_NUMBER_ENV = "KUBETUNE_TRIAL_NUMBER"
-POD_NAME_ENV = "KUBETUNE_POD_NAME"
-POD_NAMESPACE_ENV = "KUBETUNE_POD_NAMESPACE"
-
-PLACEHOLDER = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(api.PARAM_PLACEHOLDER)
 
 
 def format_value(value: ParameterValue) -> str:
@@ -49,9 +42,9 @@ def substitute(text: str, params: Mapping[str, ParameterValue]) -> str:
 
 def param_env(params: Mapping[str, ParameterValue]) -> list[dict[str, Any]]:
     """The environment variables carrying the parameters."""
-    env: list[dict[str, Any]] = [{"name": PARAMS_ENV, "value": json.dumps(dict(params))}]
+    env: list[dict[str, Any]] = [{"name": api.PARAMS_ENV, "value": json.dumps(dict(params))}]
     env.extend(
-        {"name": PARAM_ENV_PREFIX + name.upper(), "value": format_value(value)}
+        {"name": api.PARAM_ENV_PREFIX + name.upper(), "value": format_value(value)}
         for name, value in params.items()
     )
     return env
@@ -72,11 +65,14 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
         template.metadata.annotations if template.metadata and template.metadata.annotations else {}
     )
     identity_env: list[dict[str, Any]] = [
-        {"name": STUDY_ENV, "value": trial.spec.study},
-        {"name": TRIAL_ENV, "value": name},
-        {"name": TRIAL_NUMBER_ENV, "value": str(trial.spec.number)},
-        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": api.STUDY_ENV, "value": trial.spec.study},
+        {"name": api.TRIAL_ENV, "value": name},
+        {"name": api.TRIAL_NUMBER_ENV, "value": str(trial.spec.number)},
+        {"name": api.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": api.POD_NAMESPACE_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
     ]
     pod_spec = template.spec.to_manifest()
     pod_spec.setdefault("restartPolicy", "Never")
@@ -88,7 +84,13 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
         for field in ("command", "args"):
             if field in container:
                 container[field] = [substitute(part, params) for part in container[field]]
-        container["env"] = [*container.get("env", []), *identity_env, *param_env(params)]
+        log = container.get("terminationMessagePath", api.DEFAULT_TERMINATION_LOG)
+        container["env"] = [
+            *container.get("env", []),
+            *identity_env,
+            {"name": api.TERMINATION_LOG_ENV, "value": log},
+            *param_env(params),
+        ]
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": trial.metadata.namespace,

@@ -8,6 +8,7 @@ kubetune.spec.validation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -26,6 +27,8 @@ ParameterValue = StrictBool | StrictInt | StrictFloat | StrictStr
 """A categorical choice or a fixed value: a string, a number or a boolean."""
 
 MAX_OBJECTIVES = 8
+MAX_GRID_POINTS_PER_PARAMETER = 100_000
+"""A grid axis larger than this is a mistake (an int range without a step, say)."""
 MAX_PARETO_FRONT_IN_STATUS = 10
 
 
@@ -129,11 +132,6 @@ class QmcType(StrEnum):
     HALTON = "halton"
 
 
-class CmaRestartStrategy(StrEnum):
-    IPOP = "ipop"
-    BIPOP = "bipop"
-
-
 class Algorithm(ApiModel):
     name: AlgorithmName = AlgorithmName.TPE
     """The Optuna sampler: random, grid, tpe (default; multivariate with constant liar), gp
@@ -163,10 +161,6 @@ class Algorithm(ApiModel):
     """Probability of crossover between parents (nsga2, nsga3; default 0.9)."""
     swapping_prob: Annotated[float, Field(ge=0, le=1)] | None = None
     """Probability of swapping each parameter of the parents (nsga2, nsga3; default 0.5)."""
-    sigma0: Annotated[float, Field(gt=0)] | None = None
-    """Initial step size (cmaes)."""
-    restart_strategy: CmaRestartStrategy | None = None
-    """Restart strategy (cmaes): ipop or bipop."""
     separable: bool | None = None
     """Use separable CMA-ES, faster in high dimensions (cmaes)."""
     with_margin: bool | None = None
@@ -187,8 +181,6 @@ ALGORITHM_SETTINGS: dict[AlgorithmName, frozenset[str]] = {
         {
             "startup_trials",
             "population_size",
-            "sigma0",
-            "restart_strategy",
             "separable",
             "with_margin",
         }
@@ -201,7 +193,7 @@ ALGORITHM_SETTINGS: dict[AlgorithmName, frozenset[str]] = {
         {"population_size", "mutation_prob", "crossover_prob", "swapping_prob"}
     ),
 }
-SINGLE_OBJECTIVE_ALGORITHMS = frozenset({AlgorithmName.GP, AlgorithmName.CMAES})
+SINGLE_OBJECTIVE_ALGORITHMS = frozenset({AlgorithmName.CMAES})
 MULTI_OBJECTIVE_ONLY_ALGORITHMS = frozenset({AlgorithmName.NSGA2, AlgorithmName.NSGA3})
 
 
@@ -255,7 +247,8 @@ class Pruner(ApiModel):
     max_resource: Annotated[int, Field(ge=1)] | None = None
     """Steps of a full trial (hyperband; default derived by Optuna)."""
     reduction_factor: Annotated[int, Field(ge=2)] | None = None
-    """Keep one in this many trials at each rung (successiveHalving, hyperband; default 3)."""
+    """Keep one in this many trials at each rung (successiveHalving, default 4; hyperband,
+    default 3)."""
     min_early_stopping_rate: Annotated[int, Field(ge=0)] | None = None
     """Rung offset s of ASHA (successiveHalving; default 0)."""
     bootstrap_count: Annotated[int, Field(ge=0)] | None = None
@@ -383,6 +376,28 @@ class TrialTemplate(ApiModel):
     """Labels and annotations of each trial pod."""
     spec: PodSpec
     """The pod spec of one training run (core/v1 PodSpec)."""
+
+    def gpu_resources(self, price_table: Mapping[str, float] | None = None) -> dict[str, int]:
+        """GPUs a trial pod asks for, by extended resource name, summed over its containers.
+
+        A resource counts as a GPU when the price table names it or its name ends in "/gpu"
+        (nvidia.com/gpu, amd.com/gpu). Extended resources are whole numbers and their requests
+        equal their limits, so the limit is read, or the request when no limit is given.
+        Raises ValueError for an amount that is not a whole number.
+        """
+        prices = price_table or {}
+        gpus: dict[str, int] = {}
+        for container in self.spec.containers:
+            resources = container.resources
+            if resources is None:
+                continue
+            amounts = {**(resources.requests or {}), **(resources.limits or {})}
+            for name, amount in amounts.items():
+                if name in prices or name.endswith("/gpu"):
+                    if not str(amount).isdigit():
+                        raise ValueError(f"{name}: {amount!r} is not a whole number of devices")
+                    gpus[name] = gpus.get(name, 0) + int(str(amount))
+        return gpus
 
 
 # --- the study -------------------------------------------------------------------------------
