@@ -297,7 +297,7 @@ def assess(
         if len(trials) >= budget.max_trials:
             draining = StudyEnd(
                 StudyConditionReason.MAX_TRIALS_REACHED,
-                f"all {budget.max_trials} trials of maxTrials were started",
+                f"maxTrials ({budget.max_trials}) trials were started",
             )
     # Hours committed: what finished trials used, plus the worst case of every active one.
     worst_hours = (trial_timeout or 0.0) / 3600.0

@@ -39,6 +39,7 @@ from kubetune.spec.study import (
     Condition,
     ConditionType,
     ObjectMeta,
+    ParameterValue,
     ParetoTrial,
     PrunerName,
     StudyConditionReason,
@@ -108,6 +109,14 @@ def spec_fingerprints(spec: TuningStudySpec) -> dict[str, str]:
         text = json.dumps(dumped, sort_keys=True, default=str)
         fingerprints[_camel(name)] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return fingerprints
+
+
+def format_params(params: Mapping[str, ParameterValue]) -> str:
+    """Parameters for people: floats to 4 significant digits, in searchSpace order."""
+    return ", ".join(
+        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in params.items()
+    )
 
 
 def _camel(name: str) -> str:
@@ -423,7 +432,7 @@ class StudyController:
         event_type: Literal["Normal", "Warning"] = "Warning" if state.is_failure else "Normal"
         text = f"trial {trial.spec.number} {state.value}"
         if values is not None:
-            text += f" with {values[0] if len(values) == 1 else values}"
+            text += " with " + ", ".join(f"{v:.6g}" for v in values)
         if message:
             text += f": {message}"
         work.events.append(Event(event_type, f"Trial{state.value}", text, trial.metadata.name))
@@ -508,7 +517,7 @@ class StudyController:
                 Event(
                     "Normal",
                     "TrialCreated",
-                    f"trial {suggestion.number} created with {suggestion.params}",
+                    f"trial {suggestion.number} created with {format_params(suggestion.params)}",
                     name,
                 )
             )
@@ -533,15 +542,22 @@ class StudyController:
         if engine is not None:
             best, front, front_size = _best(study.spec, engine, work.trials)
         events = list(work.events)
-        if best is not None and (previous_best is None or previous_best.number != best.number):
-            shown = best.value if best.value is not None else best.values
+        if (
+            best is not None
+            and best.value is not None
+            and (previous_best is None or previous_best.number != best.number)
+        ):
             events.append(
                 Event(
                     "Normal",
                     "NewBest",
-                    f"trial {best.number} is the new best with {shown}",
+                    f"trial {best.number} is the new best with {best.value:.6g}",
                     best.name,
                 )
+            )
+        if front_size != status.pareto_front_size:
+            events.append(
+                Event("Normal", "ParetoFront", f"{front_size} trials on the Pareto front")
             )
 
         updates: dict[str, Any] = {

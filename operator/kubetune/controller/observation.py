@@ -6,6 +6,7 @@ container termination message, Prometheus); the controller never sees a pod itse
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,3 +62,41 @@ def metric_value(name: str, value: object) -> float:
     if not math.isfinite(number):
         raise InvalidMetricError(f"metric {name!r} reported {value!r}, which is not finite")
     return number
+
+
+def parse_termination_message(text: str) -> MetricReport:
+    """The final report in a container's termination message: a flat JSON object of metric
+    name to number (docs/trial-contract.md). Raises ValueError saying what is wrong with it;
+    values are checked later, against the metrics the study records."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"termination message is not JSON ({error}): {text[:200]!r}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"termination message is not a JSON object: {text[:200]!r}")
+    return MetricReport(document)
+
+
+def parse_metrics_annotation(text: str) -> MetricReport:
+    """The latest report in the kubetune.io/metrics pod annotation:
+    {"step": int, "metrics": {name: number}, "time": RFC 3339, "final": bool}.
+    A final document (final: true) has no step. Raises ValueError saying what is wrong."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"metrics annotation is not JSON ({error}): {text[:200]!r}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict):
+        raise ValueError(f'metrics annotation has no "metrics" object: {text[:200]!r}')
+    final = document.get("final") is True
+    step = document.get("step")
+    if not final and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ValueError(f'metrics annotation has no whole, non-negative "step": {step!r}')
+    time = None
+    if isinstance(document.get("time"), str):
+        try:
+            time = datetime.fromisoformat(document["time"].replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"metrics annotation time {document['time']!r} is not RFC 3339"
+            ) from None
+    return MetricReport(document["metrics"], step=None if final else step, time=time)
