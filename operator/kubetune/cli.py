@@ -1,4 +1,4 @@
-"""The `kubetune` command line: offline validation of manifests and the generated CRDs."""
+"""The `kubetune` command line: validation of manifests, the generated CRDs, local runs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from kubetune.spec.trial import TuningTrial
 
 app = typer.Typer(
     name="kubetune",
@@ -56,6 +58,86 @@ def crds(
     for name, text in files.items():
         (output_dir / name).write_text(text)
         typer.echo(f"wrote {output_dir / name}")
+
+
+@app.command("run-local")
+def run_local(
+    file: Annotated[Path, typer.Argument(help="A TuningStudy manifest.")],
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where each trial's folder (log, termination message) goes."),
+    ] = None,
+) -> None:
+    """Run a study on this machine with no cluster: each trial runs as a local process.
+
+    The operator's own controller decides what to run, prune and stop; only the trial
+    contract's termination-message route is available (see docs/trial-contract.md).
+    """
+    import tempfile
+
+    import yaml
+
+    from kubetune.controller.core import format_params
+    from kubetune.localrun import LocalRun
+    from kubetune.spec.study import StudyPhase
+    from kubetune.spec.validation import validate_file
+
+    reports = validate_file(file)
+    if len(reports) != 1 or reports[0].problems:
+        for report in reports:
+            for problem in report.problems:
+                typer.echo(f"{report.source}: {problem}", err=True)
+        if len(reports) != 1:
+            typer.echo(f"{file}: give exactly one TuningStudy", err=True)
+        raise typer.Exit(code=1)
+    document = yaml.safe_load(file.read_text())
+    folder = workdir or Path(tempfile.mkdtemp(prefix="kubetune-"))
+    typer.echo(f"Running {document['metadata']['name']} locally; trial folders in {folder}")
+    run = LocalRun(document, folder, echo=typer.echo)
+    status = run.run()
+    _print_trials(list(run.trials.values()))
+    typer.echo(f"\nStudy {status.phase.value}: {status.message}")
+    if status.best_trial is not None:
+        best = status.best_trial
+        shown = best.value if best.value is not None else best.values
+        typer.echo(f"Best trial {best.number}: {shown} with {format_params(best.params)}")
+    if status.pareto_front_size:
+        typer.echo(f"Pareto front: {status.pareto_front_size} trials")
+    if status.importances:
+        ranked = ", ".join(f"{name} {value:.2f}" for name, value in status.importances.items())
+        typer.echo(f"Importances: {ranked}")
+    raise typer.Exit(code=0 if status.phase is StudyPhase.COMPLETED else 1)
+
+
+def _print_trials(trials: list[TuningTrial]) -> None:
+    """The trials as a table: number, state, params, value, duration, reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kubetune.controller.core import format_params
+
+    table = Table(title="Trials")
+    for column in ("#", "state", "params", "value", "duration", "reason"):
+        table.add_column(column, justify="right" if column in ("#", "value") else "left")
+    for trial in sorted(trials, key=lambda t: t.spec.number):
+        status = trial.status
+        values = status.values or []
+        value = ", ".join(f"{v:.6g}" for v in values)
+        duration = ""
+        if status.start_time is not None and status.completion_time is not None:
+            duration = f"{(status.completion_time - status.start_time).total_seconds():.1f}s"
+        params = format_params(trial.spec.params)
+        table.add_row(
+            str(trial.spec.number),
+            status.state.value,
+            params,
+            value,
+            duration,
+            status.reason or "",
+        )
+    console = Console()
+    # Off a terminal rich assumes 80 columns, too narrow for the params.
+    Console(width=max(console.width, 120)).print(table)
 
 
 def main() -> None:
