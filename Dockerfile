@@ -1,0 +1,28 @@
+# The Kubetune operator image: `kubetune` on a slim Python, non-root, runtime dependencies only.
+# No Docker engine runs on the development or CI machines, so this image is not built there;
+# build it where one runs:
+#   docker build -t kubetune:0.1.0 .
+# hadolint checks this file in the test command.
+
+FROM python:3.11.14-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+# torch (used by the gp sampler) from PyTorch's CPU index: the default one holds the CUDA build,
+# gigabytes the operator never uses.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels \
+      --extra-index-url https://download.pytorch.org/whl/cpu .
+
+FROM python:3.11.14-slim-bookworm
+LABEL org.opencontainers.image.title="kubetune" \
+      org.opencontainers.image.description="Hyperparameter tuning operator for Kubernetes" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels kubetune && rm -rf /wheels
+# A numeric non-root user, so that runAsNonRoot can verify it.
+USER 65532:65532
+ENV PYTHONUNBUFFERED=1
+ENTRYPOINT ["kubetune"]
+# The operator command (`kubetune operator`) arrives with the operator; until then the image
+# offers the rest of the CLI (validate, crds).
+CMD ["--help"]
