@@ -20,6 +20,7 @@ from kubetune.spec.validation import (
     check_study_spec,
     immutable_changes,
     parse_study,
+    spec_fingerprints,
     validate_files,
     validate_text,
 )
@@ -456,19 +457,21 @@ def test_problem_is_one_line_with_path_message_and_fix() -> None:
 
 def test_budget_may_change_but_not_the_search() -> None:
     old = spec(budget={"maxTrials": 10})
-    assert immutable_changes(old, spec(budget={"maxTrials": 20, "parallelism": 4})) == []
+    recorded = spec_fingerprints(old)
+    assert immutable_changes(recorded, spec(budget={"maxTrials": 20, "parallelism": 4})) == []
     document = copy.deepcopy(manifest(budget={"maxTrials": 10})["spec"])
     document["searchSpace"][0]["high"] = 2.0
     document["algorithm"] = {"name": "random"}
     document["trialTemplate"]["spec"]["containers"][0]["image"] = "t:2"
     new = TuningStudySpec.model_validate(document)
-    problems = immutable_changes(old, new)
+    problems = immutable_changes(recorded, new)
     assert paths(problems) == ["spec.searchSpace", "spec.algorithm", "spec.trialTemplate"]
     assert "create a new study" in problems[0].fix
 
 
 def test_writing_a_default_explicitly_is_no_change() -> None:
-    assert immutable_changes(spec(), spec(pruner={"name": "none"}, algorithm={"name": "tpe"})) == []
+    explicit = spec(pruner={"name": "none"}, algorithm={"name": "tpe"})
+    assert immutable_changes(spec_fingerprints(spec()), explicit) == []
 
 
 # --- the reference ---------------------------------------------------------------------------

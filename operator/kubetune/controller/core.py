@@ -14,7 +14,6 @@ any point neither duplicates nor skips a trial number.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +31,6 @@ from kubetune.controller.pod import render_trial_pod
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.study import (
-    IMMUTABLE_SPEC_FIELDS,
     MAX_PARETO_FRONT_IN_STATUS,
     Aggregation,
     BestTrial,
@@ -58,7 +56,7 @@ from kubetune.spec.trial import (
     thin_intermediate_values,
     trial_name,
 )
-from kubetune.spec.validation import parse_study
+from kubetune.spec.validation import immutable_changes, parse_study, spec_fingerprints
 
 # Importances are recomputed as trials complete, less often as a study grows (they cost
 # O(trials) and change little from one trial to the next).
@@ -98,30 +96,12 @@ class Plan:
     """Seconds until the controller must look again even if nothing changes (a timeout)."""
 
 
-def spec_fingerprints(spec: TuningStudySpec) -> dict[str, str]:
-    """A short hash of each immutable part of the spec, kept in the status to detect changes."""
-    fingerprints = {}
-    for name in IMMUTABLE_SPEC_FIELDS:
-        value = getattr(spec, name)
-        dumped = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-        if isinstance(dumped, list):
-            dumped = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in dumped]
-        text = json.dumps(dumped, sort_keys=True, default=str)
-        fingerprints[_camel(name)] = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return fingerprints
-
-
 def format_params(params: Mapping[str, ParameterValue]) -> str:
     """Parameters for people: floats to 4 significant digits, in searchSpace order."""
     return ", ".join(
         f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
         for name, value in params.items()
     )
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 def default_seed(study: TuningStudy) -> int:
@@ -174,20 +154,12 @@ class StudyController:
             message = "; ".join(str(problem) for problem in problems)
             return _invalid(previous, document, message, now)
 
-        fingerprints = spec_fingerprints(study.spec)
-        recorded = previous.spec_fingerprints
-        changed = [
-            name for name, value in fingerprints.items() if recorded.get(name, value) != value
-        ]
+        changed = immutable_changes(previous.spec_fingerprints, study.spec)
         if changed:
-            message = (
-                f"spec.{', spec.'.join(changed)} changed after the study started; only budget "
-                "may change. Restore the previous value, or create a new study."
-            )
-            return _invalid(previous, document, message, now)
+            return _invalid(previous, document, "; ".join(str(problem) for problem in changed), now)
 
         work = _Work(trials={t.spec.number: t for t in trials}, cost=TrialCost.of(study.spec))
-        status = previous.model_copy(update={"spec_fingerprints": fingerprints})
+        status = previous.model_copy(update={"spec_fingerprints": spec_fingerprints(study.spec)})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
             # A finished study starts nothing; it only stops what is somehow still active.
             end = _end_of(status)

@@ -8,6 +8,7 @@ names the field as the user wrote it (camelCase, e.g. spec.searchSpace[2].low) a
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -1088,15 +1089,33 @@ def _check_template(spec: TuningStudySpec) -> list[Problem]:
 # --- updates ---------------------------------------------------------------------------------
 
 
-def immutable_changes(old: TuningStudySpec, new: TuningStudySpec) -> list[Problem]:
-    """The fields an update may not change (the CRD's CEL transition rules, in code)."""
+def spec_fingerprints(spec: TuningStudySpec) -> dict[str, str]:
+    """A short hash of each immutable spec field (camelCase keys). The controller records them
+    in status.specFingerprints when a study starts, so a later change is caught even after an
+    operator restart, when the old spec is no longer at hand."""
+    fingerprints = {}
+    for name in IMMUTABLE_SPEC_FIELDS:
+        value = getattr(spec, name)
+        if isinstance(value, list):
+            dumped: Any = [item.model_dump(mode="json") for item in value]
+        else:
+            dumped = value.model_dump(mode="json") if value is not None else None
+        text = json.dumps(dumped, sort_keys=True)
+        fingerprints[to_camel(name)] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return fingerprints
+
+
+def immutable_changes(recorded: Mapping[str, str], new: TuningStudySpec) -> list[Problem]:
+    """The immutable fields that changed since `recorded` (spec_fingerprints of the spec the
+    study started with): the CRD's CEL transition rules, in code."""
+    current = spec_fingerprints(new)
     return [
         Problem(
-            f"spec.{to_camel(name)}",
+            f"spec.{field}",
             "changed, but it is immutable once the study exists: the trials already run would "
             "no longer be comparable",
             "revert it (budget and parallelism may change; these may not), or create a new study",
         )
-        for name in IMMUTABLE_SPEC_FIELDS
-        if getattr(old, name) != getattr(new, name)
+        for field, fingerprint in current.items()
+        if recorded.get(field, fingerprint) != fingerprint
     ]
