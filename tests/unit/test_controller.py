@@ -194,6 +194,39 @@ def test_max_duration_stops_running_trials_and_nothing_starts_after() -> None:
     assert later.create_pods == ()
 
 
+def test_raising_max_trials_resumes_a_completed_study() -> None:
+    spec = study_spec(budget={"parallelism": 2, "maxTrials": 3})
+    cluster = SimulatedCluster.of(spec, quadratic)
+    status = cluster.run()
+    assert status.phase is StudyPhase.COMPLETED
+    # Unchanged spec: still nothing starts, however often it is reconciled.
+    cluster.now += timedelta(minutes=5)
+    assert cluster.reconcile().create_trials == ()
+    raised = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_trials": 5})})
+    metadata = cluster.study.metadata.model_copy(update={"generation": 2})
+    cluster.study = cluster.study.model_copy(update={"spec": raised, "metadata": metadata})
+    plan = cluster.reconcile()
+    assert [t.spec.number for t in plan.create_trials] == [3, 4]
+    assert "StudyResumed" in [e.reason for e in plan.events]
+    assert plan.study_status.phase is StudyPhase.RUNNING
+    status = cluster.run()
+    assert status.phase is StudyPhase.COMPLETED
+    assert status.trials.succeeded == 5
+
+
+def test_a_study_that_reached_its_goal_stays_completed_when_the_budget_grows() -> None:
+    spec = study_spec(
+        objective={"metrics": [{"name": "loss", "goal": 1000.0}]},
+        budget={"parallelism": 1, "maxTrials": 3},
+    )
+    cluster = SimulatedCluster.of(spec, quadratic)
+    assert cluster.run().phase is StudyPhase.COMPLETED
+    raised = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_trials": 9})})
+    metadata = cluster.study.metadata.model_copy(update={"generation": 2})
+    cluster.study = cluster.study.model_copy(update={"spec": raised, "metadata": metadata})
+    assert cluster.reconcile().create_trials == ()
+
+
 def test_lowering_parallelism_stops_nothing_and_raising_it_starts_at_once() -> None:
     spec = study_spec(budget={"parallelism": 4})
     cluster = SimulatedCluster.of(spec, lambda t: PodScript(end_after=None))

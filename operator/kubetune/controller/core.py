@@ -161,12 +161,23 @@ class StudyController:
         work = _Work(trials={t.spec.number: t for t in trials}, cost=TrialCost.of(study.spec))
         status = previous.model_copy(update={"spec_fingerprints": spec_fingerprints(study.spec)})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
-            # A finished study starts nothing; it only stops what is somehow still active.
             end = _end_of(status)
-            for trial in list(work.trials.values()):
-                if trial.status.state.is_active:
-                    self._stop(work, trial, TrialState.STOPPED, end.reason.value, end.message, now)
-            return self._plan(study, None, work, status, now, None)
+            if not _may_resume(study, status, end, trials, now):
+                # A finished study starts nothing; it only stops what is somehow still active.
+                for trial in list(work.trials.values()):
+                    if trial.status.state.is_active:
+                        self._stop(
+                            work, trial, TrialState.STOPPED, end.reason.value, end.message, now
+                        )
+                return self._plan(study, None, work, status, now, None)
+            status = _resumed(status)
+            work.events.append(
+                Event(
+                    "Normal",
+                    "StudyResumed",
+                    f"the budget changed and {end.reason.value} no longer holds",
+                )
+            )
 
         engine = self._engine_for(study, trials)
         for trial in sorted(trials, key=lambda t: t.spec.number):
@@ -733,6 +744,50 @@ def _set_condition(
         observed_generation=generation,
     )
     return [new if c.type == kind.value else c for c in conditions] if old else [*conditions, new]
+
+
+# A study completed by a budget resumes when a spec update raises that budget, as a Katib
+# experiment does when maxTrialCount is raised. Goal reached, an exhausted search space and a
+# failed study are final.
+RESUMABLE_REASONS = frozenset(
+    {
+        StudyConditionReason.MAX_TRIALS_REACHED,
+        StudyConditionReason.MAX_DURATION_REACHED,
+        StudyConditionReason.GPU_HOURS_EXHAUSTED,
+        StudyConditionReason.MONEY_EXHAUSTED,
+        StudyConditionReason.PATIENCE_EXHAUSTED,
+    }
+)
+
+
+def _may_resume(
+    study: TuningStudy,
+    status: TuningStudyStatus,
+    end: StudyEnd,
+    trials: Sequence[TuningTrial],
+    now: datetime,
+) -> bool:
+    """Whether a completed study resumes: its budget was updated after it completed, and the
+    new budget lets a trial start."""
+    if status.phase is not StudyPhase.COMPLETED or end.reason not in RESUMABLE_REASONS:
+        return False
+    completed = next((c for c in status.conditions if c.type == ConditionType.COMPLETED), None)
+    if completed is None or completed.observed_generation == study.metadata.generation:
+        return False
+    decision = assess(study.spec, trials, status.start_time, now)
+    return decision.end is None and decision.may_start > 0
+
+
+def _resumed(status: TuningStudyStatus) -> TuningStudyStatus:
+    """The status of a study that runs again: no completion, no Completed condition."""
+    return status.model_copy(
+        update={
+            "phase": StudyPhase.RUNNING,
+            "completion_time": None,
+            "message": "",
+            "conditions": [c for c in status.conditions if c.type != ConditionType.COMPLETED],
+        }
+    )
 
 
 def _end_of(status: TuningStudyStatus) -> StudyEnd:
