@@ -159,7 +159,8 @@ class StudyController:
             return _invalid(previous, document, "; ".join(str(problem) for problem in changed), now)
 
         work = _Work(trials={t.spec.number: t for t in trials}, cost=TrialCost.of(study.spec))
-        status = previous.model_copy(update={"spec_fingerprints": spec_fingerprints(study.spec)})
+        fingerprints = spec_fingerprints(study.spec)
+        status = previous.model_copy(update={"spec_fingerprints": fingerprints})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
             end = _end_of(status)
             if not _may_resume(study, status, end, trials, now):
@@ -179,7 +180,7 @@ class StudyController:
                 )
             )
 
-        engine = self._engine_for(study, trials)
+        engine = self._engine_for(study, fingerprints, trials)
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
                 self._observe(study, engine, work, trial, pods, now)
@@ -198,8 +199,10 @@ class StudyController:
 
     # --- engine ------------------------------------------------------------------------------
 
-    def _engine_for(self, study: TuningStudy, trials: Sequence[TuningTrial]) -> Engine:
-        key = (study.metadata.uid or "", *spec_fingerprints(study.spec).values())
+    def _engine_for(
+        self, study: TuningStudy, fingerprints: Mapping[str, str], trials: Sequence[TuningTrial]
+    ) -> Engine:
+        key = (study.metadata.uid or "", *fingerprints.values())
         if (
             self._engine is None
             or self._engine_key != key
