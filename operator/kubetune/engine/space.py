@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
 import optuna
 from optuna.distributions import (
@@ -68,10 +69,16 @@ def condition_holds(parameter: Parameter, params: Mapping[str, ParameterValue]) 
     condition = parameter.condition
     if condition is None:
         return True
-    if condition.parameter not in params:
+    return _holds(condition.parameter, condition.values, params)
+
+
+def _holds(
+    parameter: str, values: Sequence[ParameterValue], params: Mapping[str, ParameterValue]
+) -> bool:
+    if parameter not in params:
         return False
-    value = params[condition.parameter]
-    return any(same_value(value, v) for v in condition.values)
+    value = params[parameter]
+    return any(same_value(value, v) for v in values)
 
 
 def coerce(parameter: Parameter, value: object) -> ParameterValue:
@@ -89,38 +96,6 @@ def coerce(parameter: Parameter, value: object) -> ParameterValue:
             if same_value(choice, value):
                 return choice
     raise ValueError(f"parameter {parameter.name!r}: {value!r} is not a value of this parameter")
-
-
-def coerce_params(
-    search_space: Sequence[Parameter], params: Mapping[str, object], where: str
-) -> dict[str, ParameterValue]:
-    """Stored params in searchSpace order and types; `where` names them in errors."""
-    by_name = {p.name: p for p in search_space}
-    unknown = sorted(set(params) - set(by_name))
-    if unknown:
-        raise ValueError(f"{where}: {unknown} are not in spec.searchSpace; remove them")
-    out: dict[str, ParameterValue] = {}
-    for parameter in search_space:
-        if parameter.name in params:
-            try:
-                out[parameter.name] = coerce(parameter, params[parameter.name])
-            except ValueError as error:
-                raise ValueError(f"{where}.{parameter.name}: {error}") from None
-    return out
-
-
-def searched(
-    search_space: Sequence[Parameter], params: Mapping[str, ParameterValue]
-) -> tuple[dict[str, ParameterValue], dict[str, BaseDistribution]]:
-    """The part of `params` Optuna knows (fixed parameters removed), with its distributions."""
-    kept: dict[str, ParameterValue] = {}
-    dists: dict[str, BaseDistribution] = {}
-    for parameter in search_space:
-        if parameter.type is ParameterType.FIXED or parameter.name not in params:
-            continue
-        kept[parameter.name] = params[parameter.name]
-        dists[parameter.name] = distribution(parameter)
-    return kept, dists
 
 
 def active_searched_names(
@@ -142,33 +117,87 @@ def active_searched_names(
     return names
 
 
-def suggest(trial: optuna.Trial, search_space: Sequence[Parameter]) -> dict[str, ParameterValue]:
-    """Ask a trial's parameters in searchSpace order, honouring conditions and fixed values."""
-    params: dict[str, ParameterValue] = {}
-    for parameter in search_space:
-        if not condition_holds(parameter, params):
-            continue
-        name = parameter.name
-        if parameter.type is ParameterType.FIXED:
-            assert parameter.value is not None
-            params[name] = parameter.value
-        elif parameter.type is ParameterType.FLOAT:
-            low, high = _bounds(parameter)
-            params[name] = trial.suggest_float(
-                name, low, high, step=parameter.step, log=parameter.log
+class SearchSpace:
+    """A study's searchSpace worked out once: distributions built, conditions and bounds read.
+
+    The spec of a running study is immutable, so the engine builds this once and every ask reuses
+    it; building Optuna distributions and reading the pydantic models again per ask and per
+    parameter was a measurable part of a cheap sampler's ask.
+    """
+
+    def __init__(self, parameters: Sequence[Parameter]) -> None:
+        self.parameters = tuple(parameters)
+        self.by_name = {p.name: p for p in self.parameters}
+        self.distributions = distributions(self.parameters)
+        # (name, fixed value or None, distribution or None, int parameter, condition or None)
+        self._steps: list[_Step] = []
+        for p in self.parameters:
+            condition = (
+                None if p.condition is None else (p.condition.parameter, tuple(p.condition.values))
             )
-        elif parameter.type is ParameterType.INT:
-            low, high = _bounds(parameter)
-            step = 1 if parameter.step is None else int(parameter.step)
-            params[name] = trial.suggest_int(
-                name, int(low), int(high), step=step, log=parameter.log
+            self._steps.append(
+                _Step(
+                    p.name,
+                    p.value,
+                    self.distributions.get(p.name),
+                    p.type is ParameterType.INT,
+                    condition,
+                )
             )
-        else:
-            assert parameter.choices is not None
-            choice = trial.suggest_categorical(name, parameter.choices)
-            assert choice is not None  # choices are never null
-            params[name] = choice
-    return params
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, ParameterValue]:
+        """Ask a trial's parameters in searchSpace order, honouring conditions and fixed values.
+
+        `Trial._suggest` with the prebuilt distribution is what `suggest_float`, `suggest_int`
+        and `suggest_categorical` do after building the same distribution afresh (Study.ask
+        with fixed_distributions calls it too); suggest_int's int() is kept.
+        """
+        params: dict[str, ParameterValue] = {}
+        for name, fixed, dist, is_int, condition in self._steps:
+            if condition is not None and not _holds(*condition, params):
+                continue
+            if dist is None:
+                assert fixed is not None
+                params[name] = fixed
+            elif is_int:
+                params[name] = int(trial._suggest(name, dist))
+            else:
+                params[name] = trial._suggest(name, dist)
+        return params
+
+    def searched(
+        self, params: Mapping[str, ParameterValue]
+    ) -> tuple[dict[str, ParameterValue], dict[str, BaseDistribution]]:
+        """The part of `params` Optuna knows (fixed parameters removed), with its distributions."""
+        kept: dict[str, ParameterValue] = {}
+        dists: dict[str, BaseDistribution] = {}
+        for name, dist in self.distributions.items():
+            if name in params:
+                kept[name] = params[name]
+                dists[name] = dist
+        return kept, dists
+
+    def coerce_params(self, params: Mapping[str, object], where: str) -> dict[str, ParameterValue]:
+        """Stored params in searchSpace order and types; `where` names them in errors."""
+        unknown = sorted(set(params) - self.by_name.keys())
+        if unknown:
+            raise ValueError(f"{where}: {unknown} are not in spec.searchSpace; remove them")
+        out: dict[str, ParameterValue] = {}
+        for parameter in self.parameters:
+            if parameter.name in params:
+                try:
+                    out[parameter.name] = coerce(parameter, params[parameter.name])
+                except ValueError as error:
+                    raise ValueError(f"{where}.{parameter.name}: {error}") from None
+        return out
+
+
+class _Step(NamedTuple):
+    name: str
+    fixed: ParameterValue | None
+    distribution: BaseDistribution | None
+    is_int: bool
+    condition: tuple[str, tuple[ParameterValue, ...]] | None
 
 
 def grid_values(parameter: Parameter, index: int) -> list[ParameterValue]:
