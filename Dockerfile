@@ -18,7 +18,7 @@ LABEL org.opencontainers.image.title="kubetune" \
       org.opencontainers.image.description="Hyperparameter tuning operator for Kubernetes" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels kubetune && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels kubetune==0.1.0 && rm -rf /wheels
 # A numeric non-root user, so that runAsNonRoot can verify it.
 USER 65532:65532
 ENV PYTHONUNBUFFERED=1
