@@ -149,12 +149,14 @@ def test_the_split_is_fixed_by_split_seed() -> None:
     assert (len(first.train_y), len(first.val_y), len(first.test_y)) == (1149, 288, 360)
 
 
-def example_trial_inputs(count: int) -> list[tuple[dict[str, str], list[str]]]:
-    """The environment and args the operator gives the digits example's first trials."""
-    document = yaml.safe_load((ROOT / "examples/digits-classifier.yaml").read_text())
+def example_trial_inputs(
+    count: int, example: str = "digits-classifier"
+) -> list[tuple[dict[str, str], list[str]]]:
+    """The environment and args the operator gives an example study's first trials."""
+    document = yaml.safe_load((ROOT / f"examples/{example}.yaml").read_text())
     study, problems = parse_study(document)
     assert study is not None, problems
-    engine = Engine(study.spec, "digits-classifier", default_seed=0)
+    engine = Engine(study.spec, example, default_seed=0)
     args = study.spec.trial_template.spec.containers[0].args or []
     trials = []
     for _ in range(count):
@@ -201,6 +203,20 @@ def test_charlm_learns_and_broken_learning_rates_do_not() -> None:
     assert sane.final["val_loss"] < unigram - 0.3  # learned to use the context
     assert too_large.final["val_loss"] > sane.final["val_loss"] + 0.5
     assert sane.final["val_perplexity"] == pytest.approx(math.exp(sane.final["val_loss"]))
+
+
+def test_charlm_accepts_every_parameter_the_example_samples() -> None:
+    for environ, argv in example_trial_inputs(6, "charlm"):
+        config, _ = read_params(charlm.PARAMS, environ, argv, prog="charlm", description="")
+        sampled = json.loads(environ[api.PARAMS_ENV])
+        for name, value in sampled.items():
+            assert config[name] == pytest.approx(value)
+        assert charlm.check_heads(config) is None  # the example's widths suit every heads value
+        recorder = Recorder()
+        tiny = {**config, "steps": 2, "eval_interval": 2, "layers": 1, "width": config["heads"] * 8}
+        charlm.train(tiny, CPU, recorder)
+        assert recorder.final is not None
+        assert math.isfinite(recorder.final["val_loss"])
 
 
 def test_charlm_reports_at_each_evaluation() -> None:
