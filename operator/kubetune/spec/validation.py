@@ -81,9 +81,12 @@ class _ManifestLoader(yaml.SafeLoader):
     """yaml.SafeLoader reading numbers as kubectl does, and refusing duplicate keys.
 
     PyYAML (YAML 1.1) reads `1e-5` as a string while kubectl's YAML reader reads a number; a
-    learning rate choice written that way must mean the same here and in the cluster. A key
+    learning rate choice written that way must mean the same here and in the cluster. kubectl's
+    reader also takes y, Y, n and N for booleans (`- name: y` is not a string there). A key
     written twice silently keeps the last value in PyYAML; kubectl refuses it, and so do we.
     """
+
+    bool_values = {**yaml.SafeLoader.bool_values, "y": True, "n": False}
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -100,6 +103,9 @@ class _ManifestLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^[yYnN]$"), list("yYnN")
+)
 _ManifestLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
@@ -391,7 +397,10 @@ def _problem_from_error(path: str, item: dict[str, Any], where: _Location) -> Pr
         return Problem(path, item["msg"].lower(), "change its length")
     if kind in _TYPE_NAMES:
         expected = _TYPE_NAMES[kind]
-        return Problem(path, f"must be {expected} (got {_show(value)})", f"write {expected}")
+        fix = f"write {expected}"
+        if isinstance(value, bool) and kind == "string_type":
+            fix = "quote it: YAML reads an unquoted y, n, yes, no, on or off as a boolean"
+        return Problem(path, f"must be {expected} (got {_show(value)})", fix)
     if kind == "value_error":
         message = str(ctx.get("error", item["msg"]))
         if "must be longer than zero" in message:
