@@ -3,20 +3,17 @@
 - structural_problems: the structural-schema rules of apiextensions.k8s.io/v1, written from
   https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema
   and the checks the API server makes beside them (no $ref, no null type, ...).
-- apply_defaults / schema_errors / cel_errors: what `kubectl apply` meets on the server:
-  defaulting, OpenAPI validation with unknown fields refused (kubectl's strict field
-  validation), then the x-kubernetes-validations CEL rules (transition rules with the old object).
+- kubectl_apply_errors: what `kubectl apply` meets on the server, through the embedded control
+  plane's admission (kubetune.controlplane.schemas): unknown fields refused (kubectl's strict
+  field validation), defaulting, OpenAPI validation, then the CEL rules.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
-import celpy
-import jsonschema
-from celpy import celtypes
+from kubetune.controlplane.schemas import InvalidObject, admit, apply_defaults
 
 Schema = dict[str, Any]
 
@@ -33,6 +30,12 @@ FORBIDDEN_ANYWHERE = (
     "id",
 )
 INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
+__all__ = [
+    "apply_defaults",
+    "kubectl_apply_errors",
+    "structural_problems",
+    "transition_rules_outside_correlatable_nodes",
+]
 
 
 # --- structural schema rules -----------------------------------------------------------------
@@ -193,138 +196,15 @@ def transition_rules_outside_correlatable_nodes(node: Schema, path: str = "") ->
 # --- what kubectl apply meets ----------------------------------------------------------------
 
 
-def apply_defaults(node: Schema, value: Any) -> Any:
-    """The object after the API server's defaulting: missing fields with a default get it,
-    recursively (a defaulted {} is itself defaulted)."""
-    value = copy.deepcopy(value)
-    if isinstance(value, dict):
-        for name, child in node.get("properties", {}).items():
-            if name not in value and "default" in child:
-                value[name] = copy.deepcopy(child["default"])
-            if name in value:
-                value[name] = apply_defaults(child, value[name])
-        if isinstance(node.get("additionalProperties"), dict):
-            for name in value:
-                value[name] = apply_defaults(node["additionalProperties"], value[name])
-    elif isinstance(value, list) and isinstance(node.get("items"), dict):
-        value = [apply_defaults(node["items"], item) for item in value]
-    return value
-
-
-def to_json_schema(node: Schema) -> Schema:
-    """The OpenAPI v3 schema as a draft-4 JSON schema with Kubernetes semantics: nullable,
-    and unknown fields refused where the schema does not preserve them."""
-    out: Schema = {}
-    for key, value in node.items():
-        if key.startswith("x-kubernetes-") or key in ("nullable", "example"):
-            continue
-        if key == "properties":
-            out[key] = {name: to_json_schema(child) for name, child in value.items()}
-        elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = to_json_schema(value)
-        elif key in ("anyOf", "allOf", "oneOf"):
-            out[key] = [to_json_schema(branch) for branch in value]
-        else:
-            out[key] = value
-    if node.get("nullable"):
-        if "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-    if (
-        "properties" in node
-        and not node.get("x-kubernetes-preserve-unknown-fields")
-        and "additionalProperties" not in node
-    ):
-        out["additionalProperties"] = False
-    return out
-
-
-def _path(error: jsonschema.ValidationError) -> str:
-    text = ""
-    for part in error.absolute_path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text.lstrip(".")
-
-
-def schema_errors(schema: Schema, obj: Any) -> list[str]:
-    """OpenAPI validation of a (defaulted) object: 'path: message' for each error."""
-    validator = jsonschema.Draft4Validator(to_json_schema(schema))
-    return sorted(f"{_path(e)}: {e.message}" for e in validator.iter_errors(obj))
-
-
-def _cel_value(node: Schema, value: Any) -> Any:
-    """The value as the API server hands it to CEL: numbers are doubles, whatever was written."""
-    if (
-        node.get("type") == "number"
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        return float(value)
-    if isinstance(value, dict):
-        props = node.get("properties", {})
-        extra = node.get("additionalProperties")
-        return {
-            k: _cel_value(props.get(k, extra if isinstance(extra, dict) else {}), v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        items = node.get("items", {})
-        return [_cel_value(items, v) for v in value]
-    return value
-
-
-_ENV = celpy.Environment()
-
-
-def _evaluate(expression: str, activation: dict[str, Any]) -> Any:
-    program = _ENV.program(_ENV.compile(expression))
-    return program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()})
-
-
-def cel_errors(node: Schema, obj: Any, old: Any = None, path: str = "") -> list[str]:
-    """The x-kubernetes-validations rules that `obj` breaks, as the API server reports them;
-    rules with oldSelf run only on an update (old given) where the node exists in both."""
-    errors: list[str] = []
-    for rule in node.get("x-kubernetes-validations", []):
-        transition = "oldSelf" in rule["rule"]
-        if transition and old is None:
-            continue
-        activation = {"self": _cel_value(node, obj)}
-        if transition:
-            activation["oldSelf"] = _cel_value(node, old)
-        result = _evaluate(rule["rule"], activation)
-        # An evaluation error fails the rule, as on the API server.
-        if not (isinstance(result, celtypes.BoolType) and bool(result)):
-            message = rule["message"]
-            if "messageExpression" in rule:
-                message = str(_evaluate(rule["messageExpression"], activation))
-            errors.append(f"{path}{rule.get('fieldPath', '')}: {message}")
-    if isinstance(obj, dict):
-        for name, child in node.get("properties", {}).items():
-            if name in obj:
-                old_child = old.get(name) if isinstance(old, dict) else None
-                errors += cel_errors(child, obj[name], old_child, f"{path}.{name}".lstrip("."))
-    elif isinstance(obj, list) and isinstance(node.get("items"), dict):
-        keys = (
-            node.get("x-kubernetes-list-map-keys")
-            if node.get("x-kubernetes-list-type") == "map"
-            else None
-        )
-        old_by_key = {}
-        if keys and isinstance(old, list):
-            old_by_key = {tuple(item.get(k) for k in keys): item for item in old}
-        for index, item in enumerate(obj):
-            old_item = old_by_key.get(tuple(item.get(k) for k in keys)) if keys else None
-            errors += cel_errors(node["items"], item, old_item, f"{path}[{index}]")
-    return errors
-
-
 def kubectl_apply_errors(schema: Schema, obj: Any, old: Any = None) -> list[str]:
-    """Every error the API server gives for `obj` (created, or updated from `old`)."""
-    defaulted = apply_defaults(schema, obj)
-    errors = schema_errors(schema, defaulted)
-    if errors:
-        return errors  # CEL runs only on objects that pass the schema
-    old_defaulted = apply_defaults(schema, old) if old is not None else None
-    return cel_errors(schema, defaulted, old_defaulted)
+    """Every error the API server gives for `obj` (created, or updated from `old`), as
+    kubectl prints them: 'field: message', or 'unknown field "..."' (strict field validation,
+    kubectl's default)."""
+    stored = admit(schema, old, None)[0] if old is not None else None
+    try:
+        admit(schema, obj, stored)
+    except InvalidObject as error:
+        if error.code == 400:
+            return [cause["message"] for cause in error.causes]
+        return [f"{cause['field'] or '<nil>'}: {cause['message']}" for cause in error.causes]
+    return []
