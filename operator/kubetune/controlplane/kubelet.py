@@ -1,0 +1,1538 @@
+"""A local kubelet and scheduler for the embedded control plane: it runs pods as processes.
+
+It talks to the API server only over HTTP, as a real node does: it lists and watches pods,
+binds the pods that fit onto its one node (a merge patch of spec.nodeName), runs their
+containers, PATCHes pods/status and GETs the secrets and config maps the env refers to.
+
+What it emulates, and how it differs from a real node:
+- Scheduling: one node with a capacity (cpu, memory, pods, any extended resource such as
+  nvidia.com/gpu). Pods are tried in creation order; a pod whose requests do not fit stays
+  Pending with PodScheduled=False, reason Unschedulable and the scheduler's message
+  ("0/1 nodes are available: 1 Insufficient nvidia.com/gpu."), and is bound when resources
+  free up. nodeSelector, affinity, taints and tolerations are not considered. A pod created
+  already bound to this node is admitted, or rejected (phase Failed, reason OutOf<resource>)
+  when it does not fit, as the kubelet's admission does.
+- Containers: the image is not pulled; each container's `command` + `args` run as a local
+  process (in its own session, so the whole process group is signalled), init containers one
+  after the other, then all containers at once. A container without `command` cannot fall back
+  to an image's entrypoint: the pod fails, the container terminated with exit code 128 and
+  reason CommandRequired. An executable that cannot be started gives reason StartError, exit
+  code 128, as containerd does. `workingDir`, volumes, probes, resource limits and sidecar
+  init containers are not emulated: a container is ready once its process runs.
+- Files: each pod gets a folder under the workdir holding per-container logs
+  (`<container>.<restartCount>.log`, stdout and stderr combined), the termination-message
+  files and a kubeconfig.
+- Env: the process inherits the kubelet's environment (PATH, a virtualenv), then gets
+  KUBERNETES_SERVICE_HOST/PORT pointing at the API server, HOSTNAME (the pod name),
+  KUBECONFIG (a kubeconfig in the pod folder for the API server's URL: plain HTTP, no
+  credentials) and then the spec's envFrom and env: value with $(VAR) expansion, fieldRef
+  (metadata.name, namespace, uid, labels, annotations, labels['k'], annotations['k'],
+  spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP: 127.0.0.1),
+  secretKeyRef and configMapKeyRef (optional honoured). A missing secret or config map keeps
+  the container waiting with reason CreateContainerConfigError and is retried, as Kubernetes
+  does. The service-account token and CA route is not emulated (no token file is written):
+  in-cluster clients must use KUBECONFIG.
+- Termination message: a process cannot write /dev/termination-log on a shared host, so each
+  container's terminationMessagePath is mapped to a file in the pod folder, and any env value
+  equal to the terminationMessagePath is rewritten to the mapped file's path. The file's last
+  4096 bytes become the terminated state's message; with FallbackToLogsOnError an empty file
+  and a failed container give the log's tail (80 lines, 2048 bytes) instead.
+- Status: phase Pending -> Running -> Succeeded/Failed, the conditions PodScheduled,
+  Initialized, ContainersReady and Ready, container statuses, startTime, podIP and hostIP
+  127.0.0.1. restartPolicy OnFailure and Always restart containers with a back-off starting at
+  1 s (Kubernetes starts at 10 s) and doubling up to 5 minutes, counting restartCount.
+  activeDeadlineSeconds counts from startTime: the processes are stopped (SIGTERM, then
+  SIGKILL after the grace period) and the pod fails with reason DeadlineExceeded.
+- Deletion: once a pod has a deletionTimestamp its process groups get SIGTERM, then SIGKILL
+  after deletionGracePeriodSeconds (else terminationGracePeriodSeconds, else 30), as the
+  kubelet does; the final status is written and the pod object deleted with
+  gracePeriodSeconds=0. A pod that disappears outright is killed at once. `stop()` ends every
+  process (SIGTERM, then SIGKILL after at most STOP_GRACE_SECONDS): none outlives it.
+- Resilience: a watch that ends is re-established from the last resourceVersion; 410 Gone
+  relists; failed requests and status conflicts are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NODE_NAME: Final = "kubetune-local"
+NODE_IP: Final = "127.0.0.1"
+DEFAULT_TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT: Final = 4096
+"""Kubernetes keeps the last 4096 bytes of a termination message."""
+FALLBACK_LOG_LINES: Final = 80
+FALLBACK_LOG_BYTES: Final = 2048
+DEFAULT_GRACE_SECONDS: Final = 30.0
+STOP_GRACE_SECONDS: Final = 5.0
+"""At stop(), the most a process gets between SIGTERM and SIGKILL."""
+CRASH_BACKOFF_SECONDS: Final = 1.0
+CRASH_BACKOFF_MAX_SECONDS: Final = 300.0
+CONFIG_RETRY_SECONDS: Final = 1.0
+"""How often a container waiting on a missing secret or config map is retried."""
+DEFAULT_PODS_CAPACITY: Final = "110"
+CANNOT_START_EXIT_CODE: Final = 128
+GROUP_EXIT_POLLS: Final = 200
+"""After SIGKILL, how many times (10 ms apart) to check that a process group has ended."""
+REQUEST_TIMEOUT_SECONDS: Final = 30.0
+WATCH_TIMEOUT_SECONDS: Final = 300
+WATCH_RETRY_SECONDS: Final = 0.5
+DEADLINE_MESSAGE: Final = "Pod was active on the node longer than the specified deadline"
+
+Resources = dict[str, Fraction]
+Json = dict[str, Any]
+
+
+# --- quantities and scheduling -----------------------------------------------------------
+
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
+)
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+
+def parse_quantity(value: str | int | float) -> Fraction:
+    """A Kubernetes quantity as an exact number: "500m" -> 1/2, "4Gi" -> 4 * 2**30."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    if isinstance(value, int | float):
+        return Fraction(value)
+    match = _QUANTITY.match(value.strip())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a Kubernetes quantity: write a number with an optional suffix, "
+            'e.g. "500m", "2", "4Gi", "1G"'
+        )
+    number, exponent, suffix = match.groups()
+    amount = Fraction(number)
+    if exponent:
+        amount *= Fraction(10) ** int(exponent[1:])
+    elif suffix in _BINARY:
+        amount *= 1024 ** _BINARY[suffix]
+    elif suffix:
+        amount *= Fraction(10) ** _DECIMAL[suffix]
+    return amount
+
+
+def node_capacity(capacity: Mapping[str, str] | None) -> Resources:
+    """The node's capacity: this machine's cpu count, memory and 110 pods, overridden and
+    extended by `capacity` (e.g. {"nvidia.com/gpu": "2"})."""
+    defaults = {"cpu": str(os.cpu_count() or 1), "pods": DEFAULT_PODS_CAPACITY}
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        defaults["memory"] = str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    merged = {**defaults, **(capacity or {})}
+    result: Resources = {}
+    for name, text in merged.items():
+        try:
+            result[name] = parse_quantity(text)
+        except ValueError as error:
+            raise ValueError(f"capacity[{name!r}]: {error}") from None
+    return result
+
+
+def _container_requests(container: Mapping[str, Any]) -> Resources:
+    resources = container.get("resources") or {}
+    # Kubernetes defaults a missing request to the limit.
+    merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    return {name: parse_quantity(value) for name, value in merged.items()}
+
+
+def pod_requests(spec: Mapping[str, Any]) -> Resources:
+    """What a pod asks of its node, as the scheduler counts it: the sum over its containers or
+    the largest init container, whichever is larger, plus the overhead and one pod."""
+    total: Resources = {}
+    for container in spec.get("containers") or []:
+        for name, amount in _container_requests(container).items():
+            total[name] = total.get(name, Fraction(0)) + amount
+    for container in spec.get("initContainers") or []:
+        for name, amount in _container_requests(container).items():
+            total[name] = max(total.get(name, Fraction(0)), amount)
+    for name, value in (spec.get("overhead") or {}).items():
+        total[name] = total.get(name, Fraction(0)) + parse_quantity(value)
+    total["pods"] = Fraction(1)
+    return total
+
+
+def insufficient(requests: Resources, capacity: Resources, allocated: Resources) -> list[str]:
+    """The resources the node lacks for these requests, sorted by name."""
+    return sorted(
+        name
+        for name, amount in requests.items()
+        if amount > 0 and allocated.get(name, Fraction(0)) + amount > capacity.get(name, 0)
+    )
+
+
+def unschedulable_message(missing: Iterable[str]) -> str:
+    """The scheduler's message for a pod that fits no node (this cluster has one)."""
+    reasons = [
+        "1 Too many pods" if name == "pods" else f"1 Insufficient {name}" for name in missing
+    ]
+    return f"0/1 nodes are available: {', '.join(sorted(reasons))}."
+
+
+def _add(total: Resources, amounts: Resources, sign: int = 1) -> None:
+    for name, amount in amounts.items():
+        total[name] = total.get(name, Fraction(0)) + sign * amount
+
+
+def _format_amount(amount: Fraction) -> str:
+    return str(amount.numerator) if amount.denominator == 1 else f"{float(amount):g}"
+
+
+# --- env --------------------------------------------------------------------------------
+
+
+class ContainerConfigError(Exception):
+    """The container's env cannot be built yet (reason CreateContainerConfigError)."""
+
+
+_FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+_EXPANSION = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known names are replaced, $$ is a literal $, and unknown
+    references are left as written."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        return env.get(name, match.group(0))
+
+    return _EXPANSION.sub(replace, text)
+
+
+def field_value(pod: Mapping[str, Any], path: str) -> str:
+    """The downward-API value of a fieldRef.fieldPath."""
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    simple = {
+        "metadata.name": metadata.get("name", ""),
+        "metadata.namespace": metadata.get("namespace", ""),
+        "metadata.uid": metadata.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.podIP": NODE_IP,
+        "status.podIPs": NODE_IP,
+        "status.hostIP": NODE_IP,
+        "status.hostIPs": NODE_IP,
+    }
+    if path in simple:
+        return str(simple[path])
+    if path in ("metadata.labels", "metadata.annotations"):
+        mapping = metadata.get(path.split(".")[1]) or {}
+        return "\n".join(f"{key}={json.dumps(mapping[key])}" for key in sorted(mapping))
+    match = _FIELD_KEY.match(path)
+    if match:
+        return str((metadata.get(match.group(1)) or {}).get(match.group(2), ""))
+    raise ContainerConfigError(f'unsupported fieldRef fieldPath "{path}"')
+
+
+def env_references(container: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """The names of the secrets and config maps a container's env reads."""
+    secrets: set[str] = set()
+    config_maps: set[str] = set()
+    for source in container.get("envFrom") or []:
+        if "secretRef" in source:
+            secrets.add(source["secretRef"].get("name", ""))
+        if "configMapRef" in source:
+            config_maps.add(source["configMapRef"].get("name", ""))
+    for variable in container.get("env") or []:
+        value_from = variable.get("valueFrom") or {}
+        if "secretKeyRef" in value_from:
+            secrets.add(value_from["secretKeyRef"].get("name", ""))
+        if "configMapKeyRef" in value_from:
+            config_maps.add(value_from["configMapKeyRef"].get("name", ""))
+    return secrets, config_maps
+
+
+def secret_values(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A secret's values, base64-decoded (stringData too, should the server keep it)."""
+    values = {
+        key: base64.b64decode(value).decode("utf-8", "replace")
+        for key, value in (secret.get("data") or {}).items()
+    }
+    values.update(secret.get("stringData") or {})
+    return values
+
+
+def container_env(
+    container: Mapping[str, Any],
+    pod: Mapping[str, Any],
+    secrets: Mapping[str, Mapping[str, str] | None],
+    config_maps: Mapping[str, Mapping[str, str] | None],
+    base: Mapping[str, str],
+) -> dict[str, str]:
+    """The env a container's process gets: `base`, then envFrom, then env (each value
+    expanded against what came before). `secrets` and `config_maps` map a name to its values,
+    or to None when the object does not exist. Raises ContainerConfigError as the kubelet
+    words it when a required source is missing."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "default")
+    env = dict(base)
+
+    def source(kind: str, name: str, optional: bool) -> Mapping[str, str] | None:
+        values = (secrets if kind == "secret" else config_maps).get(name)
+        if values is None and not optional:
+            raise ContainerConfigError(f'{kind} "{name}" not found')
+        return values
+
+    for item in container.get("envFrom") or []:
+        prefix = item.get("prefix", "")
+        for kind, key in (("secret", "secretRef"), ("configmap", "configMapRef")):
+            if key in item:
+                ref = item[key]
+                values = source(kind, ref.get("name", ""), bool(ref.get("optional")))
+                for name, value in (values or {}).items():
+                    env[prefix + name] = value
+    for variable in container.get("env") or []:
+        name = variable["name"]
+        if "value" in variable or "valueFrom" not in variable:
+            env[name] = expand(str(variable.get("value", "")), env)
+            continue
+        value_from = variable["valueFrom"]
+        if "fieldRef" in value_from:
+            env[name] = field_value(pod, value_from["fieldRef"].get("fieldPath", ""))
+            continue
+        for kind, key, label in (
+            ("secret", "secretKeyRef", "Secret"),
+            ("configmap", "configMapKeyRef", "ConfigMap"),
+        ):
+            if key in value_from:
+                ref = value_from[key]
+                optional = bool(ref.get("optional"))
+                values = source(kind, ref.get("name", ""), optional)
+                if values is not None and ref.get("key") in values:
+                    env[name] = values[ref["key"]]
+                elif not optional:
+                    raise ContainerConfigError(
+                        f"couldn't find key {ref.get('key')} in {label} "
+                        f"{namespace}/{ref.get('name', '')}"
+                    )
+                break
+        else:
+            raise ContainerConfigError(
+                f"env {name}: unsupported valueFrom {sorted(value_from)}; the local kubelet "
+                "supports fieldRef, secretKeyRef and configMapKeyRef"
+            )
+    return env
+
+
+def map_termination_path(env: Mapping[str, str], message_path: str, mapped: Path) -> dict[str, str]:
+    """The env with every value equal to the container's terminationMessagePath replaced by
+    the local file standing for it."""
+    return {name: str(mapped) if value == message_path else value for name, value in env.items()}
+
+
+# --- termination messages and statuses --------------------------------------------------
+
+
+def log_tail(text: bytes, lines: int = FALLBACK_LOG_LINES, limit: int = FALLBACK_LOG_BYTES) -> str:
+    """The last `lines` lines of a log, at most `limit` bytes (as FallbackToLogsOnError)."""
+    tail = b"".join(text.splitlines(keepends=True)[-lines:])[-limit:]
+    return tail.decode("utf-8", "replace")
+
+
+def termination_message(file_content: bytes, log: bytes, policy: str | None, exit_code: int) -> str:
+    """The terminated state's message: the file's last 4096 bytes; with
+    FallbackToLogsOnError, the log's tail when the file is empty and the container failed."""
+    text = file_content[-TERMINATION_MESSAGE_LIMIT:].decode("utf-8", "replace")
+    if not text and exit_code != 0 and policy == "FallbackToLogsOnError":
+        return log_tail(log)
+    return text
+
+
+def exit_code_of(returncode: int) -> int:
+    """A container's exit code: a process killed by signal N exits with 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC to the second, as metav1.Time is written."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def qos_class(spec: Mapping[str, Any]) -> str:
+    """Guaranteed, Burstable or BestEffort, from the containers' cpu and memory requests and
+    limits."""
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    guaranteed = True
+    anything = False
+    for container in containers:
+        resources = container.get("resources") or {}
+        limits = resources.get("limits") or {}
+        requests = {**limits, **(resources.get("requests") or {})}
+        for name in ("cpu", "memory"):
+            if name in requests or name in limits:
+                anything = True
+            if name not in limits or parse_quantity(requests[name]) != parse_quantity(limits[name]):
+                guaranteed = False
+    if not anything:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Container:
+    """One container of a pod being run: its spec, its process, its status."""
+
+    spec: Json
+    init: bool
+    folder: Path
+    state: Json = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: Json = field(default_factory=dict)
+    restart_count: int = 0
+    process: asyncio.subprocess.Process | None = None
+    succeeded: bool = False
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    @property
+    def message_path(self) -> str:
+        return str(self.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH)
+
+    @property
+    def termination_file(self) -> Path:
+        return self.folder / f"{self.name}.termination-log"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / f"{self.name}.{self.restart_count}.log"
+
+    @property
+    def running(self) -> bool:
+        return "running" in self.state
+
+    @property
+    def terminated(self) -> bool:
+        return "terminated" in self.state
+
+    def status(self) -> Json:
+        status: Json = {
+            "name": self.name,
+            "image": self.spec.get("image", ""),
+            "imageID": "",
+            "ready": self.running,
+            "started": self.running,
+            "restartCount": self.restart_count,
+            "state": self.state,
+            "lastState": self.last_state,
+        }
+        if self.process is not None:
+            status["containerID"] = f"process://{self.process.pid}"
+        return status
+
+
+@dataclass
+class _Pod:
+    """A pod admitted to this node: its object as last seen, its containers, its status."""
+
+    obj: Json
+    folder: Path
+    requests: Resources
+    containers: list[_Container]
+    conditions: dict[str, Json] = field(default_factory=dict)
+    start_time: datetime | None = None
+    reason: str | None = None
+    message: str | None = None
+    done: bool = False
+    """Every process has ended and the final status is set."""
+    gone: bool = False
+    """The pod object no longer exists: no more API writes."""
+    deleting: bool = False
+    grace: float = DEFAULT_GRACE_SECONDS
+    """The grace period of the deletion under way."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    version: int = 0
+    sent_version: int = -1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+    deadline: asyncio.TimerHandle | None = None
+
+    @property
+    def uid(self) -> str:
+        return str(self.obj["metadata"]["uid"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.obj["metadata"].get("namespace", "default"))
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def spec(self) -> Json:
+        return dict(self.obj.get("spec") or {})
+
+    @property
+    def init_containers(self) -> list[_Container]:
+        return [container for container in self.containers if container.init]
+
+    @property
+    def main_containers(self) -> list[_Container]:
+        return [container for container in self.containers if not container.init]
+
+    def set_condition(
+        self,
+        kind: str,
+        status: bool,
+        now: datetime,
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Set a condition; its lastTransitionTime moves only when its status changes."""
+        text = "True" if status else "False"
+        old = self.conditions.get(kind)
+        moved = old is None or old["status"] != text
+        condition: Json = {
+            "type": kind,
+            "status": text,
+            "lastProbeTime": None,
+            "lastTransitionTime": timestamp(now)
+            if moved or old is None
+            else old["lastTransitionTime"],
+        }
+        if reason:
+            condition["reason"] = reason
+        if message:
+            condition["message"] = message
+        self.conditions[kind] = condition
+
+    def phase(self) -> str:
+        main = self.main_containers
+        if self.done:
+            succeeded = self.reason is None and main and all(c.succeeded for c in main)
+            return "Succeeded" if succeeded else "Failed"
+        if self.reason is not None:
+            return "Failed"  # e.g. DeadlineExceeded while the processes are being stopped
+        if any(c.running or c.terminated or c.restart_count for c in main):
+            return "Running"
+        return "Pending"
+
+    def refresh_conditions(self, now: datetime) -> None:
+        """Initialized, ContainersReady and Ready from the containers' states."""
+        incomplete = [c.name for c in self.init_containers if not c.succeeded]
+        if incomplete:
+            self.set_condition(
+                "Initialized",
+                False,
+                now,
+                "ContainersNotInitialized",
+                f"containers with incomplete status: [{' '.join(incomplete)}]",
+            )
+        else:
+            self.set_condition("Initialized", True, now)
+        unready = [c.name for c in self.main_containers if not c.running]
+        phase = self.phase()
+        for kind in ("ContainersReady", "Ready"):
+            if phase in ("Succeeded", "Failed"):
+                self.set_condition(kind, False, now, "PodCompleted")
+            elif unready:
+                self.set_condition(
+                    kind,
+                    False,
+                    now,
+                    "ContainersNotReady",
+                    f"containers with unready status: [{' '.join(unready)}]",
+                )
+            else:
+                self.set_condition(kind, True, now)
+
+    def status(self) -> Json:
+        status: Json = {
+            "phase": self.phase(),
+            "conditions": [
+                self.conditions[kind]
+                for kind in (
+                    "PodReadyToStartContainers",
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                )
+                if kind in self.conditions
+            ],
+            "hostIP": NODE_IP,
+            "hostIPs": [{"ip": NODE_IP}],
+            "podIP": NODE_IP,
+            "podIPs": [{"ip": NODE_IP}],
+            "qosClass": qos_class(self.spec),
+            "containerStatuses": [c.status() for c in self.main_containers],
+        }
+        if self.init_containers:
+            status["initContainerStatuses"] = [c.status() for c in self.init_containers]
+        if self.start_time is not None:
+            status["startTime"] = timestamp(self.start_time)
+        if self.reason:
+            status["reason"] = self.reason
+        if self.message:
+            status["message"] = self.message
+        return status
+
+
+def _grace_seconds(pod: Mapping[str, Any]) -> float:
+    """How long a deleted pod's processes get between SIGTERM and SIGKILL: the delete's
+    deletionGracePeriodSeconds, else the spec's terminationGracePeriodSeconds, else 30."""
+    deletion = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
+    if deletion is not None:
+        return float(deletion)
+    spec_grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+    return float(spec_grace) if spec_grace is not None else DEFAULT_GRACE_SECONDS
+
+
+def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+async def end_processes(processes: list[asyncio.subprocess.Process], grace: float) -> None:
+    """SIGTERM each process group, then SIGKILL those still alive after `grace` seconds."""
+    alive = [process for process in processes if process.returncode is None]
+    for process in alive:
+        _signal_group(process, signal.SIGTERM)
+    if alive and grace > 0:
+        await asyncio.wait([asyncio.ensure_future(p.wait()) for p in alive], timeout=grace)
+    for process in alive:
+        # The leader may be gone while children of its group live on: a container's
+        # processes all end with it. (Only groups alive just now: a pid is reused later.)
+        _signal_group(process, signal.SIGKILL)
+    await asyncio.gather(*(process.wait() for process in alive))
+    # SIGKILL is delivered asynchronously: wait (briefly) until no member of the groups runs.
+    groups = {process.pid for process in alive}
+    for _ in range(GROUP_EXIT_POLLS):
+        if not _running_groups(groups):
+            break
+        await asyncio.sleep(0.01)  # polling /proc: the kernel offers nothing to await
+
+
+def _running_groups(groups: set[int]) -> set[int]:
+    """Which of these process groups still have a member that is not a zombie (Linux /proc;
+    elsewhere an empty set)."""
+    running: set[int] = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # After the command: state, ppid, pgrp.
+            if fields[0] != "Z" and int(fields[2]) in groups:
+                running.add(int(fields[2]))
+    return running
+
+
+# --- the kubelet ------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An API request failed with this HTTP status."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:500]}")
+        self.status = status
+
+
+class Kubelet:
+    """Schedules pods onto one local node and runs their containers as processes.
+
+    `async with Kubelet(url) as kubelet:` or start()/stop(). `logs` is the pod-log provider
+    for the API server (`server.set_pod_log_provider(kubelet.logs)`)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        node_name: str = DEFAULT_NODE_NAME,
+        capacity: dict[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.node_name = node_name
+        self.capacity = node_capacity(capacity)
+        self._own_workdir = workdir is None
+        # Without a workdir, a temporary folder is made at start() and removed at stop().
+        self.workdir = workdir if workdir is not None else Path(tempfile.gettempdir())
+        self._session: aiohttp.ClientSession | None = None
+        self._pods: dict[str, _Pod] = {}  # by uid: admitted to this node, until deleted
+        self._pending: dict[str, Json] = {}  # by uid: waiting to be scheduled
+        self._by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid, for logs
+        self._finished: set[str] = set()  # uids seen terminal on this node, not run here
+        self._allocated: Resources = {}
+        self._unschedulable: dict[str, str] = {}  # uid -> message last written
+        self._schedule_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._resource_version = ""
+
+    async def __aenter__(self) -> Kubelet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect to the API server and begin watching pods; returns once the first list is
+        handled."""
+        if self._own_workdir:
+            self.workdir = Path(tempfile.mkdtemp(prefix="kubetune-kubelet-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
+        )
+        try:
+            await self._register_node()
+            await self._list_pods()
+        except ApiError as error:
+            await self.stop()
+            raise RuntimeError(
+                f"the kubelet could not list pods from {self.api_url}: {error}"
+            ) from None
+        self._tasks = [
+            asyncio.create_task(self._watch_pods(), name="kubelet-watch"),
+            asyncio.create_task(self._schedule_loop(), name="kubelet-scheduler"),
+        ]
+
+    async def stop(self) -> None:
+        """End every process (SIGTERM, then SIGKILL after at most STOP_GRACE_SECONDS) and stop
+        watching. No status is written: the API server may already be gone."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        background = list(self._background)
+        await asyncio.gather(*background, return_exceptions=True)
+        pods = list(self._pods.values())
+        await asyncio.gather(
+            *(self._end(pod, min(_grace_seconds(pod.obj), STOP_GRACE_SECONDS)) for pod in pods)
+        )
+        runners = [pod.task for pod in pods if pod.task is not None and not pod.task.done()]
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        for pod in pods:
+            if pod.deadline is not None:
+                pod.deadline.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._own_workdir and self.workdir.name.startswith("kubetune-kubelet-"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def logs(self, namespace: str, name: str, container: str | None) -> str | None:
+        """A container's stdout and stderr so far (the current run of it); None when this node
+        has no such pod or container. Without a container name: the pod's default container
+        (annotation kubectl.kubernetes.io/default-container), else its first."""
+        uid = self._by_name.get((namespace, name))
+        pod = self._pods.get(uid) if uid is not None else None
+        if pod is None:
+            return None
+        if container is None:
+            annotations = pod.obj["metadata"].get("annotations") or {}
+            container = annotations.get("kubectl.kubernetes.io/default-container")
+            if container is None and pod.main_containers:
+                container = pod.main_containers[0].name
+        for candidate in pod.containers:
+            if candidate.name == container:
+                path = candidate.log_file
+                return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
+        return None
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Json | None = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+        attempts: int = 5,
+    ) -> Json:
+        """One API call, retried on connection errors, conflicts and server errors; 404 and
+        other client errors raise ApiError at once."""
+        assert self._session is not None
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                async with self._session.request(
+                    method,
+                    self.api_url + path,
+                    data=None if body is None else json.dumps(body),
+                    headers={"Content-Type": content_type, "Accept": "application/json"},
+                    params=params,
+                ) as response:
+                    text = await response.text()
+                    if response.status < 300:
+                        result: Json = json.loads(text) if text else {}
+                        return result
+                    error = ApiError(response.status, text)
+                    retry = response.status in (409, 429) or response.status >= 500
+                    if not retry:
+                        raise error
+            except (aiohttp.ClientError, TimeoutError) as failure:
+                error = ApiError(0, str(failure))
+            if attempt + 1 < attempts and not self._closing:
+                await asyncio.sleep(delay)  # back off before retrying the request
+                delay = min(delay * 2, 1.0)
+        raise error
+
+    @staticmethod
+    def _pod_path(namespace: str, name: str, subresource: str = "") -> str:
+        suffix = f"/{subresource}" if subresource else ""
+        return f"/api/v1/namespaces/{namespace}/pods/{name}{suffix}"
+
+    async def _register_node(self) -> None:
+        """Create the Node object when the server serves nodes (kubectl get nodes)."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "labels": {
+                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/os": "linux",
+                },
+            },
+            "status": {
+                "capacity": {k: _format_amount(v) for k, v in self.capacity.items()},
+                "allocatable": {k: _format_amount(v) for k, v in self.capacity.items()},
+                "addresses": [
+                    {"type": "InternalIP", "address": NODE_IP},
+                    {"type": "Hostname", "address": self.node_name},
+                ],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                        "lastHeartbeatTime": timestamp(_now()),
+                        "lastTransitionTime": timestamp(_now()),
+                    }
+                ],
+            },
+        }
+        with contextlib.suppress(ApiError):
+            await self._request("POST", "/api/v1/nodes", body=node, attempts=1)
+
+    # --- watching pods --------------------------------------------------------------------
+
+    async def _list_pods(self) -> None:
+        listed = await self._request("GET", "/api/v1/pods")
+        self._relist(listed.get("items") or [])
+        self._resource_version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def _watch_pods(self) -> None:
+        """Watch from the last resourceVersion seen; re-watch when a watch ends, relist on
+        410 Gone or errors."""
+        must_list = False
+        while not self._closing:
+            try:
+                if must_list:
+                    await self._list_pods()
+                    must_list = False
+                must_list = await self._watch_once()
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as error:
+                logger.debug("kubelet: pod watch failed, relisting: %s", error)
+                must_list = True
+                await asyncio.sleep(WATCH_RETRY_SECONDS)  # the server may be restarting
+
+    async def _watch_once(self) -> bool:
+        """One watch request; True when the pods must be listed again (410 Gone)."""
+        assert self._session is not None
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_TIMEOUT_SECONDS),
+        }
+        if self._resource_version:
+            params["resourceVersion"] = self._resource_version
+        async with self._session.get(
+            self.api_url + "/api/v1/pods",
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=REQUEST_TIMEOUT_SECONDS),
+        ) as response:
+            if response.status == 410:
+                return True
+            if response.status >= 300:
+                raise ApiError(response.status, await response.text())
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip() and self._on_watch_event(json.loads(line)):
+                        return True
+        return False
+
+    def _on_watch_event(self, event: Json) -> bool:
+        """Handle one watch event; True when it says the resourceVersion is too old."""
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                return True
+            raise ApiError(int(obj.get("code") or 500), json.dumps(obj))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._resource_version = str(version)
+        if kind == "BOOKMARK":
+            return False
+        if kind == "DELETED":
+            self._forget(str(obj["metadata"]["uid"]))
+        else:
+            self._observe(obj)
+        return False
+
+    def _relist(self, items: list[Json]) -> None:
+        present = {str(item["metadata"]["uid"]) for item in items}
+        for uid in [*self._pods, *self._pending]:
+            if uid not in present:
+                self._forget(uid)
+        for item in items:
+            self._observe(item)
+
+    def _observe(self, obj: Json) -> None:
+        """A pod as the server has it now: schedule it, admit it, or notice its deletion."""
+        metadata = obj.get("metadata") or {}
+        uid = str(metadata.get("uid"))
+        node = (obj.get("spec") or {}).get("nodeName")
+        pod = self._pods.get(uid)
+        if pod is not None:
+            pod.obj = obj
+            if metadata.get("deletionTimestamp") and (
+                not pod.deleting or _grace_seconds(obj) < pod.grace
+            ):
+                self._begin_deletion(pod)  # a second delete may shorten the grace period
+            return
+        if not node:
+            self._pending[uid] = obj
+            self._schedule_wanted.set()
+            return
+        self._pending.pop(uid, None)
+        if node != self.node_name:
+            return
+        phase = (obj.get("status") or {}).get("phase")
+        if uid in self._finished or phase in ("Succeeded", "Failed"):
+            self._finished.add(uid)
+            if metadata.get("deletionTimestamp"):
+                self._spawn(
+                    self._delete_now(metadata.get("namespace", "default"), metadata["name"], uid)
+                )
+            return
+        self._admit(obj)
+
+    def _forget(self, uid: str) -> None:
+        """The pod object is gone: kill its processes at once, free its resources."""
+        self._pending.pop(uid, None)
+        self._unschedulable.pop(uid, None)
+        self._finished.discard(uid)
+        pod = self._pods.get(uid)
+        if pod is None:
+            return
+        pod.gone = True
+        if self._by_name.get((pod.namespace, pod.name)) == uid:
+            del self._by_name[(pod.namespace, pod.name)]
+        if not pod.done:
+            self._spawn(self._end(pod, 0))
+        else:
+            self._pods.pop(uid, None)
+
+    def _event(
+        self, obj: Json, kind: str, reason: str, message: str, component: str = "kubelet"
+    ) -> None:
+        """Record a core/v1 Event about a pod (kubectl describe shows them), in the background:
+        an event that cannot be written is dropped, as a real component does."""
+        metadata = obj["metadata"]
+        namespace = metadata.get("namespace", "default")
+        moment = timestamp(_now())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{metadata['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": metadata["name"],
+                "namespace": namespace,
+                "uid": metadata.get("uid", ""),
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": component, "host": self.node_name},
+            "reportingComponent": component,
+            "reportingInstance": self.node_name,
+            "firstTimestamp": moment,
+            "lastTimestamp": moment,
+            "count": 1,
+        }
+
+        async def post() -> None:
+            with contextlib.suppress(ApiError):
+                path = f"/api/v1/namespaces/{namespace}/events"
+                await self._request("POST", path, body=event, attempts=1)
+
+        if not self._closing:
+            self._spawn(post())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await self._schedule_wanted.wait()
+            self._schedule_wanted.clear()
+            await self._schedule()
+
+    async def _schedule(self) -> None:
+        """Bind the pending pods that fit, in creation order; mark the others Unschedulable."""
+        queue = sorted(
+            self._pending.values(),
+            key=lambda obj: str(obj["metadata"].get("creationTimestamp", "")),
+        )
+        for obj in queue:
+            metadata = obj["metadata"]
+            uid = str(metadata["uid"])
+            if uid not in self._pending:
+                continue
+            namespace, name = metadata.get("namespace", "default"), metadata["name"]
+            if metadata.get("deletionTimestamp"):
+                # An unscheduled pod has no process to stop: it is removed at once.
+                del self._pending[uid]
+                await self._delete_now(namespace, name, uid)
+                continue
+            try:
+                requests = pod_requests(obj.get("spec") or {})
+            except ValueError as error:
+                await self._mark_unschedulable(obj, f"invalid resource request: {error}")
+                continue
+            missing = insufficient(requests, self.capacity, self._allocated)
+            if missing:
+                await self._mark_unschedulable(obj, unschedulable_message(missing))
+                continue
+            try:
+                bound = await self._bind(obj)
+            except ApiError as error:
+                if error.status != 404:
+                    logger.warning("kubelet: binding %s/%s failed: %s", namespace, name, error)
+                continue
+            self._event(
+                obj,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {namespace}/{name} to {self.node_name}",
+                "default-scheduler",
+            )
+            if uid in self._pending:  # else the watch has already seen it bound
+                del self._pending[uid]
+                self._unschedulable.pop(uid, None)
+                self._admit(bound)
+
+    async def _bind(self, obj: Json) -> Json:
+        """Bind a pod to this node as the scheduler does (POST pods/NAME/binding); a server
+        without the binding subresource gets a merge patch of spec.nodeName instead."""
+        metadata = obj["metadata"]
+        namespace, name = metadata.get("namespace", "default"), metadata["name"]
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": metadata["uid"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
+        }
+        try:
+            await self._request("POST", self._pod_path(namespace, name, "binding"), body=binding)
+        except ApiError as error:
+            if error.status not in (404, 405):
+                raise
+            return await self._request(
+                "PATCH",
+                self._pod_path(namespace, name),
+                body={"spec": {"nodeName": self.node_name}},
+                content_type="application/merge-patch+json",
+            )
+        return {**obj, "spec": {**(obj.get("spec") or {}), "nodeName": self.node_name}}
+
+    async def _mark_unschedulable(self, obj: Json, message: str) -> None:
+        uid = str(obj["metadata"]["uid"])
+        current = next(
+            (
+                condition
+                for condition in (obj.get("status") or {}).get("conditions") or []
+                if condition.get("type") == "PodScheduled"
+            ),
+            None,
+        )
+        if self._unschedulable.get(uid) == message or (
+            current is not None and current.get("message") == message
+        ):
+            return
+        status = {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                    "lastProbeTime": None,
+                    "lastTransitionTime": timestamp(_now()),
+                }
+            ],
+        }
+        metadata = obj["metadata"]
+        with contextlib.suppress(ApiError):
+            await self._request(
+                "PATCH",
+                self._pod_path(metadata.get("namespace", "default"), metadata["name"], "status"),
+                body={"status": status},
+                content_type="application/merge-patch+json",
+            )
+            self._unschedulable[uid] = message
+            self._event(obj, "Warning", "FailedScheduling", message, "default-scheduler")
+
+    def _admit(self, obj: Json) -> None:
+        """Take a pod bound to this node: reserve its resources and run it."""
+        metadata = obj["metadata"]
+        uid = str(metadata["uid"])
+        if uid in self._pods:
+            self._pods[uid].obj = obj
+            return
+        spec = obj.get("spec") or {}
+        folder = (
+            self.workdir / metadata.get("namespace", "default") / f"{metadata['name']}-{uid[:8]}"
+        )
+        containers = [
+            _Container(dict(c), init=True, folder=folder) for c in spec.get("initContainers") or []
+        ] + [_Container(dict(c), init=False, folder=folder) for c in spec.get("containers") or []]
+        try:
+            requests = pod_requests(spec)
+        except ValueError:
+            requests = {"pods": Fraction(1)}
+        pod = _Pod(obj=obj, folder=folder, requests=requests, containers=containers)
+        self._pods[uid] = pod
+        self._by_name[(pod.namespace, pod.name)] = uid
+        missing = insufficient(requests, self.capacity, self._allocated)
+        if not missing:
+            _add(self._allocated, requests)
+        pod.task = asyncio.create_task(
+            self._run(pod, missing), name=f"pod-{pod.namespace}-{pod.name}"
+        )
+        pod.task.add_done_callback(_log_failure)
+
+    def _release(self, pod: _Pod) -> None:
+        if pod.requests:
+            _add(self._allocated, pod.requests, -1)
+            pod.requests = {}
+            self._schedule_wanted.set()
+
+    # --- running a pod --------------------------------------------------------------------
+
+    async def _run(self, pod: _Pod, missing: list[str]) -> None:
+        now = _now()
+        pod.start_time = now
+        pod.set_condition("PodScheduled", True, now)
+        pod.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            if missing:
+                # The kubelet's admission: a pod bound here that does not fit is rejected.
+                pod.requests = {}
+                resource = missing[0]
+                pod.reason = f"OutOf{resource}"
+                pod.message = f"Pod was rejected: Node didn't have enough resource: {resource}"
+            else:
+                self._arm_deadline(pod)
+                await self._run_containers(pod)
+        finally:
+            await self._finish(pod)
+
+    def _arm_deadline(self, pod: _Pod) -> None:
+        deadline = pod.spec.get("activeDeadlineSeconds")
+        if deadline is None or pod.start_time is None:
+            return
+
+        def expire() -> None:
+            if not pod.done and not pod.stopping.is_set():
+                pod.reason, pod.message = "DeadlineExceeded", DEADLINE_MESSAGE
+                self._event(pod.obj, "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
+                self._spawn(self._end(pod, _grace_seconds({"spec": pod.spec})))
+
+        pod.deadline = asyncio.get_running_loop().call_later(float(deadline), expire)
+
+    async def _run_containers(self, pod: _Pod) -> None:
+        pod.refresh_conditions(_now())
+        without_command = [c for c in pod.containers if not c.spec.get("command")]
+        if without_command:
+            for container in without_command:
+                container.state = {
+                    "terminated": {
+                        "exitCode": CANNOT_START_EXIT_CODE,
+                        "reason": "CommandRequired",
+                        "message": (
+                            f"container {container.name!r} has no command: the local kubelet "
+                            "runs command and args as a process and cannot run the image's "
+                            "entrypoint; set command in the pod spec"
+                        ),
+                        "startedAt": None,
+                        "finishedAt": timestamp(_now()),
+                    }
+                }
+            pod.reason = "CommandRequired"
+            pod.message = "a container has no command (see its status)"
+            return
+        await self._sync(pod)
+        base = self._base_env(pod)
+        envs = await self._resolve_envs(pod, base)
+        if envs is None:
+            return
+        for container in pod.init_containers:
+            container.state = {"waiting": {"reason": "PodInitializing"}}
+        for container in pod.init_containers:
+            if not await self._run_container(pod, container, envs[container.name]):
+                return
+        await asyncio.gather(
+            *(self._run_container(pod, c, envs[c.name]) for c in pod.main_containers)
+        )
+
+    def _base_env(self, pod: _Pod) -> dict[str, str]:
+        url = urlsplit(self.api_url)
+        kubeconfig = pod.folder / "kubeconfig"
+        document = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kubetune-local", "cluster": {"server": self.api_url}}],
+            "users": [{"name": "pod", "user": {}}],
+            "contexts": [
+                {
+                    "name": "kubetune-local",
+                    "context": {
+                        "cluster": "kubetune-local",
+                        "user": "pod",
+                        "namespace": pod.namespace,
+                    },
+                }
+            ],
+            "current-context": "kubetune-local",
+        }
+        kubeconfig.write_text(json.dumps(document, indent=2))
+        return {
+            **os.environ,
+            "KUBERNETES_SERVICE_HOST": url.hostname or NODE_IP,
+            "KUBERNETES_SERVICE_PORT": str(url.port or 80),
+            "KUBECONFIG": str(kubeconfig),
+            "HOSTNAME": pod.name,
+        }
+
+    async def _resolve_envs(
+        self, pod: _Pod, base: Mapping[str, str]
+    ) -> dict[str, dict[str, str]] | None:
+        """Each container's env; a missing secret or config map is retried until it exists
+        or the pod is stopped (None)."""
+        while True:
+            try:
+                return await self._try_envs(pod, base)
+            except ContainerConfigError as error:
+                message = str(error)
+            for container in pod.containers:
+                container.state = {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": message}
+                }
+            pod.version += 1
+            await self._sync(pod)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pod.stopping.wait(), CONFIG_RETRY_SECONDS)
+            if pod.stopping.is_set():
+                return None
+
+    async def _try_envs(self, pod: _Pod, base: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        secret_names: set[str] = set()
+        config_map_names: set[str] = set()
+        for container in pod.containers:
+            secrets, config_maps = env_references(container.spec)
+            secret_names |= secrets
+            config_map_names |= config_maps
+        secrets_found = {name: await self._values(pod, "secrets", name) for name in secret_names}
+        maps_found = {
+            name: await self._values(pod, "configmaps", name) for name in config_map_names
+        }
+        envs = {}
+        for container in pod.containers:
+            env = container_env(container.spec, pod.obj, secrets_found, maps_found, base)
+            envs[container.name] = map_termination_path(
+                env, container.message_path, container.termination_file
+            )
+        for container in pod.containers:
+            if container.state.get("waiting", {}).get("reason") == "CreateContainerConfigError":
+                container.state = {"waiting": {"reason": "ContainerCreating"}}
+        return envs
+
+    async def _values(self, pod: _Pod, plural: str, name: str) -> dict[str, str] | None:
+        try:
+            obj = await self._request("GET", f"/api/v1/namespaces/{pod.namespace}/{plural}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise ContainerConfigError(f"cannot read {plural[:-1]} {name!r}: {error}") from None
+        if plural == "secrets":
+            return secret_values(obj)
+        values = {key: str(value) for key, value in (obj.get("data") or {}).items()}
+        for key, value in (obj.get("binaryData") or {}).items():
+            values[key] = base64.b64decode(value).decode("utf-8", "replace")
+        return values
+
+    async def _run_container(
+        self, pod: _Pod, container: _Container, env: Mapping[str, str]
+    ) -> bool:
+        """Run a container to its end, restarting it as the restartPolicy says; True when it
+        succeeded."""
+        policy = pod.spec.get("restartPolicy", "Always")
+        backoff = CRASH_BACKOFF_SECONDS
+        while True:
+            code = await self._run_once(pod, container, env)
+            if code is None:
+                return False  # stopped before it started
+            container.succeeded = code == 0
+            if pod.stopping.is_set() or policy == "Never":
+                return container.succeeded
+            if container.succeeded and (policy == "OnFailure" or container.init):
+                return True
+            terminated = container.state
+            container.last_state = terminated
+            container.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": (
+                        f"back-off {backoff:g}s restarting failed container={container.name} "
+                        f"pod={pod.name}_{pod.namespace}({pod.uid})"
+                    ),
+                }
+            }
+            pod.version += 1
+            await self._sync(pod)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pod.stopping.wait(), backoff)
+            if pod.stopping.is_set():
+                container.state = terminated
+                return container.succeeded
+            container.restart_count += 1
+            backoff = min(backoff * 2, CRASH_BACKOFF_MAX_SECONDS)
+
+    async def _run_once(
+        self, pod: _Pod, container: _Container, env: Mapping[str, str]
+    ) -> int | None:
+        """Start the container's process and wait for it; its exit code, None when the pod
+        was stopped before it could start."""
+        if pod.stopping.is_set():
+            return None
+        argv = [
+            expand(str(part), env)
+            for part in [*container.spec["command"], *container.spec.get("args", [])]
+        ]
+        container.termination_file.write_bytes(b"")
+        started = _now()
+        try:
+            with container.log_file.open("ab") as log:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=pod.folder,
+                    env=dict(env),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as error:
+            container.state = {
+                "terminated": {
+                    "exitCode": CANNOT_START_EXIT_CODE,
+                    "reason": "StartError",
+                    "message": (
+                        f"failed to start container process: exec: {argv[0]!r}: "
+                        f"{error.strerror or error}"
+                    ),
+                    "startedAt": None,
+                    "finishedAt": timestamp(_now()),
+                }
+            }
+            pod.version += 1
+            await self._sync(pod)
+            return CANNOT_START_EXIT_CODE
+        container.process = process
+        if pod.stopping.is_set():
+            # Stopped while this process was being started: it ends with the others.
+            await end_processes([process], _grace_seconds(pod.obj))
+        container.state = {"running": {"startedAt": timestamp(started)}}
+        pod.refresh_conditions(_now())
+        pod.version += 1
+        sync = asyncio.create_task(self._sync(pod))
+        returncode = await process.wait()
+        _signal_group(process, signal.SIGKILL)  # what the leader left behind ends with it
+        await sync
+        code = exit_code_of(returncode)
+        message = termination_message(
+            container.termination_file.read_bytes() if container.termination_file.exists() else b"",
+            container.log_file.read_bytes() if container.log_file.exists() else b"",
+            container.spec.get("terminationMessagePolicy"),
+            code,
+        )
+        terminated: Json = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": timestamp(started),
+            "finishedAt": timestamp(_now()),
+            "containerID": f"process://{process.pid}",
+        }
+        if returncode < 0:
+            terminated["signal"] = -returncode
+        if message:
+            terminated["message"] = message
+        container.state = {"terminated": terminated}
+        pod.refresh_conditions(_now())
+        pod.version += 1
+        if not container.init and any(
+            not other.terminated for other in pod.main_containers if other is not container
+        ):
+            await self._sync(pod)  # the last one to end is written with the pod's final phase
+        return code
+
+    def _begin_deletion(self, pod: _Pod) -> None:
+        pod.grace = _grace_seconds(pod.obj)
+        if not pod.done and not pod.deleting:
+            for container in pod.containers:
+                if container.running:
+                    self._event(
+                        pod.obj, "Normal", "Killing", f"Stopping container {container.name}"
+                    )
+        pod.deleting = True
+        self._spawn(self._end(pod, pod.grace))
+
+    async def _end(self, pod: _Pod, grace: float) -> None:
+        """Stop a pod's processes: SIGTERM, then SIGKILL after `grace` seconds."""
+        pod.stopping.set()
+        if pod.done:
+            if pod.deleting and not pod.gone and not self._closing:
+                await self._delete_now(pod.namespace, pod.name, pod.uid)
+            return
+        processes = [c.process for c in pod.containers if c.process is not None]
+        await end_processes(processes, grace)
+
+    async def _finish(self, pod: _Pod) -> None:
+        """Every process has ended: write the final status, free the resources, and delete the
+        pod object if it is being deleted."""
+        for container in pod.containers:
+            if container.process is not None and container.process.returncode is None:
+                await end_processes([container.process], 0)
+        if pod.deadline is not None:
+            pod.deadline.cancel()
+        pod.done = True
+        self._release(pod)
+        pod.refresh_conditions(_now())
+        pod.version += 1
+        if not self._closing:
+            await self._sync(pod)
+            if pod.deleting and not pod.gone:
+                await self._delete_now(pod.namespace, pod.name, pod.uid)
+        if pod.gone:
+            self._pods.pop(pod.uid, None)
+
+    async def _sync(self, pod: _Pod) -> None:
+        """PATCH pods/status with the pod's current status, unless it was already sent."""
+        async with pod.lock:
+            if pod.gone or self._closing or pod.sent_version == pod.version:
+                return
+            version = pod.version
+            pod.refresh_conditions(_now())
+            try:
+                await self._request(
+                    "PATCH",
+                    self._pod_path(pod.namespace, pod.name, "status"),
+                    body={"status": pod.status()},
+                    content_type="application/merge-patch+json",
+                )
+            except ApiError as error:
+                if error.status == 404:
+                    pod.gone = True
+                else:
+                    logger.warning(
+                        "kubelet: status of pod %s/%s: %s", pod.namespace, pod.name, error
+                    )
+                return
+            pod.sent_version = max(pod.sent_version, version)
+
+    async def _delete_now(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the pod object now that its processes are dead (gracePeriodSeconds=0)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        }
+        with contextlib.suppress(ApiError):
+            await self._request("DELETE", self._pod_path(namespace, name), body=body)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("kubelet: %s failed", task.get_name(), exc_info=task.exception())
+
+
+__all__ = [
+    "ApiError",
+    "ContainerConfigError",
+    "Kubelet",
+    "container_env",
+    "end_processes",
+    "env_references",
+    "expand",
+    "field_value",
+    "insufficient",
+    "map_termination_path",
+    "node_capacity",
+    "parse_quantity",
+    "pod_requests",
+    "qos_class",
+    "termination_message",
+    "unschedulable_message",
+]

@@ -1,0 +1,709 @@
+"""The local kubelet: scheduling, env, statuses, deadlines, deletion and logs.
+
+The pure parts (quantities, requests, env resolution, termination messages) are tested as
+functions; the rest end to end, through the API server over HTTP, as kopf and kubectl see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kubetune.controlplane.apiserver import ApiServer
+from kubetune.controlplane.kubelet import (
+    ContainerConfigError,
+    Kubelet,
+    container_env,
+    end_processes,
+    env_references,
+    expand,
+    insufficient,
+    map_termination_path,
+    node_capacity,
+    parse_quantity,
+    pod_requests,
+    termination_message,
+    unschedulable_message,
+)
+
+PY = sys.executable
+
+
+# --- quantities and scheduling decisions -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500m", Fraction(1, 2)),
+        ("2", Fraction(2)),
+        ("4Gi", Fraction(4 * 2**30)),
+        ("1G", Fraction(10**9)),
+        ("1.5", Fraction(3, 2)),
+        ("1e3", Fraction(1000)),
+        ("100Mi", Fraction(100 * 2**20)),
+        (3, Fraction(3)),
+    ],
+)
+def test_quantities_parse_as_kubernetes_writes_them(text: str | int, expected: Fraction) -> None:
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4GB", "lots", "", "1.2.3"])
+def test_a_bad_quantity_says_how_to_write_one(text: str) -> None:
+    with pytest.raises(ValueError, match=r'e\.g\. "500m"'):
+        parse_quantity(text)
+
+
+def test_capacity_extends_this_machine_and_names_a_bad_entry() -> None:
+    capacity = node_capacity({"nvidia.com/gpu": "2", "cpu": "500m"})
+    assert capacity["nvidia.com/gpu"] == 2
+    assert capacity["cpu"] == Fraction(1, 2)
+    assert capacity["pods"] == 110
+    assert capacity["memory"] > 0
+    with pytest.raises(ValueError, match=r"capacity\['memory'\]"):
+        node_capacity({"memory": "much"})
+
+
+def test_pod_requests_sum_containers_and_take_the_largest_init_container() -> None:
+    spec = {
+        "initContainers": [{"name": "setup", "resources": {"requests": {"cpu": "3"}}}],
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+            # A limit without a request counts as the request.
+            {"name": "b", "resources": {"limits": {"cpu": "1", "nvidia.com/gpu": "1"}}},
+        ],
+    }
+    assert pod_requests(spec) == {
+        "cpu": Fraction(3),
+        "memory": Fraction(2**30),
+        "nvidia.com/gpu": Fraction(1),
+        "pods": Fraction(1),
+    }
+
+
+def test_unschedulable_pods_get_the_schedulers_words() -> None:
+    capacity = node_capacity({"cpu": "2", "nvidia.com/gpu": "1"})
+    used = {"nvidia.com/gpu": Fraction(1), "cpu": Fraction(1)}
+    gpu_pod = {"nvidia.com/gpu": Fraction(1), "pods": Fraction(1)}
+    assert insufficient(gpu_pod, capacity, used) == ["nvidia.com/gpu"]
+    assert insufficient(gpu_pod, capacity, {}) == []
+    both = {**gpu_pod, "cpu": Fraction(2)}
+    assert unschedulable_message(insufficient(both, capacity, used)) == (
+        "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient nvidia.com/gpu."
+    )
+    assert unschedulable_message(["pods"]) == "0/1 nodes are available: 1 Too many pods."
+    # A resource the node does not have at all is insufficient too.
+    assert insufficient({"example.com/fpga": Fraction(1)}, capacity, {}) == ["example.com/fpga"]
+
+
+# --- env ---------------------------------------------------------------------------------
+
+POD = {
+    "metadata": {
+        "name": "trial-1",
+        "namespace": "team",
+        "uid": "1234",
+        "labels": {"study": "s1"},
+        "annotations": {"note": "hi"},
+    },
+    "spec": {"nodeName": "kubetune-local"},
+}
+
+
+def test_env_resolves_values_fields_secrets_and_config_maps() -> None:
+    container = {
+        "name": "main",
+        "envFrom": [
+            {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+            {"secretRef": {"name": "absent", "optional": True}},
+        ],
+        "env": [
+            {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {
+                "name": "STUDY",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['study']"}},
+            },
+            {
+                "name": "NOTE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}},
+            },
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {
+                "name": "TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
+            },
+            {
+                "name": "MODE",
+                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+            },
+            {
+                "name": "MAYBE",
+                "valueFrom": {"secretKeyRef": {"name": "creds", "key": "no", "optional": True}},
+            },
+            {"name": "GREETING", "value": "$(NAME) in $(NS) costs $$5, $(UNKNOWN) kept"},
+        ],
+    }
+    assert env_references(container) == ({"absent", "creds"}, {"settings"})
+    env = container_env(
+        container,
+        POD,
+        secrets={"creds": {"token": "s3cret"}, "absent": None},
+        config_maps={"settings": {"mode": "fast", "level": "3"}},
+        base={"PATH": "/bin"},
+    )
+    assert env == {
+        "PATH": "/bin",
+        "CFG_mode": "fast",
+        "CFG_level": "3",
+        "NAME": "trial-1",
+        "NS": "team",
+        "UID": "1234",
+        "STUDY": "s1",
+        "NOTE": "hi",
+        "NODE": "kubetune-local",
+        "IP": "127.0.0.1",
+        "TOKEN": "s3cret",
+        "MODE": "fast",
+        "GREETING": "trial-1 in team costs $5, $(UNKNOWN) kept",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "secrets", "message"),
+    [
+        (
+            [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "t"}}}],
+            {"creds": None},
+            'secret "creds" not found',
+        ),
+        (
+            [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "t"}}}],
+            {"creds": {"other": "x"}},
+            "couldn't find key t in Secret team/creds",
+        ),
+        (
+            [{"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}],
+            {},
+            'unsupported fieldRef fieldPath "spec.nope"',
+        ),
+    ],
+)
+def test_a_missing_env_source_is_a_container_config_error(
+    env: list[dict[str, Any]], secrets: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ContainerConfigError, match=message):
+        container_env({"name": "main", "env": env}, POD, secrets, {}, base={})
+
+
+def test_expansion_follows_kubernetes_rules() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)-$(C)-$$(A)-$", env) == "1-two-$(C)-$(A)-$"
+
+
+def test_the_termination_message_path_is_mapped_in_the_env(tmp_path: Path) -> None:
+    mapped = tmp_path / "main.termination-log"
+    env = {"KUBETUNE_TERMINATION_LOG": "/dev/termination-log", "OTHER": "/dev/other"}
+    assert map_termination_path(env, "/dev/termination-log", mapped) == {
+        "KUBETUNE_TERMINATION_LOG": str(mapped),
+        "OTHER": "/dev/other",
+    }
+
+
+def test_termination_messages_keep_the_last_4096_bytes_or_fall_back_to_logs() -> None:
+    long = b"x" * 5000 + b"END"
+    assert termination_message(long, b"", None, 0) == ("x" * 4093 + "END")
+    log = b"".join(f"line {i}\n".encode() for i in range(100))
+    fallback = termination_message(b"", log, "FallbackToLogsOnError", 1)
+    assert fallback.startswith("line 20\n")
+    assert fallback.endswith("line 99\n")
+    # No fallback for a success, nor under the default policy.
+    assert termination_message(b"", log, "FallbackToLogsOnError", 0) == ""
+    assert termination_message(b"", log, "File", 1) == ""
+
+
+# --- process supervision -----------------------------------------------------------------
+
+STUBBORN = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period() -> None:
+    process = await asyncio.create_subprocess_exec(
+        PY, "-c", STUBBORN, stdout=asyncio.subprocess.PIPE, start_new_session=True
+    )
+    assert process.stdout is not None
+    assert await process.stdout.readline() == b"ready\n"  # the handler is in place
+    began = time.monotonic()
+    await end_processes([process], grace=0.5)
+    elapsed = time.monotonic() - began
+    assert process.returncode == -signal.SIGKILL
+    assert 0.4 <= elapsed < 5
+
+
+# --- end to end, through the API server ---------------------------------------------------
+
+
+class Api:
+    """The few API calls the tests make, over HTTP like any client."""
+
+    def __init__(self, client: aiohttp.ClientSession) -> None:
+        self.client = client
+
+    async def create(self, plural: str, obj: dict[str, Any], namespace: str = "default") -> None:
+        async with self.client.post(f"/api/v1/namespaces/{namespace}/{plural}", json=obj) as r:
+            assert r.status == 201, await r.text()
+
+    async def pod(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        async with self.client.get(f"/api/v1/namespaces/{namespace}/pods/{name}") as response:
+            if response.status == 404:
+                return None
+            assert response.status == 200, await response.text()
+            result: dict[str, Any] = await response.json()
+            return result
+
+    async def delete_pod(
+        self, name: str, namespace: str = "default", grace: int | None = None
+    ) -> None:
+        params = {} if grace is None else {"gracePeriodSeconds": str(grace)}
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        async with self.client.delete(path, params=params) as response:
+            assert response.status in (200, 202), await response.text()
+
+    async def log(self, name: str, container: str | None = None) -> tuple[int, str]:
+        params = {"container": container} if container else {}
+        async with self.client.get(
+            f"/api/v1/namespaces/default/pods/{name}/log", params=params
+        ) as response:
+            return response.status, await response.text()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.02)  # polling interval, not a wait for the outcome
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+async def phase_is(api: Api, name: str, *phases: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        pod = await api.pod(name)
+        return pod if pod and pod.get("status", {}).get("phase") in phases else None
+
+    result: dict[str, Any] = await eventually(check, what=f"pod {name} in {phases}")
+    return result
+
+
+def condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in pod["status"]["conditions"] if c["type"] == kind)
+
+
+def python_pod(name: str, script: str, *, gpus: int = 0, **spec: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": "python:3.11",
+        "command": [PY, "-c", script],
+    }
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "test"}},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
+
+
+def pid_of(pod: dict[str, Any], index: int = 0) -> int:
+    return int(pod["status"]["containerStatuses"][index]["containerID"].removeprefix("process://"))
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for its parent counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+class Cluster:
+    def __init__(self, url: str, kubelet: Kubelet, api: Api) -> None:
+        self.url = url
+        self.kubelet = kubelet
+        self.api = api
+
+    async def logged(self, name: str, text: str, container: str | None = None) -> str:
+        async def check() -> str | None:
+            log = self.kubelet.logs("default", name, container)
+            return log if log and text in log else None
+
+        result: str = await eventually(check, what=f"{text!r} in the log of {name}")
+        return result
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with ApiServer() as server:
+        kubelet = Kubelet(
+            server.url,
+            capacity={"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"},
+            workdir=tmp_path / "kubelet",
+        )
+        server.set_pod_log_provider(kubelet.logs)
+        await kubelet.start()
+        try:
+            async with aiohttp.ClientSession(server.url) as client:
+                yield Cluster(server.url, kubelet, Api(client))
+        finally:
+            await kubelet.stop()
+
+
+REPORTER = """
+import json, os, pathlib
+print("started", flush=True)
+print("setup says", pathlib.Path("setup.txt").read_text(), flush=True)
+names = ["NAME", "NS", "STUDY", "TOKEN", "MODE", "KUBERNETES_SERVICE_HOST", "HOSTNAME"]
+print(json.dumps({name: os.environ.get(name) for name in names}), flush=True)
+print("args", os.environ["ARGV"], flush=True)
+config = json.loads(pathlib.Path(os.environ["KUBECONFIG"]).read_text())
+port = os.environ["KUBERNETES_SERVICE_PORT"]
+assert config["clusters"][0]["cluster"]["server"].endswith(":" + port), config
+pathlib.Path(os.environ["KUBETUNE_TERMINATION_LOG"]).write_text('{"loss": 0.25}')
+"""
+
+
+async def test_a_pod_runs_init_then_main_with_its_env_and_succeeds(cluster: Cluster) -> None:
+    api = cluster.api
+    secret = {
+        "metadata": {"name": "creds"},
+        "data": {"token": base64.b64encode(b"s3cret").decode()},
+    }
+    await api.create("secrets", secret)
+    await api.create("configmaps", {"metadata": {"name": "settings"}, "data": {"mode": "fast"}})
+    pod = python_pod(
+        "trial-1",
+        REPORTER,
+        initContainers=[
+            {
+                "name": "setup",
+                "image": "busybox",
+                "command": [PY, "-c", "import pathlib; pathlib.Path('setup.txt').write_text('hi')"],
+            }
+        ],
+        container={
+            "env": [
+                {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {
+                    "name": "STUDY",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}},
+                },
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                {
+                    "name": "MODE",
+                    "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+                },
+                {"name": "KUBETUNE_TERMINATION_LOG", "value": "/dev/termination-log"},
+                {"name": "ARGV", "value": "$(NAME)-$(MODE)"},
+            ]
+        },
+    )
+    await api.create("pods", pod)
+    done = await phase_is(api, "trial-1", "Succeeded", "Failed")
+    log = cluster.kubelet.logs("default", "trial-1", None) or ""
+    assert done["status"]["phase"] == "Succeeded", log
+    assert done["spec"]["nodeName"] == "kubetune-local"
+    status = done["status"]
+    assert status["hostIP"] == status["podIP"] == "127.0.0.1"
+    assert status["startTime"].endswith("Z")
+    assert condition(done, "PodScheduled")["status"] == "True"
+    assert condition(done, "Initialized")["status"] == "True"
+    assert condition(done, "Ready") | {"lastTransitionTime": None} == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "PodCompleted",
+        "lastProbeTime": None,
+        "lastTransitionTime": None,
+    }
+    (init,) = status["initContainerStatuses"]
+    assert init["state"]["terminated"]["exitCode"] == 0
+    (main,) = status["containerStatuses"]
+    terminated = main["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    assert terminated["reason"] == "Completed"
+    assert terminated["message"] == '{"loss": 0.25}'
+    assert terminated["startedAt"] <= terminated["finishedAt"]
+    assert main["restartCount"] == 0
+    assert main["ready"] is False
+    assert "setup says hi" in log
+    assert '"NAME": "trial-1", "NS": "default", "STUDY": "test"' in log
+    assert '"TOKEN": "s3cret", "MODE": "fast", "KUBERNETES_SERVICE_HOST": "127.0.0.1"' in log
+    assert '"HOSTNAME": "trial-1"' in log
+    assert "args trial-1-fast" in log
+    # The same log through the API server's pods/NAME/log.
+    assert await api.log("trial-1") == (200, log)
+    assert await api.log("trial-1", "setup") == (200, "")
+    assert (await api.log("no-such-pod"))[0] == 404
+
+
+async def test_failures_are_reported_with_exit_code_reason_and_message(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    failing = "import sys; print('out of memory at step 3'); sys.exit(3)"
+    await api.create(
+        "pods",
+        python_pod(
+            "fails", failing, container={"terminationMessagePolicy": "FallbackToLogsOnError"}
+        ),
+    )
+    no_command = python_pod("no-command", "")
+    del no_command["spec"]["containers"][0]["command"]
+    await api.create("pods", no_command)
+    missing = python_pod("missing", "", container={"command": ["/nonexistent/train"]})
+    await api.create("pods", missing)
+
+    failed = await phase_is(api, "fails", "Failed")
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 3
+    assert terminated["reason"] == "Error"
+    assert terminated["message"] == "out of memory at step 3\n"
+
+    failed = await phase_is(api, "no-command", "Failed")
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "CommandRequired"
+    assert "set command in the pod spec" in terminated["message"]
+
+    failed = await phase_is(api, "missing", "Failed")
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("StartError", 128)
+    assert "/nonexistent/train" in terminated["message"]
+
+
+async def test_a_pod_waits_for_gpus_and_starts_when_they_free_up(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    api = cluster.api
+    release = tmp_path / "release"
+    holder = (
+        "import pathlib, time\n"
+        "print('holding', flush=True)\n"
+        f"while not pathlib.Path({str(release)!r}).exists(): time.sleep(0.02)\n"
+    )
+    await api.create("pods", python_pod("first", holder, gpus=1))
+    await cluster.logged("first", "holding")
+    await api.create("pods", python_pod("second", "print('got the gpu')", gpus=1))
+    await api.create("pods", python_pod("too-big", "", gpus=2))
+
+    async def unschedulable(name: str) -> dict[str, Any] | None:
+        pod = await api.pod(name)
+        conditions = (pod or {}).get("status", {}).get("conditions") or []
+        return next((c for c in conditions if c.get("reason") == "Unschedulable"), None)
+
+    for name in ("second", "too-big"):
+        scheduled = await eventually(lambda name=name: unschedulable(name))
+        assert scheduled["type"] == "PodScheduled"
+        assert scheduled["status"] == "False"
+        assert scheduled["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+        pod = await api.pod(name)
+        assert pod is not None
+        assert pod["status"]["phase"] == "Pending"
+        assert not pod["spec"].get("nodeName")
+
+    release.touch()
+    await phase_is(api, "first", "Succeeded")
+    second = await phase_is(api, "second", "Succeeded")
+    assert condition(second, "PodScheduled")["status"] == "True"
+    assert "got the gpu" in (cluster.kubelet.logs("default", "second", "main") or "")
+    still = await api.pod("too-big")
+    assert still is not None
+    assert still["status"]["phase"] == "Pending"
+
+    async def events() -> set[tuple[str, str]] | None:
+        async with api.client.get("/api/v1/namespaces/default/events") as response:
+            items = (await response.json())["items"]
+        seen = {(e["involvedObject"]["name"], e["reason"]) for e in items}
+        wanted = {("first", "Scheduled"), ("second", "FailedScheduling"), ("second", "Scheduled")}
+        return seen if wanted <= seen else None
+
+    await eventually(events, what="the scheduler's events")
+
+
+async def test_a_missing_secret_keeps_the_container_waiting_until_it_exists(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]
+    await api.create(
+        "pods", python_pod("waits", "import os; print(os.environ['TOKEN'])", container={"env": env})
+    )
+
+    async def config_error() -> dict[str, Any] | None:
+        pod = await api.pod("waits")
+        statuses = (pod or {}).get("status", {}).get("containerStatuses") or [{}]
+        waiting = statuses[0].get("state", {}).get("waiting", {})
+        return waiting if waiting.get("reason") == "CreateContainerConfigError" else None
+
+    waiting = await eventually(config_error)
+    assert waiting["message"] == 'secret "later" not found'
+    token = base64.b64encode(b"finally").decode()
+    await api.create("secrets", {"metadata": {"name": "later"}, "data": {"token": token}})
+    await phase_is(api, "waits", "Succeeded")
+    assert cluster.kubelet.logs("default", "waits", None) == "finally\n"
+
+
+async def test_on_failure_restarts_a_failed_container(cluster: Cluster) -> None:
+    flaky = (
+        "import pathlib, sys\n"
+        "marker = pathlib.Path('tried')\n"
+        "if not marker.exists(): marker.touch(); sys.exit(1)\n"
+        "print('second time lucky')\n"
+    )
+    await cluster.api.create("pods", python_pod("flaky", flaky, restartPolicy="OnFailure"))
+    done = await phase_is(cluster.api, "flaky", "Succeeded", "Failed")
+    (main,) = done["status"]["containerStatuses"]
+    assert done["status"]["phase"] == "Succeeded"
+    assert main["restartCount"] == 1
+    assert main["lastState"]["terminated"]["exitCode"] == 1
+    assert cluster.kubelet.logs("default", "flaky", "main") == "second time lucky\n"
+
+
+async def test_active_deadline_fails_the_pod_and_stops_its_process(cluster: Cluster) -> None:
+    api = cluster.api
+    pod = python_pod(
+        "slow",
+        "import time; print('working', flush=True); time.sleep(60)",
+        activeDeadlineSeconds=1,
+        terminationGracePeriodSeconds=1,
+    )
+    await api.create("pods", pod)
+    running = await phase_is(api, "slow", "Running")
+    pid = pid_of(running)
+    failed = await phase_is(api, "slow", "Failed")
+    assert failed["status"]["reason"] == "DeadlineExceeded"
+    assert failed["status"]["message"] == (
+        "Pod was active on the node longer than the specified deadline"
+    )
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 128 + signal.SIGTERM
+    assert not alive(pid)
+
+
+async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    await api.create("pods", python_pod("stubborn", STUBBORN, terminationGracePeriodSeconds=1))
+    polite = "import time; print('ready', flush=True); time.sleep(60)"
+    await api.create("pods", python_pod("polite", polite, terminationGracePeriodSeconds=30))
+    await api.create("pods", python_pod("forced", STUBBORN, terminationGracePeriodSeconds=30))
+    names = ("stubborn", "polite", "forced")
+    for name in names:
+        await cluster.logged(name, "ready")
+    pids = {name: pid_of(await phase_is(api, name, "Running")) for name in names}
+
+    # Deleted with no grace at all: the object goes at once, the process is killed at once.
+    await api.delete_pod("forced", grace=0)
+    assert await api.pod("forced") is None
+
+    async def killed() -> bool:
+        return not alive(pids["forced"])
+
+    await eventually(killed, timeout=3, what="the force-deleted pod's process ending")
+
+    began = time.monotonic()
+    await api.delete_pod("polite")
+    await api.delete_pod("stubborn")
+
+    async def gone(name: str) -> bool:
+        return await api.pod(name) is None
+
+    await eventually(lambda: gone("polite"), what="polite pod removed")
+    # SIGTERM ends it at once: far sooner than its 30 s grace period.
+    assert time.monotonic() - began < 5
+    assert not alive(pids["polite"])
+    assert alive(pids["stubborn"])  # it ignores SIGTERM and has 1 s of grace
+    await eventually(lambda: gone("stubborn"), what="stubborn pod removed")
+    assert time.monotonic() - began >= 0.9
+    assert not alive(pids["stubborn"])
+    assert cluster.kubelet.logs("default", "stubborn", None) is None
+
+
+async def test_no_process_outlives_stop(tmp_path: Path) -> None:
+    family = (
+        "import os, pathlib, signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "pathlib.Path('child.pid').write_text(str(child.pid))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    async with ApiServer() as server:
+        kubelet = Kubelet(server.url, workdir=tmp_path)
+        await kubelet.start()
+        async with aiohttp.ClientSession(server.url) as client:
+            api = Api(client)
+            await api.create("pods", python_pod("family", family, terminationGracePeriodSeconds=1))
+            running = await phase_is(api, "family", "Running")
+            cluster = Cluster(server.url, kubelet, api)
+            await cluster.logged("family", "ready")
+        (pid_file,) = tmp_path.glob("default/family-*/child.pid")
+        pids = [pid_of(running), int(pid_file.read_text())]
+        assert all(alive(pid) for pid in pids)
+        await kubelet.stop()
+        assert not any(alive(pid) for pid in pids)
+
+
+async def test_the_kubelet_relists_when_the_api_server_comes_back(tmp_path: Path) -> None:
+    server = ApiServer()
+    await server.start()
+    port = int(server.url.rsplit(":", 1)[1])
+    kubelet = Kubelet(server.url, workdir=tmp_path)
+    await kubelet.start()
+    try:
+        async with aiohttp.ClientSession(server.url) as client:
+            api = Api(client)
+            await api.create("pods", python_pod("before", "import time; time.sleep(60)"))
+            pid = pid_of(await phase_is(api, "before", "Running"))
+        await server.stop()
+        # A fresh, empty server on the same address: the kubelet's watch broke, it lists again,
+        # stops the pod that no longer exists and runs the new one.
+        server = ApiServer()
+        await server.start(port=port)
+        async with aiohttp.ClientSession(server.url) as client:
+            api = Api(client)
+            await api.create("pods", python_pod("after", "print('after')"))
+            await phase_is(api, "after", "Succeeded")
+
+        async def ended() -> bool:
+            return not alive(pid)
+
+        await eventually(ended, what="the vanished pod's process ending")
+    finally:
+        await kubelet.stop()
+        await server.stop()
