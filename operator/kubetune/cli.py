@@ -140,6 +140,75 @@ def _print_trials(trials: list[TuningTrial]) -> None:
     Console(width=max(console.width, 120)).print(table)
 
 
+cluster_app = typer.Typer(help="A local Kubernetes control plane, for trying Kubetune.")
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    kubeconfig: Annotated[
+        Path, typer.Option(help="Where to write the kubeconfig for kubectl and the operator.")
+    ] = Path("kubetune.kubeconfig"),
+    port: Annotated[int, typer.Option(help="API server port on 127.0.0.1 (0: any free).")] = 0,
+    gpus: Annotated[int, typer.Option(help="nvidia.com/gpu the node offers.")] = 0,
+    cpus: Annotated[str, typer.Option(help="CPU the node offers.")] = "8",
+    memory: Annotated[str, typer.Option(help="Memory the node offers.")] = "16Gi",
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where pods' folders (logs, files) go.")
+    ] = None,
+    crds: Annotated[bool, typer.Option(help="Install Kubetune's CRDs.")] = True,
+) -> None:
+    """Start an API server and a kubelet on this machine, until Ctrl-C.
+
+    Pods run as local processes (their command and args; images are not pulled). kubectl,
+    the operator and the reporting helper reach the API server through the kubeconfig.
+    """
+    import asyncio
+
+    asyncio.run(_cluster_up(kubeconfig, port, gpus, cpus, memory, workdir, crds))
+
+
+async def _cluster_up(
+    kubeconfig: Path,
+    port: int,
+    gpus: int,
+    cpus: str,
+    memory: str,
+    workdir: Path | None,
+    install_crds: bool,
+) -> None:
+    import asyncio
+    import signal
+
+    import aiohttp
+
+    from kubetune.controlplane.cluster import LocalCluster
+    from kubetune.spec.crd import crds
+
+    capacity = {"cpu": cpus, "memory": memory, "nvidia.com/gpu": str(gpus)}
+    async with LocalCluster(port=port, capacity=capacity, workdir=workdir) as cluster:
+        cluster.write_kubeconfig(kubeconfig)
+        if install_crds:
+            async with aiohttp.ClientSession(cluster.url) as session:
+                for crd in crds():
+                    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+                    async with session.post(path, json=crd) as response:
+                        response.raise_for_status()
+        typer.echo(f"API server on {cluster.url}; node capacity {capacity}")
+        typer.echo(f"Kubeconfig written to {kubeconfig}. In another shell:")
+        typer.echo(f"  export KUBECONFIG={kubeconfig.resolve()}")
+        typer.echo("  kubectl explain tuningstudy.spec.budget")
+        typer.echo("  kubectl apply -f examples/synthetic-quadratic.yaml")
+        typer.echo("  kubectl get tuningstudies,pods")
+        typer.echo("Ctrl-C stops the cluster and every pod process.")
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        await stopped.wait()
+    typer.echo("Stopped.")
+
+
 def main() -> None:
     import optuna
 

@@ -1,0 +1,123 @@
+"""`kubetune cluster up` as a user runs it: it writes a kubeconfig, installs the CRDs, runs
+pods, and on Ctrl-C (SIGINT) exits 0 promptly, leaving no pod process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from tests.controlplane.conftest import kubectl_binary
+
+TIMEOUT = 30.0
+
+
+def processes_with(marker: str) -> list[int]:
+    """The ids of live processes whose command line contains `marker` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile
+            continue
+        if marker.encode() in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        kubectl_binary(),
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(TIMEOUT):
+        out, err = await process.communicate(stdin.encode() if stdin else None)
+    assert process.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+async def test_cluster_up_serves_kubectl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubetune.kubeconfig"
+    up = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kubetune"),
+        "cluster",
+        "up",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--port",
+        "0",
+        "--workdir",
+        str(tmp_path / "pods"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    marker = f"kubetune-test-{uuid.uuid4()}"
+    try:
+        printed = []
+        async with asyncio.timeout(TIMEOUT):
+            assert up.stdout is not None
+            while not printed or not printed[-1].startswith("Ctrl-C stops"):
+                line = (await up.stdout.readline()).decode()
+                assert line, "cluster up ended early:\n" + "".join(printed)
+                printed.append(line)
+        text = "".join(printed)
+        assert f"export KUBECONFIG={kubeconfig.resolve()}" in text
+        assert kubeconfig.exists()
+
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "HOME": str(tmp_path),
+            "KUBECACHEDIR": str(tmp_path / "cache"),
+        }
+        crd = await kubectl(env, "get", "crd", "tuningstudies.kubetune.io", "-o", "name")
+        assert (
+            crd.strip() == "customresourcedefinition.apiextensions.k8s.io/tuningstudies.kubetune.io"
+        )
+
+        sleeper = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sleeper"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "python:3.12-slim",
+                        # The marker finds the pod's process among the machine's.
+                        "command": ["python3", "-c", "import time; time.sleep(300)", marker],
+                    }
+                ],
+            },
+        }
+        await kubectl(env, "apply", "-f", "-", stdin=json.dumps(sleeper))
+        await kubectl(
+            env, "wait", "--for=jsonpath={.status.phase}=Running", "pod/sleeper", "--timeout=30s"
+        )
+        assert len(processes_with(marker)) == 1
+
+        up.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            rest, _ = await up.communicate()
+        assert up.returncode == 0, rest.decode()
+        assert rest.decode().strip().endswith("Stopped.")
+        assert processes_with(marker) == []
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
+        for pid in processes_with(marker):  # only if the test failed: leave nothing behind
+            os.kill(pid, signal.SIGKILL)
