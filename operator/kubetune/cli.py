@@ -140,6 +140,38 @@ def _print_trials(trials: list[TuningTrial]) -> None:
     Console(width=max(console.width, 120)).print(table)
 
 
+@app.command("operator")
+def run_operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch these namespaces (default: all)."),
+    ] = None,
+    liveness: Annotated[
+        str | None,
+        typer.Option(help="Serve liveness at this URL, e.g. http://0.0.0.0:8080/healthz."),
+    ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="kopf peering name: several replicas, one active (HA)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Log every handler call.")] = False,
+) -> None:
+    """Run the Kubetune operator against the current kubeconfig or in-cluster config."""
+    import kopf
+
+    import kubetune.handlers  # noqa: F401 (registers the handlers)
+
+    kopf.configure(verbose=verbose)
+    namespaces = namespace or []
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+        peering_name=peering,
+        standalone=peering is None,
+    )
+
+
 cluster_app = typer.Typer(help="A local Kubernetes control plane, for trying Kubetune.")
 app.add_typer(cluster_app, name="cluster")
 

@@ -246,7 +246,8 @@ class StudyController:
         if status.pod_name is None:
             status = status.model_copy(update={"pod_name": name})
             trial = work.update(trial, status)
-        if pod.report_errors:
+        if pod.report_errors and pod.phase is not PodPhase.FAILED:
+            # A failed pod's own reason (OOMKilled, ...) says more than its garbled report.
             self._stop(
                 work,
                 trial,
@@ -258,7 +259,7 @@ class StudyController:
             )
             return
         if pod.phase is PodPhase.PENDING:
-            waiting = f"{pod.reason}: {pod.message}" if pod.reason else None
+            waiting = ": ".join(filter(None, (pod.reason, pod.message))) or None
             if waiting and waiting != status.message:
                 work.update(trial, status.model_copy(update={"message": waiting}))
             return

@@ -1,0 +1,63 @@
+"""End-to-end fixtures: a local cluster with Kubetune's CRDs, kubectl on it, and the operator
+started as its own process (`kubetune operator`, as in a cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane.conftest import Kube, kube  # noqa: F401 (the module-scoped fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def crds(kube: Kube) -> Kube:  # noqa: F811
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        kube.kubectl("apply", "-f", str(path))
+    return kube
+
+
+class Operator:
+    """`kubetune operator` as a subprocess; its log goes to a file shown on failure."""
+
+    def __init__(self, kube: Kube, log: Path) -> None:  # noqa: F811
+        self.kube = kube
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kubetune", "operator"],
+                env=self.kube.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def operator(crds: Kube, tmp_path: Path) -> Iterator[Operator]:
+    running = Operator(crds, tmp_path / "operator.log")
+    running.start()
+    yield running
+    running.stop()
+    print(running.log.read_text()[-20000:])

@@ -1,0 +1,116 @@
+"""The operator end to end on the embedded control plane, driven through the real kubectl:
+studies applied with kubectl run to their end, and survive the operator being killed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes
+import yaml
+
+from tests.controlplane.conftest import Kube
+from tests.e2e.conftest import ROOT, Operator
+
+
+def example(name: str, **budget: Any) -> dict[str, Any]:
+    """An example study, with a smaller budget for the test."""
+    document: dict[str, Any] = yaml.safe_load((ROOT / "examples" / name).read_text())
+    document["spec"]["budget"].update(budget)
+    return document
+
+
+def apply(kube: Kube, document: dict[str, Any]) -> None:
+    # As JSON: PyYAML would write the parameter name y unquoted, which kubectl reads as true.
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(document))
+
+
+def wait_for_phase(kube: Kube, study: str, phase: str, timeout: int = 120) -> None:
+    kube.kubectl(
+        "wait",
+        f"--for=jsonpath={{.status.phase}}={phase}",
+        f"tuningstudy/{study}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
+def get_json(kube: Kube, *what: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
+    return result
+
+
+def test_a_study_applied_with_kubectl_runs_to_its_end(operator: Operator) -> None:
+    kube = operator.kube
+    apply(kube, example("synthetic-quadratic.yaml", maxTrials=6, parallelism=3))
+    wait_for_phase(kube, "synthetic-quadratic", "Completed")
+
+    study = get_json(kube, "tuningstudy", "synthetic-quadratic")
+    status = study["status"]
+    assert status["trials"]["succeeded"] == 6
+    assert status["progress"] == "6/6"
+    trials = get_json(kube, "tuningtrials", "-l", "kubetune.io/study=synthetic-quadratic")["items"]
+    assert sorted(t["spec"]["number"] for t in trials) == list(range(6))
+    values = {t["metadata"]["name"]: t["status"]["values"][0] for t in trials}
+    best = min(values, key=values.__getitem__)
+    assert status["bestTrial"]["name"] == best
+    # The trainer's own formula, from the parameters it was given.
+    for trial in trials:
+        x, y = trial["spec"]["params"]["x"], trial["spec"]["params"]["y"]
+        expected = (x - 2) ** 2 + (y + 1) ** 2
+        if trial["spec"]["params"]["shape"] == "ridge":
+            expected += 1 + trial["spec"]["params"]["tilt"] * abs(x - y)
+        assert abs(values[trial["metadata"]["name"]] - expected) < 1e-9
+    condition = {c["type"]: c for c in status["conditions"]}["Completed"]
+    assert condition["reason"] == "MaxTrialsReached"
+    # kubectl get shows the printer columns from the status.
+    table = kube.kubectl("get", "tuningstudies", "synthetic-quadratic").stdout
+    assert "Completed" in table
+    assert "6/6" in table
+    events = kube.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=synthetic-quadratic", "-o", "json"
+    ).stdout
+    reasons = {event["reason"] for event in json.loads(events)["items"]}
+    assert {"TrialCreated", "TrialSucceeded", "NewBest", "StudyCompleted"} <= reasons
+    kube.kubectl("delete", "tuningstudy", "synthetic-quadratic", "--wait=true", timeout=60)
+    assert get_json(kube, "tuningtrials")["items"] == []
+
+
+def test_the_study_survives_the_operator_being_killed(operator: Operator) -> None:
+    kube = operator.kube
+    slow = example("synthetic-quadratic.yaml", maxTrials=12, parallelism=3)
+    slow["metadata"]["name"] = "survivor"
+    container = slow["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"][2] = "import time; time.sleep(0.4)\n" + container["command"][2]
+    apply(kube, slow)
+    kills = 0
+    client = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
+    custom = kubernetes.client.CustomObjectsApi(client)
+    # Kill the operator each time three more trials exist, reacting to the study's events.
+    stream = kubernetes.watch.Watch().stream(
+        custom.list_namespaced_custom_object,
+        "kubetune.io",
+        "v1alpha1",
+        "default",
+        "tuningstudies",
+        field_selector="metadata.name=survivor",
+        timeout_seconds=120,
+    )
+    for event in stream:
+        status = event["object"].get("status") or {}
+        if status.get("phase") == "Completed" or kills == 3:
+            break
+        if status.get("trials", {}).get("total", 0) >= 3 * (kills + 1):
+            operator.kill()
+            operator.start()
+            kills += 1
+    client.close()
+    wait_for_phase(kube, "survivor", "Completed", timeout=90)
+    assert kills == 3
+    trials = get_json(kube, "tuningtrials", "-l", "kubetune.io/study=survivor")["items"]
+    assert sorted(t["spec"]["number"] for t in trials) == list(range(12))
+    assert {t["status"]["state"] for t in trials} == {"Succeeded"}
+    pods = get_json(kube, "pods", "-l", "kubetune.io/study=survivor")["items"]
+    # One pod per trial, each owned by its trial: none orphaned, none duplicated.
+    owners = sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods)
+    assert owners == sorted(t["metadata"]["name"] for t in trials)
