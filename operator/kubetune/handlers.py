@@ -27,6 +27,8 @@ from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
 
 FINALIZER = f"{api.GROUP}/finalizer"
+RETRY_SECONDS = 5.0
+"""How soon a reconcile that failed (API error, ...) is tried again."""
 
 # Per study: set when something about it changed. Keyed by (namespace, name).
 _wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
@@ -83,7 +85,14 @@ async def run_study(
     try:
         while not stopped:
             wakeup.clear()
-            requeue_after = await reconcile(kube, controller, body, logger)
+            try:
+                requeue_after = await reconcile(kube, controller, body, logger)
+            except Exception as error:  # shown to the user as an event, then retried
+                logger.exception("reconcile failed")
+                kopf.event(
+                    body, type="Warning", reason="ReconcileFailed", message=str(error)[:1024]
+                )
+                requeue_after = RETRY_SECONDS
             woken = asyncio.ensure_future(wakeup.wait())
             await asyncio.wait({woken, stop}, timeout=requeue_after, return_when="FIRST_COMPLETED")
             woken.cancel()

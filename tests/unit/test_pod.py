@@ -106,7 +106,8 @@ def test_pod_is_named_labelled_and_owned_by_its_trial() -> None:
 def test_pod_spec_keeps_unmodelled_fields_and_gets_trial_defaults() -> None:
     spec = render(TEMPLATE, PARAMS, budget={"trialTimeout": "1h30m"})["spec"]
     assert spec["nodeSelector"] == {"gpu": "h100"}
-    assert spec["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    # Quantities as strings, as the API serves them (the kubernetes client refuses numbers).
+    assert spec["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     assert spec["restartPolicy"] == "Never"
     assert spec["activeDeadlineSeconds"] == 5400
     without_timeout = render(TEMPLATE, PARAMS)["spec"]

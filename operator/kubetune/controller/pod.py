@@ -40,6 +40,20 @@ def substitute(text: str, params: Mapping[str, ParameterValue]) -> str:
     )
 
 
+def quantities_as_strings(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's resources with every amount as a string, the form in which the API
+    serves a Quantity. A manifest's `nvidia.com/gpu: 1` arrives as a number, which the
+    kubernetes client's V1Pod model refuses (it types quantities as strict strings)."""
+    return {
+        kind: (
+            {name: format_value(amount) for name, amount in amounts.items()}
+            if kind in ("requests", "limits") and isinstance(amounts, Mapping)
+            else amounts
+        )
+        for kind, amounts in resources.items()
+    }
+
+
 def param_env(params: Mapping[str, ParameterValue]) -> list[dict[str, Any]]:
     """The environment variables carrying the parameters."""
     env: list[dict[str, Any]] = [{"name": api.PARAMS_ENV, "value": json.dumps(dict(params))}]
@@ -80,6 +94,9 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
         pod_spec["activeDeadlineSeconds"] = max(
             1, round(parse_duration(study.spec.budget.trial_timeout))
         )
+    for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
+        if isinstance(container.get("resources"), Mapping):
+            container["resources"] = quantities_as_strings(container["resources"])
     for container in pod_spec["containers"]:
         for field in ("command", "args"):
             if field in container:

@@ -1,0 +1,569 @@
+"""Each way a study ends, end to end: studies applied with the real kubectl to the embedded
+control plane (whose node has one fake GPU), the operator running as its own process, and the
+outcome read back from the TuningStudy, TuningTrial, Pod and Event objects.
+
+Every study here has a tiny synthetic trainer (`python -c ...`) and a small budget, so each
+reaches its ending in a few seconds: goal, patience, too many failures, maxDuration, GPU-hours,
+money and an exhausted grid, plus pruning through the pod annotation route, importances and
+events. One cluster and one operator serve the whole module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import kubernetes
+import pytest
+
+from kubetune.controlplane.cluster import ClusterThread
+from tests.controlplane.conftest import Kube
+from tests.e2e.conftest import ROOT, Operator
+
+GPU = "nvidia.com/gpu"
+
+
+# --- fixtures: a cluster with one GPU, the CRDs, and one operator for the module -------------
+
+
+@pytest.fixture(scope="module")
+def gpu_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    """A local cluster whose node has one nvidia.com/gpu, with Kubetune's CRDs."""
+    home = tmp_path_factory.mktemp("endings")
+    with ClusterThread(workdir=home / "pods", capacity={GPU: "1"}) as running:
+        kubeconfig = running.cluster.write_kubeconfig(home / "kubeconfig")
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "KUBECONFIG": str(kubeconfig),
+            "KUBECACHEDIR": str(home / "cache"),
+        }
+        kube = Kube(running, kubeconfig, env)
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            kube.kubectl("apply", "-f", str(path))
+        yield kube
+
+
+@pytest.fixture(scope="module")
+def running_operator(
+    gpu_kube: Kube, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    operator = Operator(gpu_kube, tmp_path_factory.mktemp("operator") / "operator.log")
+    operator.start()
+    yield operator
+    operator.stop()
+
+
+@pytest.fixture
+def kube(running_operator: Operator) -> Iterator[Kube]:
+    """The cluster, with the operator's log of this test printed (shown when it fails)."""
+    log = running_operator.log
+    start = log.stat().st_size if log.exists() else 0
+    yield running_operator.kube
+    with log.open("rb") as text:
+        text.seek(start)
+        print(text.read()[-20000:].decode(errors="replace"))
+
+
+@pytest.fixture(scope="module")
+def client(gpu_kube: Kube) -> Iterator[kubernetes.client.ApiClient]:
+    api_client = kubernetes.config.new_client_from_config(str(gpu_kube.kubeconfig))
+    yield api_client
+    api_client.close()
+
+
+# --- studies -----------------------------------------------------------------------------------
+
+
+def trainer(*parts: str) -> list[str]:
+    """A trainer container command: this Python (it has kubetune.report) running the parts of
+    code one after the other."""
+    return [sys.executable, "-c", "\n".join(textwrap.dedent(part) for part in parts)]
+
+
+# The final metrics as JSON to the termination message file (the route that needs no RBAC).
+WRITE_LOSS = """\
+    with open(os.environ["KUBETUNE_TERMINATION_LOG"], "w") as log:
+        json.dump({"loss": loss}, log)
+"""
+
+
+def study(
+    name: str,
+    command: list[str],
+    search_space: list[dict[str, Any]],
+    budget: dict[str, Any],
+    *,
+    algorithm: dict[str, Any] | None = None,
+    pruner: dict[str, Any] | None = None,
+    goal: float | None = None,
+    gpus: int = 0,
+    container: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A TuningStudy minimizing `loss`, with a random sampler seeded for reproducibility."""
+    metric: dict[str, Any] = {"name": "loss", "direction": "minimize"}
+    if goal is not None:
+        metric["goal"] = goal
+    resources: dict[str, Any] = {"requests": {"cpu": "10m", "memory": "16Mi"}}
+    if gpus:
+        # A number, as people write it in YAML (nvidia.com/gpu: 1).
+        resources["limits"] = {GPU: gpus}
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "TuningStudy",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"metrics": [metric]},
+            "searchSpace": search_space,
+            "algorithm": algorithm or {"name": "random", "seed": 7},
+            "pruner": pruner or {"name": "none"},
+            "budget": budget,
+            "trialTemplate": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "trainer",
+                            "image": "python:3.12-slim",
+                            "command": command,
+                            "resources": resources,
+                            **(container or {}),
+                        }
+                    ],
+                }
+            },
+        },
+    }
+
+
+X = {"name": "x", "type": "float", "low": 0.0, "high": 5.0}
+
+
+# --- reading the cluster -------------------------------------------------------------------------
+
+
+def apply(kube: Kube, document: dict[str, Any]) -> None:
+    # As JSON: PyYAML would write a parameter named y unquoted, which kubectl reads as true.
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(document))
+
+
+def get_json(kube: Kube, *what: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
+    return result
+
+
+def finish(kube: Kube, name: str, timeout: int = 60) -> dict[str, Any]:
+    """Wait until the study has a completion time (whatever its phase); the study."""
+    kube.kubectl(
+        "wait",
+        "--for=jsonpath={.status.completionTime}",
+        f"tuningstudy/{name}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+    return get_json(kube, "tuningstudy", name)
+
+
+def condition(document: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = {c["type"]: c for c in document["status"]["conditions"]}
+    assert kind in conditions, document["status"]
+    return conditions[kind]
+
+
+def trials_of(kube: Kube, name: str) -> list[dict[str, Any]]:
+    items = get_json(kube, "tuningtrials", "-l", f"kubetune.io/study={name}")["items"]
+    return sorted(items, key=lambda t: t["spec"]["number"])
+
+
+def pods_of(kube: Kube, name: str) -> list[dict[str, Any]]:
+    return list(get_json(kube, "pods", "-l", f"kubetune.io/study={name}")["items"])
+
+
+def wait_for_events(
+    client: kubernetes.client.ApiClient, name: str, reasons: set[str], timeout: int = 20
+) -> list[dict[str, Any]]:
+    """The events about an object once every reason in `reasons` is among them (the operator
+    posts events after it writes the status, so they may trail it a little)."""
+    core = kubernetes.client.CoreV1Api(client)
+    selector = f"involvedObject.name={name}"
+    listing = core.list_namespaced_event("default", field_selector=selector)
+    # By uid: a watch also reports an event again when its count goes up.
+    events: dict[str, dict[str, Any]] = {}
+    for event in listing.items:
+        events[event.metadata.uid] = client.sanitize_for_serialization(event)
+    if reasons <= {e["reason"] for e in events.values()}:
+        return list(events.values())
+    stream = kubernetes.watch.Watch().stream(
+        core.list_namespaced_event,
+        "default",
+        field_selector=selector,
+        resource_version=listing.metadata.resource_version,
+        timeout_seconds=timeout,
+    )
+    for change in stream:
+        event = change["object"]
+        events[event.metadata.uid] = client.sanitize_for_serialization(event)
+        if reasons <= {e["reason"] for e in events.values()}:
+            return list(events.values())
+    seen = sorted({e["reason"] for e in events.values()})
+    raise AssertionError(f"no {sorted(reasons)} events about {name} in {timeout} s, only {seen}")
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# A trainer that holds its GPU for a moment. The budgets count the pods' running time, from
+# container timestamps in whole seconds (as in Kubernetes): each trial counts about 1 s.
+PAID_TRAINER = """\
+    import json, os, time
+    time.sleep(0.9)
+    loss = abs(float(os.environ["KUBETUNE_PARAM_X"]))
+"""
+
+
+# --- the endings -------------------------------------------------------------------------------
+
+
+def test_a_trial_reaching_the_goal_completes_the_study(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    code = """
+        import json, os
+        loss = (float(os.environ["KUBETUNE_PARAM_X"]) - 2) ** 2
+    """
+    apply(
+        kube,
+        study(
+            "goal",
+            trainer(code, WRITE_LOSS),
+            [X],
+            {"maxTrials": 40, "parallelism": 1},
+            goal=1.0,
+        ),
+    )
+    document = finish(kube, "goal")
+
+    assert document["status"]["phase"] == "Completed"
+    completed = condition(document, "Completed")
+    assert completed["reason"] == "GoalReached"
+    trials = trials_of(kube, "goal")
+    values = [t["status"]["values"][0] for t in trials]
+    # One trial at a time: the study stopped at the first trial within the goal.
+    assert values[-1] <= 1.0
+    assert all(value > 1.0 for value in values[:-1])
+    assert 1 < len(trials) < 40
+    best = document["status"]["bestTrial"]
+    assert (best["number"], best["value"]) == (len(trials) - 1, values[-1])
+    assert f"trial {best['number']} reached the goal" in completed["message"]
+    reasons = {e["reason"] for e in wait_for_events(client, "goal", {"StudyCompleted"})}
+    assert {"TrialCreated", "TrialSucceeded", "NewBest", "StudyCompleted"} <= reasons
+
+
+def test_patience_completes_a_study_that_stopped_improving(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    # A plateau: every configuration gives the same loss, so only trial 0 is ever a new best.
+    code = """
+        import json, os
+        loss = 1.5
+    """
+    apply(kube, study("plateau", trainer(code, WRITE_LOSS), [X], {"maxTrials": 20, "patience": 3}))
+    document = finish(kube, "plateau")
+
+    assert document["status"]["phase"] == "Completed"
+    completed = condition(document, "Completed")
+    assert completed["reason"] == "PatienceExhausted"
+    assert "3 completed trials in a row without improvement" in completed["message"]
+    trials = trials_of(kube, "plateau")
+    assert [t["status"]["state"] for t in trials] == ["Succeeded"] * 4
+    assert document["status"]["bestTrial"]["number"] == 0
+    events = wait_for_events(client, "plateau", {"StudyCompleted"})
+    assert [e["reason"] for e in events].count("NewBest") == 1
+
+
+def test_too_many_failed_trials_fail_the_study(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    code = """
+        import sys
+        print("CUDA out of memory", file=sys.stderr)
+        sys.exit(1)
+    """
+    apply(
+        kube,
+        study(
+            "crashing",
+            trainer(code),
+            [X],
+            {"maxTrials": 10, "maxFailedTrials": 2},
+            # The log's tail becomes the message of a container that failed without one.
+            container={"terminationMessagePolicy": "FallbackToLogsOnError"},
+        ),
+    )
+    document = finish(kube, "crashing")
+
+    status = document["status"]
+    assert status["phase"] == "Failed"
+    failed = condition(document, "Failed")
+    assert failed["reason"] == "TooManyFailures"
+    assert "3 trials failed, more than maxFailedTrials (2)" in failed["message"]
+    assert condition(document, "Running")["status"] == "False"
+    assert status["trials"]["failed"] == 3
+    assert status.get("bestTrial") is None
+    trials = trials_of(kube, "crashing")
+    assert [t["spec"]["number"] for t in trials] == [0, 1, 2]
+    for trial in trials:
+        assert trial["status"]["state"] == "Failed"
+        assert trial["status"]["reason"] == "Error"
+        assert "CUDA out of memory" in trial["status"]["message"]
+    events = wait_for_events(client, "crashing", {"StudyFailed"})
+    assert [e["reason"] for e in events].count("TrialFailed") == 3
+    study_failed = next(e for e in events if e["reason"] == "StudyFailed")
+    assert study_failed["type"] == "Warning"
+    assert study_failed["message"].startswith("TooManyFailures")
+
+
+def test_max_duration_stops_the_running_trials(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    # Trials that would outlive the study: the operator stops them at maxDuration.
+    code = """
+        import time
+        time.sleep(60)
+    """
+    apply(
+        kube,
+        study(
+            "deadline", trainer(code), [X], {"maxTrials": 10, "parallelism": 2, "maxDuration": "3s"}
+        ),
+    )
+    document = finish(kube, "deadline")
+
+    status = document["status"]
+    assert status["phase"] == "Completed"
+    assert condition(document, "Completed")["reason"] == "MaxDurationReached"
+    elapsed = (moment(status["completionTime"]) - moment(status["startTime"])).total_seconds()
+    assert 3 <= elapsed < 10
+    assert status["budget"]["maxDurationSeconds"] == 3
+    trials = trials_of(kube, "deadline")
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial["status"]["state"] == "Stopped"
+        assert trial["status"]["reason"] == "MaxDurationReached"
+        assert trial["status"]["message"] == "the study ran for maxDuration (3s)"
+    # Their pods are deleted (the kubelet stops the processes first).
+    for trial in trials:
+        kube.kubectl("wait", "--for=delete", f"pod/{trial['metadata']['name']}", "--timeout=20s")
+    assert pods_of(kube, "deadline") == []
+    assert status["trials"]["stopped"] == 2
+    wait_for_events(client, "deadline", {"TrialStopped", "StudyCompleted"})
+
+
+def test_the_gpu_hour_budget_stops_starting_trials_it_cannot_cover(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    # A trial's worst case is 1 GPU x trialTimeout (10 s); the budget is that plus 1.5 s. So,
+    # although parallelism is 2, one trial at a time fits, and no trial starts once the GPU
+    # time used leaves less than a worst case. (A generous trialTimeout: a loaded machine must
+    # not time a trial out.)
+    worst_case = 10.0
+    limit = worst_case + 1.5
+    apply(
+        kube,
+        study(
+            "gpu-hours",
+            trainer(PAID_TRAINER, WRITE_LOSS),
+            [X],
+            {
+                "maxTrials": 30,
+                "parallelism": 2,
+                "trialTimeout": "10s",
+                "maxGpuHours": limit / 3600,
+            },
+            gpus=1,
+        ),
+    )
+    document = finish(kube, "gpu-hours")
+
+    status = document["status"]
+    assert status["phase"] == "Completed"
+    completed = condition(document, "Completed")
+    assert completed["reason"] == "GpuHoursExhausted"
+    assert "cannot cover another trial's worst case" in completed["message"]
+    trials = trials_of(kube, "gpu-hours")
+    # The budget stops starts; it never had to stop a running trial.
+    assert {t["status"]["state"] for t in trials} == {"Succeeded"}
+    assert all(t["status"]["gpus"] == 1 for t in trials)
+    used = sum(t["status"]["gpuSeconds"] for t in trials)
+    assert used == pytest.approx(status["budget"]["gpuHours"] * 3600, rel=1e-6)
+    assert status["budget"]["maxGpuHours"] == pytest.approx(limit / 3600)
+    # Never over the limit, and it ended only when another worst case no longer fit.
+    assert used <= limit
+    assert used + worst_case > limit
+    # Each trial was created after the one before it had finished: the worst case of the
+    # running one left no room for a second.
+    for before, after in itertools.pairwise(trials):
+        created = moment(after["metadata"]["creationTimestamp"])
+        assert created >= moment(before["status"]["completionTime"]).replace(microsecond=0)
+    wait_for_events(client, "gpu-hours", {"StudyCompleted"})
+
+
+def test_the_money_budget_stops_starting_trials_it_cannot_cover(kube: Kube) -> None:
+    # 36 EUR per GPU-hour is 0.01 EUR per second: a trial's worst case (10 s) costs 0.10 EUR,
+    # and the budget covers that and 1.5 s more.
+    price, worst_case, limit = 36.0, 0.10, 0.115
+    apply(
+        kube,
+        study(
+            "money",
+            trainer(PAID_TRAINER, WRITE_LOSS),
+            [X],
+            {
+                "maxTrials": 30,
+                "trialTimeout": "10s",
+                "money": {"limit": limit, "currency": "EUR", "pricePerGpuHour": {GPU: price}},
+            },
+            gpus=1,
+        ),
+    )
+    document = finish(kube, "money")
+
+    status = document["status"]
+    assert status["phase"] == "Completed"
+    completed = condition(document, "Completed")
+    assert completed["reason"] == "MoneyExhausted"
+    assert "the money budget (0.115 EUR) cannot cover" in completed["message"]
+    budget = status["budget"]
+    assert budget["currency"] == "EUR"
+    assert budget["moneyLimit"] == limit
+    trials = trials_of(kube, "money")
+    assert {t["status"]["state"] for t in trials} == {"Succeeded"}
+    spent = sum(t["status"]["cost"] for t in trials)
+    assert spent == pytest.approx(budget["money"], rel=1e-6)
+    assert spent == pytest.approx(budget["gpuHours"] * price, rel=1e-6)
+    assert spent <= limit
+    assert spent + worst_case > limit
+
+
+def test_a_grid_study_on_one_gpu_completes_when_every_point_was_tried(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    # loss depends on x a lot and on z barely: the importances must say so.
+    code = """
+        import json, os
+        x = float(os.environ["KUBETUNE_PARAM_X"])
+        z = float(os.environ["KUBETUNE_PARAM_Z"])
+        loss = x ** 2 + 0.01 * z
+    """
+    space = [
+        {"name": "x", "type": "float", "low": -2.0, "high": 2.0, "step": 1.0},
+        {"name": "z", "type": "int", "low": 0, "high": 1},
+    ]
+    apply(
+        kube,
+        study(
+            "grid",
+            trainer(code, WRITE_LOSS),
+            space,
+            {"parallelism": 4},
+            algorithm={"name": "grid", "seed": 3},
+            gpus=1,
+        ),
+    )
+    document = finish(kube, "grid")
+
+    status = document["status"]
+    assert status["phase"] == "Completed"
+    assert condition(document, "Completed")["reason"] == "SearchSpaceExhausted"
+    trials = trials_of(kube, "grid")
+    points = sorted((float(t["spec"]["params"]["x"]), t["spec"]["params"]["z"]) for t in trials)
+    assert points == [(float(x), z) for x in range(-2, 3) for z in (0, 1)]
+    assert {t["status"]["state"] for t in trials} == {"Succeeded"}
+    assert status["trials"]["succeeded"] == 10
+    assert status["bestTrial"]["params"] in ({"x": 0.0, "z": 0}, {"x": 0, "z": 0})
+    importances = status["importances"]
+    assert set(importances) == {"x", "z"}
+    assert importances["x"] > importances["z"]
+    assert status["importancesTrials"] == 10
+    # One GPU on the node for four active trials: pods waited for it, and ran one at a time.
+    spans = sorted(
+        (moment(t["status"]["startTime"]), moment(t["status"]["completionTime"])) for t in trials
+    )
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
+    scheduling = [
+        event
+        for trial in trials
+        for event in wait_for_events(client, trial["metadata"]["name"], set())
+        if event["reason"] == "FailedScheduling"
+    ]
+    assert scheduling, "no trial pod waited for the GPU"
+    assert all(f"1 Insufficient {GPU}" in event["message"] for event in scheduling)
+    wait_for_events(client, "grid", {"StudyCompleted"})
+
+
+def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
+    kube: Kube, client: kubernetes.client.ApiClient
+) -> None:
+    # Reports through the pod annotation (kubetune.report, with the kubeconfig the kubelet
+    # gives each pod); the larger x, the worse every step's loss.
+    code = """
+        import os, time
+        from kubetune.report import report, report_final
+        x = float(os.environ["KUBETUNE_PARAM_X"])
+        for step in range(6):
+            loss = 10 * x + 1 / (step + 1)
+            report(step, loss=loss)
+            time.sleep(0.1)
+        report_final(loss=loss)
+    """
+    apply(
+        kube,
+        study(
+            "pruning",
+            trainer(code),
+            [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
+            {"maxTrials": 10, "parallelism": 2},
+            pruner={"name": "median", "startupTrials": 2, "warmupSteps": 1},
+        ),
+    )
+    document = finish(kube, "pruning")
+
+    status = document["status"]
+    assert status["phase"] == "Completed"
+    assert condition(document, "Completed")["reason"] == "MaxTrialsReached"
+    trials = trials_of(kube, "pruning")
+    pruned = [t for t in trials if t["status"]["state"] == "Pruned"]
+    succeeded = [t for t in trials if t["status"]["state"] == "Succeeded"]
+    assert pruned, "no trial was pruned"
+    assert len(pruned) + len(succeeded) == 10
+    assert status["trials"]["pruned"] == len(pruned)
+    best_x = min(t["spec"]["params"]["x"] for t in succeeded)
+    for trial in pruned:
+        record = trial["status"]
+        assert record["reason"] == "Pruned"
+        steps = [value["step"] for value in record["intermediateValues"]]
+        assert steps == sorted(set(steps))
+        # Stopped past the warm-up step, before its final report, for doing worse than the
+        # median trial.
+        assert 1 <= steps[-1] <= 5
+        assert record.get("values") is None
+        assert record["message"] == f"pruned by the median pruner at step {steps[-1]}"
+        assert trial["spec"]["params"]["x"] > best_x
+        kube.kubectl("wait", "--for=delete", f"pod/{trial['metadata']['name']}", "--timeout=20s")
+    # The completed trials ran every step (their final value is the last step's), and kept
+    # their pods.
+    for trial in succeeded:
+        assert trial["status"]["values"] == [10 * trial["spec"]["params"]["x"] + 1 / 6]
+    remaining = {pod["metadata"]["name"] for pod in pods_of(kube, "pruning")}
+    assert remaining == {t["metadata"]["name"] for t in succeeded}
+    reasons = {
+        e["reason"] for e in wait_for_events(client, "pruning", {"TrialPruned", "StudyCompleted"})
+    }
+    assert {"TrialCreated", "TrialSucceeded", "NewBest"} <= reasons
