@@ -117,7 +117,8 @@ DELETE = object()
 def test_committed_crds_are_what_the_models_generate() -> None:
     generated = crd_files()
     assert list(generated) == ["tuningstudies.kubetune.io.yaml", "tuningtrials.kubetune.io.yaml"]
-    committed = {p.name: p.read_text() for p in sorted((ROOT / "crds").glob("*.yaml"))}
+    # Only Kubetune's own: crds/kopf-peering.yaml is kopf's, written by hand.
+    committed = {p.name: p.read_text() for p in sorted((ROOT / "crds").glob(f"*.{api.GROUP}.yaml"))}
     assert committed == generated, (
         "crds/ is out of date with the models: run `kubetune crds -o crds/` and commit the result"
     )
