@@ -23,6 +23,18 @@ _ALREADY_EXISTS = 409
 _NOT_FOUND = 404
 
 
+def merge_patch_to(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: keys that `new` no longer
+    has are set to null. A plain merge patch with `new` would keep them (the params of an
+    earlier best trial, say)."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        patch[key] = merge_patch_to(old.get(key), value)
+    return patch
+
+
 def _raw(response: Any) -> Any:
     """The JSON body of a call made with _preload_content=False."""
     return json.loads(response.data)
@@ -101,7 +113,7 @@ class KubeApi:
         then the study status (only when it changed)."""
         namespace = study["metadata"]["namespace"]
         for update in plan.trial_updates:
-            body = {"status": update.status.model_dump(mode="json", by_alias=True)}
+            patch = {"status": update.status.model_dump(mode="json", by_alias=True)}
             await self._quietly(
                 _NOT_FOUND,
                 self.custom.patch_namespaced_custom_object_status,
@@ -110,7 +122,7 @@ class KubeApi:
                 namespace,
                 api.TRIAL_PLURAL,
                 update.name,
-                body,
+                patch,
             )
         for pod_name in plan.delete_pods:
             await self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, pod_name, namespace)
@@ -156,7 +168,7 @@ class KubeApi:
                 namespace,
                 api.STUDY_PLURAL,
                 study["metadata"]["name"],
-                {"status": status},
+                {"status": merge_patch_to(current, status)},
             )
 
     async def delete_study_pods(self, namespace: str, study: str) -> None:
