@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
 
 app = typer.Typer(
@@ -109,14 +111,14 @@ def run_local(
     raise typer.Exit(code=0 if status.phase is StudyPhase.COMPLETED else 1)
 
 
-def _print_trials(trials: list[TuningTrial]) -> None:
+def _print_trials(trials: list[TuningTrial], title: str = "Trials") -> None:
     """The trials as a table: number, state, params, value, duration, reason."""
     from rich.console import Console
     from rich.table import Table
 
     from kubetune.controller.core import format_params
 
-    table = Table(title="Trials")
+    table = Table(title=title)
     for column in ("#", "state", "params", "value", "duration", "reason"):
         table.add_column(column, justify="right" if column in ("#", "value") else "left")
     for trial in sorted(trials, key=lambda t: t.spec.number):
@@ -154,22 +156,219 @@ def run_operator(
         str | None,
         typer.Option(help="kopf peering name: several replicas, one active (HA)."),
     ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            help="Peering priority: of the live replicas, the one with the highest acts "
+            "(default with --peering: random, as replicas must differ; equal ones all pause)."
+        ),
+    ] = None,
+    peering_lifetime: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds a replica's peering keep-alive stays valid: a standby takes over "
+            "this long after the active replica dies.",
+        ),
+    ] = 60,
     verbose: Annotated[bool, typer.Option(help="Log every handler call.")] = False,
 ) -> None:
     """Run the Kubetune operator against the current kubeconfig or in-cluster config."""
+    import secrets
+
     import kopf
 
     import kubetune.handlers  # noqa: F401 (registers the handlers)
 
     kopf.configure(verbose=verbose)
     namespaces = namespace or []
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = peering_lifetime
+    if peering is not None and priority is None:
+        priority = secrets.randbelow(2**31 - 1) + 1
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
         peering_name=peering,
         standalone=peering is None,
+        priority=priority,
+        settings=settings,
     )
+
+
+@app.command()
+def up(
+    files: Annotated[list[Path], typer.Argument(help="TuningStudy manifests (YAML, multi-doc).")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the final TuningStudy objects as JSON instead.")
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Leave everything running once the studies end, until Ctrl-C.")
+    ] = False,
+    kubeconfig: Annotated[
+        Path, typer.Option(help="Where to write the kubeconfig for kubectl beside it.")
+    ] = Path("kubetune.kubeconfig"),
+    gpus: Annotated[
+        int | None,
+        typer.Option(help="nvidia.com/gpu the node offers (default: enough for every study)."),
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the operator's log and the pods' folders go (default: a temp dir)."
+        ),
+    ] = None,
+) -> None:
+    """Run studies on this machine: a local control plane, the operator, live progress.
+
+    Starts the embedded API server and kubelet (pods run as local processes), installs the
+    CRDs, runs `kubetune operator` against them, applies the manifests and shows progress.
+    Exits when every study has ended: 0 when all completed, 1 when one failed or was invalid.
+    """
+    import asyncio
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    from kubetune.demo import Up, UpError, capacity_for, load_studies
+
+    try:
+        studies = load_studies(files)
+    except UpError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    # With --json, stdout carries the JSON alone; everything for people goes to stderr.
+    console = Console(stderr=json_output)
+    if not console.is_terminal:
+        # Off a terminal rich assumes 80 columns, too narrow for the tables.
+        console = Console(stderr=json_output, width=120)
+    run = Up(
+        studies=studies,
+        kubeconfig=kubeconfig,
+        workdir=workdir or Path(tempfile.mkdtemp(prefix="kubetune-up-")),
+        capacity=capacity_for(studies, gpus),
+        keep=keep,
+        console=console,
+        live=not json_output,
+    )
+    try:
+        outcome = asyncio.run(run.run())
+    except UpError as error:
+        typer.echo(f"kubetune up: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    if json_output:
+        listing = {"apiVersion": "v1", "kind": "List", "items": outcome.studies}
+        typer.echo(json.dumps(listing, indent=2))
+    else:
+        for study in outcome.studies:
+            trials = []
+            for item in outcome.trials.get(_key(study), []):
+                with contextlib.suppress(ValueError):
+                    trials.append(TuningTrial.model_validate(item))
+            _print_trials(trials, title=f"Trials of {study['metadata']['name']}")
+            _print_ending(study, trials)
+    if outcome.interrupted and outcome.exit_code == 130:
+        typer.echo("Interrupted before every study ended.", err=True)
+    raise typer.Exit(code=outcome.exit_code)
+
+
+def _key(study: dict[str, Any]) -> tuple[str, str]:
+    return study["metadata"].get("namespace") or "default", study["metadata"]["name"]
+
+
+def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
+    """A study's phase, why it ended and its best trial (its parameters read from the trial
+    itself, the record of what ran)."""
+    from kubetune.controller.core import format_params
+
+    status = study.get("status") or {}
+    name, phase = study["metadata"]["name"], status.get("phase") or "Pending"
+    ending = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c["type"] in ("Completed", "Failed") and c["status"] == "True"
+        ),
+        None,
+    )
+    why = f" ({ending['reason']}: {ending.get('message', '')})" if ending else ""
+    typer.echo(f"Study {name}: {phase}{why}")
+    best = status.get("bestTrial")
+    if best:
+        shown = best.get("value") if best.get("value") is not None else best.get("values")
+        params = next(
+            (t.spec.params for t in trials if t.spec.number == best["number"]), best["params"]
+        )
+        typer.echo(f"  best trial {best['number']}: {shown} with {format_params(params)}")
+    else:
+        typer.echo("  no trial completed")
+
+
+@app.command()
+def trials(
+    study: Annotated[str, typer.Argument(help="The TuningStudy's name.")],
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
+    ] = None,
+) -> None:
+    """Print a study's trials as a table, from any cluster the kubeconfig reaches."""
+    import os
+
+    import kubernetes
+
+    # Read $KUBECONFIG now: the client reads it once, when first imported.
+    config = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
+    # The `kubernetes` client has no type annotations.
+    try:
+        client = kubernetes.config.new_client_from_config(config_file=config)  # type: ignore[no-untyped-call]
+        if namespace is None:
+            _, active = kubernetes.config.list_kube_config_contexts(config_file=config)  # type: ignore[no-untyped-call]
+            namespace = (active or {}).get("context", {}).get("namespace") or "default"
+    except (kubernetes.config.ConfigException, OSError) as error:
+        typer.echo(f"kubetune trials: cannot read the kubeconfig: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    custom = kubernetes.client.CustomObjectsApi(client)
+    try:
+        custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.STUDY_PLURAL, study
+        )
+        listing = custom.list_namespaced_custom_object(
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.TRIAL_PLURAL,
+            label_selector=f"{api.STUDY_LABEL}={study}",
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            typer.echo(
+                f"kubetune trials: no TuningStudy {study} in namespace {namespace}", err=True
+            )
+        else:
+            typer.echo(
+                f"kubetune trials: the API server said {error.status} {error.reason}", err=True
+            )
+        raise typer.Exit(code=1) from None
+    finally:
+        client.close()
+    models = []
+    items: list[dict[str, Any]] = listing["items"]  # type: ignore[index]
+    for item in items:
+        try:
+            models.append(TuningTrial.model_validate(item))
+        except ValueError as error:
+            name = item["metadata"].get("name")
+            typer.echo(f"kubetune trials: skipping unreadable trial {name}: {error}", err=True)
+    if not models:
+        typer.echo(f"TuningStudy {study} has no trials yet.")
+        return
+    _print_trials(models, title=f"Trials of {study}")
 
 
 cluster_app = typer.Typer(help="A local Kubernetes control plane, for trying Kubetune.")

@@ -180,9 +180,9 @@ def test_numbers_are_read_as_kubectl_reads_them() -> None:
     assert report.valid, report.problems
     import yaml
 
-    from kubetune.spec.validation import _ManifestLoader
+    from kubetune.spec.validation import ManifestLoader
 
-    document = yaml.load(text, Loader=_ManifestLoader)
+    document = yaml.load(text, Loader=ManifestLoader)
     assert document["spec"]["searchSpace"][0]["choices"] == [0.001, 0.0001, 250.0, "1e-5"]
 
 

@@ -77,7 +77,7 @@ class Report:
 # --- reading YAML ----------------------------------------------------------------------------
 
 
-class _ManifestLoader(yaml.SafeLoader):
+class ManifestLoader(yaml.SafeLoader):
     """yaml.SafeLoader reading numbers as kubectl does, and refusing duplicate keys.
 
     PyYAML (YAML 1.1) reads `1e-5` as a string while kubectl's YAML reader reads a number; a
@@ -103,10 +103,10 @@ class _ManifestLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_ManifestLoader.add_implicit_resolver(
+ManifestLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^[yYnN]$"), list("yYnN")
 )
-_ManifestLoader.add_implicit_resolver(
+ManifestLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
@@ -137,7 +137,7 @@ def validate_text(text: str, source: str) -> list[Report]:
     documents: list[tuple[int, Any]] = []
     syntax_error: Problem | None = None
     try:
-        for number, document in enumerate(yaml.load_all(text, Loader=_ManifestLoader), start=1):
+        for number, document in enumerate(yaml.load_all(text, Loader=ManifestLoader), start=1):
             if document is not None:
                 documents.append((number, document))
     except yaml.YAMLError as error:
