@@ -23,6 +23,5 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels kubetune==0.1.0 &
 USER 65532:65532
 ENV PYTHONUNBUFFERED=1
 ENTRYPOINT ["kubetune"]
-# The operator command (`kubetune operator`) arrives with the operator; until then the image
-# offers the rest of the CLI (validate, crds).
-CMD ["--help"]
+# Liveness on :8080/healthz for the Deployment's probes.
+CMD ["operator", "--liveness", "http://0.0.0.0:8080/healthz"]
