@@ -35,6 +35,8 @@ _wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Even
 
 
 def _wake(namespace: str | None, study: str | None) -> None:
+    # Called from async handlers only: asyncio.Event must be set on the event loop's thread
+    # (sync kopf handlers run in a thread pool).
     if namespace and study:
         _wakeups[(namespace, study)].set()
 
@@ -52,17 +54,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.STUDY_PLURAL)
-def study_changed(namespace: str | None, name: str | None, **_: Any) -> None:
+async def study_changed(namespace: str | None, name: str | None, **_: Any) -> None:
     _wake(namespace, name)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
-def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+async def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     _wake(namespace, labels.get(api.STUDY_LABEL))
 
 
 @kopf.on.event("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})
-def pod_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+async def pod_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     _wake(namespace, labels.get(api.STUDY_LABEL))
 
 
