@@ -108,22 +108,28 @@ class KubeApi:
 
     # --- carrying out a plan -----------------------------------------------------------------
 
+    async def _patch_status(
+        self, namespace: str, plural: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """A merge patch of an object's status subresource; an object gone is no error."""
+        await self._quietly(
+            _NOT_FOUND,
+            self.custom.patch_namespaced_custom_object_status,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+        )
+
     async def apply(self, plan: Plan, study: Mapping[str, Any]) -> None:
         """The plan's steps in its order: trial statuses, pod deletions, new trials, new pods,
         then the study status (only when it changed)."""
         namespace = study["metadata"]["namespace"]
         for update in plan.trial_updates:
-            patch = {"status": update.status.model_dump(mode="json", by_alias=True)}
-            await self._quietly(
-                _NOT_FOUND,
-                self.custom.patch_namespaced_custom_object_status,
-                api.GROUP,
-                api.VERSION,
-                namespace,
-                api.TRIAL_PLURAL,
-                update.name,
-                patch,
-            )
+            trial_status = update.status.model_dump(mode="json", by_alias=True)
+            await self._patch_status(namespace, api.TRIAL_PLURAL, update.name, trial_status)
         for pod_name in plan.delete_pods:
             await self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, pod_name, namespace)
         for trial in plan.create_trials:
@@ -138,15 +144,11 @@ class KubeApi:
                 body,
             )
             # The API server drops status on create (status subresource): write it after.
-            await self._quietly(
-                _NOT_FOUND,
-                self.custom.patch_namespaced_custom_object_status,
-                api.GROUP,
-                api.VERSION,
+            await self._patch_status(
                 namespace,
                 api.TRIAL_PLURAL,
-                trial.metadata.name,
-                {"status": trial.status.model_dump(mode="json", by_alias=True)},
+                trial.metadata.name or "",
+                trial.status.model_dump(mode="json", by_alias=True),
             )
         for pod in plan.create_pods:
             await self._quietly(
@@ -160,15 +162,11 @@ class KubeApi:
         current = dict(study.get("status") or {})
         current.pop("kopf", None)
         if status != {k: current.get(k) for k in status}:
-            await self._quietly(
-                _NOT_FOUND,
-                self.custom.patch_namespaced_custom_object_status,
-                api.GROUP,
-                api.VERSION,
+            await self._patch_status(
                 namespace,
                 api.STUDY_PLURAL,
                 study["metadata"]["name"],
-                {"status": merge_patch_to(current, status)},
+                merge_patch_to(current, status),
             )
 
     async def delete_study_pods(self, namespace: str, study: str) -> None:
