@@ -20,6 +20,11 @@ it is a local emulator, not a server to expose. Built-in objects are stored as g
 only cheap checks (names; pods need spec.containers) and the pod defaults a kubelet reads;
 server-side apply (application/apply-patch+yaml) is answered 415. A pod log is served by the
 provider the kubelet registers; `follow` returns the log so far.
+
+Request hooks (`ApiServer.request_hooks`) see each resource request as Kubernetes
+authorization would (verb, group, resource, subresource, namespace, name) before it is served,
+and may hold it: tests use them to record what a client calls (the Helm chart's RBAC is
+checked against that) and to stop a client at an exact moment (a crash between two writes).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -67,6 +73,25 @@ BOOKMARK_EVERY = 60.0
 _VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
 
+@dataclass(frozen=True)
+class ApiRequest:
+    """A resource request as Kubernetes authorization sees it (the RBAC verb and resource)."""
+
+    verb: str
+    """get, list, watch, create, update, patch, delete or deletecollection."""
+    group: str
+    version: str
+    resource: str
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+    user_agent: str
+
+
+RequestHook = Callable[[ApiRequest], Awaitable[None]]
+"""Awaited before a resource request is served; it may delay the request (never answer it)."""
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -95,6 +120,15 @@ def _flag(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1", "")
 
 
+def _rbac_verb(method: str, name: str | None, watching: bool) -> str:
+    """The authorization verb of a request, as the real API server derives it."""
+    if method == "GET":
+        return "watch" if watching else ("list" if name is None else "get")
+    if method == "DELETE":
+        return "deletecollection" if name is None else "delete"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
 class ApiServer:
     """The API server emulator: `async with ApiServer() as server:` then use `server.url`."""
 
@@ -115,6 +149,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._openapi_cache: tuple[tuple[str, ...], dict[str, dict[str, Any]]] | None = None
+        self.request_hooks: list[RequestHook] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -272,6 +307,20 @@ class ApiServer:
         if sub is not None and sub not in resource.subresources:
             raise self._unknown()
         method = request.method
+        if self.request_hooks:
+            watching = watch_path or _flag(request.query.get("watch"))
+            described = ApiRequest(
+                verb=_rbac_verb(method, name, watching),
+                group=group,
+                version=version,
+                resource=resource.plural,
+                subresource=sub,
+                namespace=namespace,
+                name=name,
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+            for hook in list(self.request_hooks):
+                await hook(described)
         if name is None:
             if method == "GET":
                 if watch_path or _flag(request.query.get("watch")):

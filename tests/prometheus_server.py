@@ -1,0 +1,137 @@
+"""A real Prometheus server for the tests (Debian's `prometheus` package, which scripts/test
+installs when it is missing), started on a free loopback port with a scrape configuration the
+test gives, and queried through its HTTP API."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrometheusServer:
+    """One `prometheus` process with its own storage directory; stopped by `stop()`.
+
+    `scrape_configs` is the list Prometheus reads under that key; `scrape_interval` is short
+    so tests see samples quickly. The lifecycle API is on, so `reload()` applies a changed
+    configuration.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        scrape_configs: list[dict[str, Any]] | None = None,
+        scrape_interval: str = "1s",
+        rule_files: list[Path] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "prometheus.yml"
+        self.log_path = workdir / "prometheus.log"
+        self.scrape_interval = scrape_interval
+        self.rule_files = list(rule_files or [])
+        self.process: subprocess.Popen[bytes] | None = None
+        self.write_config(scrape_configs or [])
+
+    def write_config(self, scrape_configs: list[dict[str, Any]]) -> None:
+        config = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "rule_files": [str(path) for path in self.rule_files],
+            "scrape_configs": scrape_configs,
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def start(self) -> None:
+        storage = self.workdir / "data"
+        storage.mkdir(exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={storage}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)  # polling a process that offers no readiness notification
+        raise TimeoutError(f"prometheus not ready after {STARTUP_TIMEOUT_S}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def reload(self) -> None:
+        httpx.post(f"{self.url}/-/reload", timeout=10.0).raise_for_status()
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result vector of an instant query; a bad query raises with Prometheus's error."""
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10.0)
+        body = response.json()
+        if body.get("status") != "success":
+            raise ValueError(f"{promql!r}: {body.get('errorType')}: {body.get('error')}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def wait_for(
+        self,
+        promql: str,
+        accept: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout: float = 30.0,
+    ) -> list[dict[str, Any]]:
+        """Query until the result satisfies `accept` (by default: at least one series)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if accept(result):
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{promql!r} gave {result} after {timeout}s")
+            time.sleep(0.2)  # Prometheus has no push notification of new samples
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
+    """A started Prometheus with no scrape targets; configure with write_config + reload."""
+    server = PrometheusServer(tmp_path / "prometheus-fixture")
+    server.start()
+    yield server
+    server.stop()
