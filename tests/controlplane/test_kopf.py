@@ -182,7 +182,30 @@ def await_widget(
 
 
 def await_gone(list_objects: Callable[..., Any], name: str, *args: Any) -> None:
-    await_event(list_objects, name, lambda kind, _: kind == "DELETED", *args)
+    """Return once the object is gone: absent from a list, or deleted while watched from that
+    list's resourceVersion (a watch alone would miss a deletion that came before it)."""
+    listing = list_objects(*args, field_selector=f"metadata.name={name}")
+    items = listing["items"] if isinstance(listing, dict) else listing.items
+    if not items:
+        return
+    version = (
+        listing["metadata"]["resourceVersion"]
+        if isinstance(listing, dict)
+        else listing.metadata.resource_version
+    )
+    watch = kubernetes.watch.Watch()
+    for event in watch.stream(
+        list_objects,
+        *args,
+        field_selector=f"metadata.name={name}",
+        resource_version=version,
+        timeout_seconds=TIMEOUT,
+        _request_timeout=TIMEOUT + 5,
+    ):
+        if event["type"] == "DELETED":
+            watch.stop()
+            return
+    raise AssertionError(f"{name}: still there after {TIMEOUT} s")
 
 
 def assert_clean(runner: KopfRunner) -> None:
