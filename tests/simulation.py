@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubetune.controller import MetricReport, Plan, PodObservation, PodPhase, StudyController
+from kubetune.controller import (
+    MetricReport,
+    Plan,
+    PodObservation,
+    PodPhase,
+    StudyController,
+    with_owner_uid,
+)
 from kubetune.spec.study import StudyPhase, TuningStudy, TuningStudySpec, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 from tests.factories import T0
@@ -142,7 +149,12 @@ class SimulatedCluster:
                 update={"uid": f"trial-uid-{self._uid}", "creation_timestamp": self.now}
             )
             self.trials[name] = trial.model_copy(update={"metadata": metadata})
-        for pod in plan.create_pods:
+        new_pods = [
+            with_owner_uid(plan.new_trial_pods[name], self.trials[name].metadata.uid or "")
+            for name in (trial.metadata.name or "" for trial in plan.create_trials)
+            if name in plan.new_trial_pods
+        ]
+        for pod in [*new_pods, *plan.create_pods]:
             name = pod["metadata"]["name"]
             if name not in self.pods:
                 deadline = pod["spec"].get("activeDeadlineSeconds")

@@ -26,7 +26,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from kubetune.controller import Event, Plan, PodObservation, PodPhase, StudyController
+from kubetune.controller import (
+    Event,
+    Plan,
+    PodObservation,
+    PodPhase,
+    StudyController,
+    with_owner_uid,
+)
 from kubetune.controller.observation import parse_termination_message
 from kubetune.spec import api
 from kubetune.spec.study import StudyPhase, TuningStudyStatus
@@ -118,6 +125,8 @@ class LocalRun:
                 update={"uid": str(uuid.uuid4()), "creation_timestamp": now}
             )
             self.trials[name] = trial.model_copy(update={"metadata": metadata})
+            if name in plan.new_trial_pods:
+                self._start_pod(with_owner_uid(plan.new_trial_pods[name], metadata.uid or ""), now)
         for pod in plan.create_pods:
             self._start_pod(pod, now)
         self.document["status"] = plan.study_status.model_dump(

@@ -2,6 +2,7 @@
 
 from kubetune.controller.core import Event, Plan, StudyController, TrialUpdate
 from kubetune.controller.observation import MetricReport, PodObservation, PodPhase
+from kubetune.controller.pod import with_owner_uid
 
 __all__ = [
     "Event",
@@ -11,4 +12,5 @@ __all__ = [
     "PodPhase",
     "StudyController",
     "TrialUpdate",
+    "with_owner_uid",
 ]

@@ -6,9 +6,11 @@ thing between calls, the study's Optuna engine, and rebuilds it from the trial r
 they disagree (after a restart, or when an earlier plan was not applied), so the cluster's
 objects stay the only source of truth.
 
-Trials are created in two steps: a TuningTrial first, its pod on the next reconcile, once the
-trial's uid is known for the pod's owner reference. Both are idempotent by name, so a crash at
-any point neither duplicates nor skips a trial number.
+A new trial comes with its pod: the plan creates the TuningTrial, then its pod, whose owner
+reference takes the uid the API server gave the trial (`Plan.new_trial_pods`, `with_owner_uid`).
+A trial found without a pod and never given one (the operator died between the two creates) gets
+it on the next reconcile. Both creates are idempotent by name, so a crash at any point neither
+duplicates nor skips a trial number.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class Plan:
     trial_updates: tuple[TrialUpdate, ...] = ()
     delete_pods: tuple[str, ...] = ()
     create_trials: tuple[TuningTrial, ...] = ()
+    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The pod of each trial in create_trials, by trial name, to create right after it with
+    the trial's uid filled in (`with_owner_uid`); skipped when the trial already existed."""
     create_pods: tuple[dict[str, Any], ...] = ()
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
@@ -121,6 +126,7 @@ class _Work:
     delete_pods: list[str] = field(default_factory=list)
     create_trials: list[TuningTrial] = field(default_factory=list)
     create_pods: list[dict[str, Any]] = field(default_factory=list)
+    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
     def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
@@ -500,6 +506,7 @@ class StudyController:
             )
             work.trials[suggestion.number] = trial
             work.create_trials.append(trial)
+            work.new_trial_pods[name] = render_trial_pod(study, trial)
             work.events.append(
                 Event(
                     "Normal",
@@ -625,6 +632,7 @@ class StudyController:
             trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
             delete_pods=tuple(dict.fromkeys(work.delete_pods)),
             create_trials=tuple(work.create_trials),
+            new_trial_pods=work.new_trial_pods,
             create_pods=tuple(work.create_pods),
             events=tuple(events),
             requeue_after=requeue,

@@ -64,8 +64,16 @@ def param_env(params: Mapping[str, ParameterValue]) -> list[dict[str, Any]]:
     return env
 
 
+def with_owner_uid(pod: Mapping[str, Any], uid: str) -> dict[str, Any]:
+    """The pod with its owner reference's uid set: the uid of its trial, once created."""
+    metadata = dict(pod["metadata"])
+    metadata["ownerReferences"] = [{**ref, "uid": uid} for ref in metadata["ownerReferences"]]
+    return {**pod, "metadata": metadata}
+
+
 def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
-    """The pod manifest of a trial, owned by its TuningTrial (whose uid must be known)."""
+    """The pod manifest of a trial, owned by its TuningTrial: a trial not yet created has no
+    uid, and its pod's owner reference gets it with `with_owner_uid`."""
     template = study.spec.trial_template
     params = trial.spec.params
     name = trial.metadata.name or ""

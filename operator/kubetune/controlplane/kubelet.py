@@ -76,6 +76,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 logger = logging.getLogger(__name__)
+KUBELET_USER_AGENT = "kubetune-local-kubelet"
 
 DEFAULT_NODE_NAME: Final = "kubetune-local"
 NODE_IP: Final = "127.0.0.1"
@@ -710,7 +711,9 @@ class Kubelet:
             self.workdir = Path(tempfile.mkdtemp(prefix="kubetune-kubelet-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+            # So that request hooks (RBAC recordings, benchmarks) can tell the kubelet apart.
+            headers={"User-Agent": KUBELET_USER_AGENT},
         )
         try:
             await self._register_node()

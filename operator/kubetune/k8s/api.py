@@ -14,7 +14,7 @@ from typing import Any
 
 import kubernetes
 
-from kubetune.controller import Plan
+from kubetune.controller import Plan, with_owner_uid
 from kubetune.spec import api
 
 # Objects that are already there (a repeated plan) or already gone are not errors: every
@@ -124,8 +124,8 @@ class KubeApi:
         )
 
     async def apply(self, plan: Plan, study: Mapping[str, Any]) -> None:
-        """The plan's steps in its order: trial statuses, pod deletions, new trials, new pods,
-        then the study status (only when it changed)."""
+        """The plan's steps in its order: trial statuses, pod deletions, new trials (each with
+        its pod), pods of older trials, then the study status (only when it changed)."""
         namespace = study["metadata"]["namespace"]
         for update in plan.trial_updates:
             trial_status = update.status.model_dump(mode="json", by_alias=True)
@@ -133,31 +133,33 @@ class KubeApi:
         for pod_name in plan.delete_pods:
             await self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, pod_name, namespace)
         for trial in plan.create_trials:
+            name = trial.metadata.name or ""
             body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
-            await self._quietly(
-                _ALREADY_EXISTS,
-                self.custom.create_namespaced_custom_object,
-                api.GROUP,
-                api.VERSION,
-                namespace,
-                api.TRIAL_PLURAL,
-                body,
-            )
+            try:
+                created = await self._call(
+                    self.custom.create_namespaced_custom_object,
+                    api.GROUP,
+                    api.VERSION,
+                    namespace,
+                    api.TRIAL_PLURAL,
+                    body,
+                )
+            except kubernetes.client.ApiException as error:
+                if error.status != _ALREADY_EXISTS:
+                    raise
+                created = None  # a repeated plan: the next reconcile sees the trial as it is
             # The API server drops status on create (status subresource): write it after.
             await self._patch_status(
                 namespace,
                 api.TRIAL_PLURAL,
-                trial.metadata.name or "",
+                name,
                 trial.status.model_dump(mode="json", by_alias=True),
             )
+            pod = plan.new_trial_pods.get(name)
+            if created is not None and pod is not None:
+                await self._create_pod(namespace, with_owner_uid(pod, created["metadata"]["uid"]))
         for pod in plan.create_pods:
-            await self._quietly(
-                _ALREADY_EXISTS,
-                self.core.create_namespaced_pod,
-                namespace,
-                pod,
-                _preload_content=False,
-            )
+            await self._create_pod(namespace, pod)
         status = plan.study_status.model_dump(mode="json", by_alias=True, exclude={"kopf"})
         current = dict(study.get("status") or {})
         current.pop("kopf", None)
@@ -168,6 +170,15 @@ class KubeApi:
                 study["metadata"]["name"],
                 merge_patch_to(current, status),
             )
+
+    async def _create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None:
+        await self._quietly(
+            _ALREADY_EXISTS,
+            self.core.create_namespaced_pod,
+            namespace,
+            pod,
+            _preload_content=False,
+        )
 
     async def delete_study_pods(self, namespace: str, study: str) -> None:
         """Stop every pod of a study (on its deletion): their trials go with the study."""
