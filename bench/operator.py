@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,7 +39,9 @@ from typing import Any
 
 import kubernetes
 
+from kubetune.controlplane.apiserver import ApiRequest
 from kubetune.controlplane.cluster import ClusterThread
+from kubetune.controlplane.kubelet import KUBELET_USER_AGENT
 from kubetune.controlplane.store import Watch, WatchEvent
 from kubetune.spec import api
 from kubetune.spec.crd import crds
@@ -107,6 +109,8 @@ class Run:
     operator: subprocess.Popen[bytes]
     custom: Any
     stamps: Stamps = field(default_factory=Stamps)
+    requests: Counter[str] = field(default_factory=Counter)
+    """The operator's API requests by verb and resource (the kubelet's are left out)."""
 
     def apply(self, *studies: dict[str, Any]) -> float:
         """Create the studies; returns when the first create was sent."""
@@ -154,6 +158,8 @@ def operator_run(profile: Path | None) -> Iterator[Run]:
                 "-m",
                 "kubetune",
                 "operator",
+                "--metrics-port",
+                "0",
                 *os.environ.get("BENCH_OPERATOR_ARGS", "").split(),
             ]
             if profile is not None:
@@ -163,11 +169,19 @@ def operator_run(profile: Path | None) -> Iterator[Run]:
                 operator = subprocess.Popen(command, env=env, stdout=log, stderr=log)
             run = Run(running, workdir, operator, kubernetes.client.CustomObjectsApi(client))
             run.stamps = stamps
+
+            async def count(request: ApiRequest) -> None:
+                if request.user_agent != KUBELET_USER_AGENT:
+                    sub = f"/{request.subresource}" if request.subresource else ""
+                    run.requests[f"{request.verb} {request.resource}{sub}"] += 1
+
+            running.cluster.server.request_hooks.append(count)
             try:
                 # Warm-up: the operator is watching, imports done, one study served.
                 run.apply(study_manifest("warmup", 1, 0, "random"))
                 run.wait(60)
                 stamps.events.clear()
+                run.requests.clear()
                 yield run
             except BaseException:
                 print((workdir / "operator.log").read_text()[-5000:], file=sys.stderr)
@@ -234,7 +248,14 @@ def bench_gap(studies: int, trials: int, profile: Path | None) -> dict[str, Any]
         "wall_s": wall,
         "trials_per_s": studies * trials / wall,
         "operator_cpu_s": cpu,
+        "requests_per_trial": per_trial(run.requests, studies * trials),
     }
+
+
+def per_trial(requests: Counter[str], trials: int) -> dict[str, float]:
+    """Requests per trial by verb and resource, the most frequent first, and their total."""
+    ranked = {key: round(count / trials, 2) for key, count in requests.most_common()}
+    return {"total": round(sum(requests.values()) / trials, 2), **ranked}
 
 
 def operator_cpu(pid: int) -> float:

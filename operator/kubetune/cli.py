@@ -152,6 +152,12 @@ def run_operator(
         str | None,
         typer.Option(help="Serve liveness at this URL, e.g. http://0.0.0.0:8080/healthz."),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on /metrics at this port (0: off)."
+        ),
+    ] = 8000,
     peering: Annotated[
         str | None,
         typer.Option(help="kopf peering name: several replicas, one active (HA)."),
@@ -179,7 +185,17 @@ def run_operator(
     import kopf
 
     import kubetune.handlers  # noqa: F401 (registers the handlers)
+    from kubetune.metrics import METRICS
 
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, registry=METRICS.registry)
+        except OSError as error:
+            raise typer.BadParameter(
+                f"cannot serve metrics on port {metrics_port}: {error}", param_hint="--metrics-port"
+            ) from error
     kopf.configure(verbose=verbose)
     namespaces = namespace or []
     settings = kopf.OperatorSettings()

@@ -23,6 +23,7 @@ import kopf
 from kubetune.controller import StudyController
 from kubetune.k8s.api import KubeApi
 from kubetune.k8s.pods import observe_pod
+from kubetune.metrics import METRICS
 from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
 
@@ -88,7 +89,8 @@ async def run_study(
         while not stopped:
             wakeup.clear()
             try:
-                requeue_after = await reconcile(kube, controller, body, logger)
+                with METRICS.handler("reconcile"):
+                    requeue_after = await reconcile(kube, controller, body, logger)
             except Exception as error:  # shown to the user as an event, then retried
                 logger.exception("reconcile failed")
                 kopf.event(
@@ -101,6 +103,7 @@ async def run_study(
     finally:
         stop.cancel()
         _wakeups.pop((namespace, name), None)
+        METRICS.forget_study(namespace, name)  # deleted, or no longer run by this replica
 
 
 async def reconcile(
@@ -127,6 +130,7 @@ async def reconcile(
         controller.reconcile, study, trials, observations, datetime.now(UTC)
     )
     await kube.apply(plan, study)
+    METRICS.observe_plan(namespace, name, study, trials, plan, datetime.now(UTC))
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
     return plan.requeue_after
@@ -136,4 +140,5 @@ async def reconcile(
 async def study_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Stop the study's running pods at once; owner references remove trials and pods."""
     kube: KubeApi = memo.api
-    await kube.delete_study_pods(namespace or "", name)
+    with METRICS.handler("delete"):
+        await kube.delete_study_pods(namespace or "", name)

@@ -25,15 +25,22 @@ def crds(kube: Kube) -> Kube:  # noqa: F811
 class Operator:
     """`kubetune operator` as a subprocess; its log goes to a file shown on failure."""
 
-    def __init__(self, kube: Kube, log: Path) -> None:  # noqa: F811
+    def __init__(
+        self,
+        kube: Kube,  # noqa: F811
+        log: Path,
+        args: tuple[str, ...] = ("--metrics-port", "0"),
+    ) -> None:
         self.kube = kube
         self.log = log
+        # No metrics server by default: operators of concurrent tests would compete for a port.
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kubetune", "operator"],
+                [sys.executable, "-m", "kubetune", "operator", *self.args],
                 env=self.kube.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

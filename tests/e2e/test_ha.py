@@ -45,7 +45,8 @@ class Replica:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kubetune", "operator", *self.options],
+            # No metrics server: two replicas on one machine would compete for its port.
+            [sys.executable, "-m", "kubetune", "operator", "--metrics-port", "0", *self.options],
             env=self.kube.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

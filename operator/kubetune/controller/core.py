@@ -16,6 +16,7 @@ duplicates nor skips a trial number.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -99,6 +100,8 @@ class Plan:
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     """Seconds until the controller must look again even if nothing changes (a timeout)."""
+    ask_seconds: tuple[float, ...] = field(default=(), compare=False)
+    """How long each of Optuna's asks took (for the operator's metrics; not a decision)."""
 
 
 def format_params(params: Mapping[str, ParameterValue]) -> str:
@@ -128,6 +131,7 @@ class _Work:
     create_pods: list[dict[str, Any]] = field(default_factory=list)
     new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    ask_seconds: list[float] = field(default_factory=list)
 
     def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
         updated = trial.model_copy(update={"status": status})
@@ -485,7 +489,9 @@ class StudyController:
         for _ in range(decision.may_start):
             if engine.search_space_exhausted:
                 break
+            asked = time.perf_counter()
             suggestion = engine.ask()
+            work.ask_seconds.append(time.perf_counter() - asked)
             name = trial_name(study.metadata.name or "", suggestion.number)
             trial = TuningTrial(
                 metadata=ObjectMeta(
@@ -636,6 +642,7 @@ class StudyController:
             create_pods=tuple(work.create_pods),
             events=tuple(events),
             requeue_after=requeue,
+            ask_seconds=tuple(work.ask_seconds),
         )
 
 
