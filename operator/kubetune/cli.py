@@ -93,6 +93,14 @@ def run_local(
             typer.echo(f"{file}: give exactly one TuningStudy", err=True)
         raise typer.Exit(code=1)
     document = yaml.safe_load(file.read_text())
+    if (document.get("spec") or {}).get("metricsSource"):
+        typer.echo(
+            f"{file}: spec.metricsSource is not supported by run-local (its trials are plain "
+            "processes that no Prometheus scrapes); run it with the operator, or remove "
+            "metricsSource to read the termination message",
+            err=True,
+        )
+        raise typer.Exit(code=1)
     folder = workdir or Path(tempfile.mkdtemp(prefix="kubetune-"))
     typer.echo(f"Running {document['metadata']['name']} locally; trial folders in {folder}")
     run = LocalRun(document, folder, echo=typer.echo)

@@ -23,6 +23,7 @@ import kopf
 from kubetune.controller import StudyController
 from kubetune.k8s.api import KubeApi
 from kubetune.k8s.pods import observe_pod
+from kubetune.k8s.prometheus import object_reader, observe_source
 from kubetune.metrics import METRICS
 from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
@@ -126,6 +127,12 @@ async def reconcile(
         except ValueError as error:
             logger.warning(f"ignoring unreadable trial {item['metadata'].get('name')}: {error}")
     observations = {pod["metadata"]["name"]: observe_pod(pod) for pod in pods}
+    # A study with a Prometheus metrics source: the reads the controller asks for (polls of
+    # running trials every pollInterval, final reads) become the pods' readings.
+    reader = object_reader(kube.core, namespace)
+    observations = await observe_source(
+        controller, study, trials, observations, datetime.now(UTC), reader
+    )
     plan = await asyncio.to_thread(
         controller.reconcile, study, trials, observations, datetime.now(UTC)
     )

@@ -8,7 +8,10 @@ training (a failing route logs a warning and training goes on):
 1. the pod annotation `kubetune.io/metrics`: a merge patch of the trial's own pod holding the
    latest report, through the in-cluster service account or a kubeconfig;
 2. the termination message (final metrics only), which needs no RBAC at all;
-3. Prometheus gauges, when prometheus_client is importable and KUBETUNE_METRICS_PORT is set.
+3. Prometheus gauges, when prometheus_client is importable and KUBETUNE_METRICS_PORT is set;
+   with KUBETUNE_METRICS_LINGER, report_final waits (that many seconds at most) until
+   Prometheus has scraped the final values, so a study reading its objective from Prometheus
+   sees them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import math
 import os
 import random
 import re
+import socketserver
 import ssl
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import wsgiref.simple_server
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -534,11 +540,20 @@ class Reporter:
     metrics_port: int | None = None
     """Port of the Prometheus route (0: any free port, see `serving_port`); None: off."""
     metrics_addr: str = "0.0.0.0"  # Prometheus scrapes the pod's IP
+    metrics_linger: float = 0.0
+    """Seconds report_final waits at most for a scrape of the final values (0: no wait)."""
     annotation_limit: int = ANNOTATION_LIMIT
     now: Callable[[], datetime] = _utc_now
     last_step: int = field(default=0, init=False)
     _gauges: Any = field(default=None, init=False, repr=False)
     _server: Any = field(default=None, init=False, repr=False)
+    _sets: int = field(default=0, init=False, repr=False)
+    """Updates of the gauges so far."""
+    _served: int = field(default=0, init=False, repr=False)
+    """The latest update of the gauges a scrape has received in full."""
+    _scraped: threading.Condition = field(
+        default_factory=threading.Condition, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None:
@@ -569,7 +584,19 @@ class Reporter:
                     api.METRICS_PORT_ENV,
                     port_text,
                 )
+        linger_text = environ.get(api.METRICS_LINGER_ENV, "").strip()
+        linger = 0.0
+        if linger_text:
+            try:
+                linger = max(0.0, float(linger_text))
+            except ValueError:
+                logger.warning(
+                    "kubetune.report: %s=%r is not a number of seconds: no wait",
+                    api.METRICS_LINGER_ENV,
+                    linger_text,
+                )
         return cls(
+            metrics_linger=linger,
             annotator=annotator_from_environment(environ, retry, service_account),
             termination_log=Path(log) if log else default_log if default_log.exists() else None,
             study=environ.get(api.STUDY_ENV, ""),
@@ -593,6 +620,8 @@ class Reporter:
         """The trial's final values: the annotation (final: true) and the termination message.
         Put the objective first: metrics past a size limit are left out, last ones first."""
         values = self._send(self.last_step, metrics, final=True)
+        if self._gauges is not None and self.metrics_linger > 0:
+            self._wait_for_scrape()
         if self.termination_log is not None:
             kept, dropped = fit_metrics(values, termination_message, TERMINATION_LIMIT)
             if dropped:
@@ -628,6 +657,45 @@ class Reporter:
             self.annotator.patch(annotation_document(step, kept, moment, final), final=final)
         return values
 
+    def _wait_for_scrape(self) -> None:
+        """Until a scrape that began after the final values were set has been sent in full
+        (exiting mid-response would fail the scrape)."""
+        with self._scraped:
+            final = self._sets
+            served = self._scraped.wait_for(
+                lambda: self._served >= final, timeout=self.metrics_linger
+            )
+        if not served:
+            logger.warning(
+                "kubetune.report: no Prometheus scrape of the final values within %gs (%s)",
+                self.metrics_linger,
+                api.METRICS_LINGER_ENV,
+            )
+
+    def _metrics_app(self, metrics: Any) -> Any:
+        """The /metrics WSGI app, noting which update of the gauges each response carried
+        once the server has written all of it (WSGI calls close() then)."""
+        reporter = self
+
+        class Response:
+            def __init__(self, body: Any, carried: int) -> None:
+                self.body, self.carried = body, carried
+
+            def __iter__(self) -> Any:
+                return iter(self.body)
+
+            def close(self) -> None:
+                with reporter._scraped:
+                    reporter._served = max(reporter._served, self.carried)
+                    reporter._scraped.notify_all()
+
+        def app(environ: Any, start_response: Any) -> Any:
+            with reporter._scraped:
+                carried = reporter._sets  # the gauges are read after this
+            return Response(metrics(environ, start_response), carried)
+
+        return app
+
     def _start_prometheus(self, port: int) -> None:
         try:
             import prometheus_client
@@ -661,12 +729,14 @@ class Reporter:
             ),
         )
         try:
-            self._server, _ = prometheus_client.start_http_server(
-                port, addr=self.metrics_addr, registry=registry
-            )
+            server = _ThreadingWSGIServer((self.metrics_addr, port), _QuietHandler)
         except OSError as error:
             logger.warning("kubetune.report: Prometheus route off, port %d: %s", port, error)
             self._gauges = None
+            return
+        server.set_app(self._metrics_app(prometheus_client.make_wsgi_app(registry)))
+        threading.Thread(target=server.serve_forever, name="kubetune-metrics", daemon=True).start()
+        self._server = server
 
     def _set_gauges(self, step: int, values: Mapping[str, JsonNumber], final: bool) -> None:
         metric, step_gauge, final_gauge = self._gauges
@@ -674,6 +744,8 @@ class Reporter:
             metric.labels(self.study, self.trial, name).set(float(value))
         step_gauge.labels(self.study, self.trial).set(step)
         final_gauge.labels(self.study, self.trial).set(1 if final else 0)
+        with self._scraped:
+            self._sets += 1
 
     def close(self) -> None:
         """Stop the Prometheus route's server, if any."""
@@ -681,6 +753,17 @@ class Reporter:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    """The Prometheus route's server: a thread per scrape, none keeping the process alive."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a line per scrape on stderr would drown the trainer's own output
 
 
 # ---- module-level use: one reporter per process, configured by the environment -------------

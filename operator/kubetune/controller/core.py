@@ -23,11 +23,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from kubetune.budget import BudgetDecision, StudyEnd, TrialCost, assess, running_seconds
+from kubetune.controller.metrics_source import SourceReads, due_reads, prometheus_of
 from kubetune.controller.observation import (
     InvalidMetricError,
     MetricReport,
     PodObservation,
     PodPhase,
+    SourceErrorKind,
     metric_value,
 )
 from kubetune.controller.pod import render_trial_pod
@@ -131,6 +133,12 @@ class _Work:
     create_pods: list[dict[str, Any]] = field(default_factory=list)
     new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    source_error: tuple[SourceErrorKind, str] | None = None
+    """The latest failed read of the metrics source in this reconcile."""
+    source_read: bool = False
+    """A read of the metrics source worked in this reconcile."""
+    next_read: datetime | None = None
+    """When the next read of the metrics source falls due."""
     ask_seconds: list[float] = field(default_factory=list)
 
     def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
@@ -146,6 +154,30 @@ class StudyController:
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._engine_key: tuple[str, ...] = ()
+        # When each running trial was last read from the metrics source: a cache like the
+        # engine (after a restart every running trial is simply read at once).
+        self._polled: dict[str, datetime] = {}
+
+    def metrics_reads(
+        self,
+        document: Mapping[str, Any],
+        trials: Sequence[TuningTrial],
+        pods: Mapping[str, PodObservation],
+        now: datetime,
+    ) -> SourceReads | None:
+        """The reads of the study's metrics source due at `now` (None: it has none, or none
+        is due). The operator carries them out and passes the readings to reconcile in
+        PodObservation.source_reading."""
+        if not (document.get("spec") or {}).get("metricsSource"):
+            return None
+        study, problems = parse_study({k: v for k, v in document.items() if k != "status"})
+        if study is None or problems:
+            return None
+        source = prometheus_of(study)
+        reads, _ = due_reads(study, trials, pods, self._polled, now)
+        if source is None or not reads:
+            return None
+        return SourceReads(study.metadata.namespace or "", source, tuple(reads))
 
     def reconcile(
         self,
@@ -194,6 +226,11 @@ class StudyController:
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
                 self._observe(study, engine, work, trial, pods, now)
+        if prometheus_of(study) is not None:
+            active = {t.metadata.name for t in work.trials.values() if t.status.state.is_active}
+            self._polled = {k: v for k, v in self._polled.items() if k in active}
+            trials_now = list(work.trials.values())
+            _, work.next_read = due_reads(study, trials_now, pods, self._polled, now)
 
         start = status.start_time or now
         decision = assess(
@@ -256,7 +293,8 @@ class StudyController:
         if status.pod_name is None:
             status = status.model_copy(update={"pod_name": name})
             trial = work.update(trial, status)
-        if pod.report_errors and pod.phase is not PodPhase.FAILED:
+        source = prometheus_of(study) is not None
+        if pod.report_errors and pod.phase is not PodPhase.FAILED and not source:
             # A failed pod's own reason (OOMKilled, ...) says more than its garbled report.
             self._stop(
                 work,
@@ -282,6 +320,9 @@ class StudyController:
                 }
             )
             trial = work.update(trial, status)
+        if source:
+            self._observe_source(study, engine, work, trial, pod, now)
+            return
         try:
             trial = self._record_report(study, engine, work, trial, pod.latest_report, now)
             if pod.phase is PodPhase.SUCCEEDED and pod.final_report is not None:
@@ -290,38 +331,60 @@ class StudyController:
             self._stop(work, trial, TrialState.FAILED, "InvalidMetrics", str(error), now, engine)
             return
         if pod.phase is PodPhase.RUNNING:
-            if self._should_prune(study, engine, trial):
-                step = trial.status.intermediate_values[-1].step
-                self._stop(
-                    work,
-                    trial,
-                    TrialState.PRUNED,
-                    "Pruned",
-                    f"pruned by the {study.spec.pruner.name} pruner at step {step}",
-                    now,
-                    engine,
-                )
+            self._prune_if_hopeless(study, engine, work, trial, now)
             return
-        ended = pod.finished_at or now
         if pod.phase is PodPhase.SUCCEEDED:
-            metrics = trial.status.metrics
-            missing = [m.name for m in study.spec.objective.metrics if m.name not in metrics]
-            if missing:
-                self._finish(
-                    engine,
-                    work,
-                    trial,
-                    TrialState.METRICS_UNAVAILABLE,
-                    "MetricsUnavailable",
-                    f"the pod succeeded without reporting {', '.join(missing)}",
-                    ended,
-                )
-            else:
-                values = [metrics[m.name] for m in study.spec.objective.metrics]
-                self._finish(
-                    engine, work, trial, TrialState.SUCCEEDED, "Completed", "", ended, values
-                )
+            ended = pod.finished_at or now
+            self._complete(study, engine, work, trial, ended, "the pod succeeded without reporting")
             return
+        self._pod_failed(engine, work, trial, pod, now)
+
+    def _prune_if_hopeless(
+        self, study: TuningStudy, engine: Engine, work: _Work, trial: TuningTrial, now: datetime
+    ) -> None:
+        if self._should_prune(study, engine, trial):
+            step = trial.status.intermediate_values[-1].step
+            self._stop(
+                work,
+                trial,
+                TrialState.PRUNED,
+                "Pruned",
+                f"pruned by the {study.spec.pruner.name} pruner at step {step}",
+                now,
+                engine,
+            )
+
+    def _complete(
+        self,
+        study: TuningStudy,
+        engine: Engine,
+        work: _Work,
+        trial: TuningTrial,
+        ended: datetime,
+        missing: str,
+    ) -> None:
+        """A trial whose pod succeeded: Succeeded with its objective values, or
+        MetricsUnavailable when one is missing."""
+        metrics = trial.status.metrics
+        absent = [m.name for m in study.spec.objective.metrics if m.name not in metrics]
+        if absent:
+            self._finish(
+                engine,
+                work,
+                trial,
+                TrialState.METRICS_UNAVAILABLE,
+                "MetricsUnavailable",
+                f"{missing} {', '.join(absent)}",
+                ended,
+            )
+        else:
+            values = [metrics[m.name] for m in study.spec.objective.metrics]
+            self._finish(engine, work, trial, TrialState.SUCCEEDED, "Completed", "", ended, values)
+
+    def _pod_failed(
+        self, engine: Engine, work: _Work, trial: TuningTrial, pod: PodObservation, now: datetime
+    ) -> None:
+        ended = pod.finished_at or now
         detail = pod.message or (f"exit code {pod.exit_code}" if pod.exit_code is not None else "")
         if pod.reason == "DeadlineExceeded":
             self._finish(engine, work, trial, TrialState.TIMED_OUT, "TrialTimeout", detail, ended)
@@ -329,6 +392,71 @@ class StudyController:
             self._finish(
                 engine, work, trial, TrialState.FAILED, pod.reason or "PodFailed", detail, ended
             )
+
+    def _observe_source(
+        self,
+        study: TuningStudy,
+        engine: Engine,
+        work: _Work,
+        trial: TuningTrial,
+        pod: PodObservation,
+        now: datetime,
+    ) -> None:
+        """A started trial of a study whose metrics come from Prometheus: its reads are its
+        reports (docs/study-spec.md, "What ends a trial"):
+
+        - an intermediate read feeds status.metrics and the pruner; a failed one shows on the
+          trial (reason MetricsSourceError), on the study's MetricsSource condition and as a
+          Warning event, and the trial runs on (budget.metricsTimeout bounds how long);
+        - the final read completes a trial whose pod succeeded, which stays Running until that
+          read; a failed final read fails the trial (MetricsSourceError);
+        - a failed pod ends the trial with the pod's reason, as without a source."""
+        name = trial.metadata.name or ""
+        reading = pod.source_reading
+        if reading is not None and not reading.final:
+            self._polled[name] = reading.at
+        if reading is not None and reading.error is not None:
+            kind = reading.error_kind or SourceErrorKind.UNREACHABLE
+            message = f"{kind.value}: {reading.error}"
+            work.source_error = (kind, message)
+            if reading.final and pod.phase is PodPhase.SUCCEEDED:
+                ended = pod.finished_at or now
+                failure = f"the final read failed: {message}"
+                self._finish(
+                    engine, work, trial, TrialState.FAILED, "MetricsSourceError", failure, ended
+                )
+                return
+            if pod.phase is PodPhase.RUNNING and trial.status.message != message:
+                status = trial.status.model_copy(
+                    update={"reason": "MetricsSourceError", "message": message}
+                )
+                trial = work.update(trial, status)
+                text = f"trial {trial.spec.number}: {message}"
+                work.events.append(Event("Warning", "MetricsSourceError", text, name))
+        elif reading is not None:
+            work.source_read = True
+            if trial.status.reason == "MetricsSourceError":
+                status = trial.status.model_copy(update={"reason": None, "message": None})
+                trial = work.update(trial, status)
+            # An empty read (nothing scraped yet) is no report: metricsTimeout still counts.
+            if reading.values and reading.final == (pod.phase is PodPhase.SUCCEEDED):
+                step = None if reading.final else reading.step
+                report = MetricReport(reading.values, step=step, time=reading.at)
+                try:
+                    trial = self._record_report(study, engine, work, trial, report, now)
+                except InvalidMetricError as error:
+                    self._stop(
+                        work, trial, TrialState.FAILED, "InvalidMetrics", str(error), now, engine
+                    )
+                    return
+        if pod.phase is PodPhase.RUNNING:
+            self._prune_if_hopeless(study, engine, work, trial, now)
+        elif pod.phase is PodPhase.SUCCEEDED:
+            if reading is not None and reading.final:
+                ended = pod.finished_at or now
+                self._complete(study, engine, work, trial, ended, "Prometheus gave no series for")
+        else:
+            self._pod_failed(engine, work, trial, pod, now)
 
     def _record_report(
         self,
@@ -629,10 +757,17 @@ class StudyController:
                 )
                 updates.update(phase=phase, message=message)
             updates["conditions"] = conditions
+        if work.source_error is not None or work.source_read:
+            updates["conditions"] = _source_condition(
+                updates.get("conditions", status.conditions), work, now, study.metadata.generation
+            )
         new_status = status.model_copy(update=updates)
         requeue = None
         if decision is not None and decision.next_deadline is not None:
             requeue = max(0.0, (decision.next_deadline - now).total_seconds())
+        if work.next_read is not None:
+            until_read = max(0.0, (work.next_read - now).total_seconds())
+            requeue = until_read if requeue is None else min(requeue, until_read)
         return Plan(
             study_status=new_status,
             trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
@@ -740,6 +875,27 @@ def _importances(engine: Engine, status: TuningStudyStatus, counts: TrialCounts)
     if importances is None:
         return {}
     return {"importances": importances, "importances_trials": done}
+
+
+def _source_condition(
+    conditions: Sequence[Condition], work: _Work, now: datetime, generation: int | None
+) -> list[Condition]:
+    """The MetricsSource condition: False with the latest error, True once a read works."""
+    if work.source_error is not None:
+        kind, message = work.source_error
+        reason = StudyConditionReason(kind.value)
+        return _set_condition(
+            conditions, ConditionType.METRICS_SOURCE, "False", reason, message, now, generation
+        )
+    return _set_condition(
+        conditions,
+        ConditionType.METRICS_SOURCE,
+        "True",
+        StudyConditionReason.METRICS_SOURCE_READY,
+        "",
+        now,
+        generation,
+    )
 
 
 def _set_condition(

@@ -30,6 +30,32 @@ class MetricReport:
     time: datetime | None = None
 
 
+class SourceErrorKind(StrEnum):
+    """Why a read of the metrics source failed; the reason of the study's MetricsSource
+    condition."""
+
+    QUERY_INVALID = "MetricsQueryInvalid"
+    """Prometheus refused the query (400, 422), or it returned several series or a value that
+    is not a number: the study's query must be fixed."""
+    UNREACHABLE = "MetricsSourceUnreachable"
+    """No answer after the retries: connection refused, timeout, TLS, 5xx, 401/403."""
+
+
+@dataclass(frozen=True)
+class SourceReading:
+    """What the metrics source (Prometheus) gave for one trial at one evaluation time: metric
+    values (a metric with no series is absent), or why the read failed (never a value)."""
+
+    at: datetime
+    final: bool
+    """The final read (evaluated at the time the pod finished), else an intermediate one."""
+    values: Mapping[str, float] = field(default_factory=dict)
+    step: int | None = None
+    """The step of an intermediate read."""
+    error: str | None = None
+    error_kind: SourceErrorKind | None = None
+
+
 @dataclass(frozen=True)
 class PodObservation:
     """A trial pod as last seen."""
@@ -48,6 +74,9 @@ class PodObservation:
     """The final report (termination message, or the annotation's final document)."""
     report_errors: tuple[str, ...] = field(default=())
     """Reports that could not be read (not JSON, wrong shape): the trial fails with these."""
+    source_reading: SourceReading | None = None
+    """The latest read of the study's metrics source (Prometheus) for this trial, when the
+    study has one; its reports (annotation, termination message) are then not used."""
 
 
 class InvalidMetricError(ValueError):

@@ -40,8 +40,10 @@ class LocalCluster:
         port: int = 0,
         capacity: dict[str, str] | None = None,
         workdir: Path | None = None,
+        service_discovery_dir: Path | None = None,
     ) -> None:
         self.host = host
+        self.service_discovery_dir = service_discovery_dir
         self.port = port
         self.capacity = {**DEFAULT_CAPACITY, **(capacity or {})}
         self.workdir = workdir
@@ -54,7 +56,12 @@ class LocalCluster:
 
     async def start(self) -> None:
         await self.server.start(self.host, self.port)
-        self.kubelet = Kubelet(self.server.url, capacity=self.capacity, workdir=self.workdir)
+        self.kubelet = Kubelet(
+            self.server.url,
+            capacity=self.capacity,
+            workdir=self.workdir,
+            service_discovery_dir=self.service_discovery_dir,
+        )
         self.server.set_pod_log_provider(self.kubelet.logs)
         await self.kubelet.start()
 

@@ -48,6 +48,14 @@ What it emulates, and how it differs from a real node:
   kubelet does; the final status is written and the pod object deleted with
   gracePeriodSeconds=0. A pod that disappears outright is killed at once. `stop()` ends every
   process (SIGTERM, then SIGKILL after at most STOP_GRACE_SECONDS): none outlives it.
+- Ports and Prometheus: every process shares the host's network, so each declared
+  containerPort is given a free loopback port of its own (`host_ports`), and an env var whose
+  name ends in PORT and whose value is that containerPort is rewritten to it (as the
+  terminationMessagePath is mapped). With a `service_discovery_dir`, the metrics endpoints of
+  running pods (ports named `metrics`, or the port of annotation prometheus.io/port) are
+  published for Prometheus's file-based service discovery: one `<namespace>_<pod>.json` per
+  pod, targets `127.0.0.1:<port>` labelled namespace, pod, container and the pod's labels
+  (names sanitized: kubetune.io/study becomes kubetune_io_study), removed when the pod ends.
 - Resilience: a watch that ends is re-established from the last resourceVersion; 410 Gone
   relists; failed requests and status conflicts are retried.
 """
@@ -63,6 +71,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
@@ -100,6 +109,8 @@ REQUEST_TIMEOUT_SECONDS: Final = 30.0
 WATCH_TIMEOUT_SECONDS: Final = 300
 WATCH_RETRY_SECONDS: Final = 0.5
 DEADLINE_MESSAGE: Final = "Pod was active on the node longer than the specified deadline"
+METRICS_PORT_NAME: Final = "metrics"
+SCRAPE_PORT_ANNOTATION: Final = "prometheus.io/port"
 
 Resources = dict[str, Fraction]
 Json = dict[str, Any]
@@ -341,6 +352,56 @@ def container_env(
     return env
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (the process binds it moments later)."""
+    with socket.socket() as probe:
+        probe.bind((NODE_IP, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def map_ports(env: Mapping[str, str], ports: Mapping[int, int]) -> dict[str, str]:
+    """The env with each *PORT variable that names a declared containerPort rewritten to the
+    host port given to it: processes share one network, so two pods cannot both listen on
+    the port their spec declares."""
+    mapped = {str(container): str(host) for container, host in ports.items()}
+    return {
+        name: mapped.get(value, value) if name.upper().endswith("PORT") else value
+        for name, value in env.items()
+    }
+
+
+def scrape_targets(pod: Mapping[str, Any], host_ports: Mapping[tuple[str, int], int]) -> list[Json]:
+    """The file_sd target groups of a pod's metrics endpoints: ports named `metrics`, and the
+    port the prometheus.io/port annotation names; each at its host port on loopback."""
+    metadata = pod.get("metadata") or {}
+    annotated = str((metadata.get("annotations") or {}).get(SCRAPE_PORT_ANNOTATION, ""))
+    labels = {
+        re.sub(r"[^A-Za-z0-9_]", "_", key): str(value)
+        for key, value in (metadata.get("labels") or {}).items()
+    }
+    groups = []
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            number = port.get("containerPort")
+            host = host_ports.get((container.get("name", ""), number))
+            wanted = port.get("name") == METRICS_PORT_NAME or str(number) == annotated
+            if host is None or not wanted:
+                continue
+            groups.append(
+                {
+                    "targets": [f"{NODE_IP}:{host}"],
+                    "labels": {
+                        **labels,
+                        "namespace": str(metadata.get("namespace", "default")),
+                        "pod": str(metadata.get("name", "")),
+                        "container": str(container.get("name", "")),
+                    },
+                }
+            )
+    return groups
+
+
 def map_termination_path(env: Mapping[str, str], message_path: str, mapped: Path) -> dict[str, str]:
     """The env with every value equal to the container's terminationMessagePath replaced by
     the local file standing for it."""
@@ -477,6 +538,8 @@ class _Pod:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     deadline: asyncio.TimerHandle | None = None
+    host_ports: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(container, containerPort) -> the loopback port given to it."""
 
     @property
     def uid(self) -> str:
@@ -677,8 +740,12 @@ class Kubelet:
         node_name: str = DEFAULT_NODE_NAME,
         capacity: dict[str, str] | None = None,
         workdir: Path | None = None,
+        service_discovery_dir: Path | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.service_discovery_dir = service_discovery_dir
+        """Where the metrics endpoints of running pods are published for Prometheus
+        (file_sd_configs); None: not published."""
         self.node_name = node_name
         self.capacity = node_capacity(capacity)
         self._own_workdir = workdir is None
@@ -1303,8 +1370,15 @@ class Kubelet:
         envs = {}
         for container in pod.containers:
             env = container_env(container.spec, pod.obj, secrets_found, maps_found, base)
-            envs[container.name] = map_termination_path(
-                env, container.message_path, container.termination_file
+            ports = {}
+            for port in container.spec.get("ports") or []:
+                number = port.get("containerPort")
+                if isinstance(number, int):
+                    key = (container.name, number)
+                    ports[number] = pod.host_ports.setdefault(key, free_port())
+            envs[container.name] = map_ports(
+                map_termination_path(env, container.message_path, container.termination_file),
+                ports,
             )
         for container in pod.containers:
             if container.state.get("waiting", {}).get("reason") == "CreateContainerConfigError":
@@ -1407,6 +1481,7 @@ class Kubelet:
             # Stopped while this process was being started: it ends with the others.
             await end_processes([process], _grace_seconds(pod.obj))
         container.state = {"running": {"startedAt": timestamp(started)}}
+        self._publish_targets(pod)
         pod.refresh_conditions(_now())
         pod.version += 1
         sync = asyncio.create_task(self._sync(pod))
@@ -1470,6 +1545,7 @@ class Kubelet:
         if pod.deadline is not None:
             pod.deadline.cancel()
         pod.done = True
+        self._unpublish_targets(pod)
         self._release(pod)
         pod.refresh_conditions(_now())
         pod.version += 1
@@ -1479,6 +1555,28 @@ class Kubelet:
                 await self._delete_now(pod.namespace, pod.name, pod.uid)
         if pod.gone:
             self._pods.pop(pod.uid, None)
+
+    def _targets_file(self, pod: _Pod) -> Path | None:
+        if self.service_discovery_dir is None:
+            return None
+        return self.service_discovery_dir / f"{pod.namespace}_{pod.name}.json"
+
+    def _publish_targets(self, pod: _Pod) -> None:
+        """Write the pod's metrics endpoints for file_sd (atomically: Prometheus watches the
+        folder and must never read half a file)."""
+        path = self._targets_file(pod)
+        groups = scrape_targets(pod.obj, pod.host_ports)
+        if path is None or not groups:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(groups, indent=2))
+        os.replace(partial, path)
+
+    def _unpublish_targets(self, pod: _Pod) -> None:
+        path = self._targets_file(pod)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     async def _sync(self, pod: _Pod) -> None:
         """PATCH pods/status with the pod's current status, unless it was already sent."""

@@ -73,6 +73,68 @@ class Objective(ApiModel):
         return len(self.metrics) > 1
 
 
+# --- metrics source --------------------------------------------------------------------------
+
+
+PROMETHEUS_URL_PATTERN = r"^https?://[^\s/?#]+[^\s?#]*$"
+
+
+class KeySelector(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Secret or ConfigMap, in the study's namespace."""
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    """The key within it."""
+
+
+class PrometheusSource(ApiModel):
+    # The pattern is in the CRD; the validator says what is wrong in words.
+    url: Annotated[
+        str, Field(max_length=2048, json_schema_extra={"pattern": PROMETHEUS_URL_PATTERN})
+    ]
+    """Base URL of the Prometheus HTTP API, for example http://prometheus-operated.monitoring:9090
+    (the operator queries <url>/api/v1/query)."""
+    query: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """PromQL template for every metric without an entry in queries; ${metric} stands for the
+    metric's name. Placeholders (${study.name}, ${study.namespace}, ${trial.name},
+    ${trial.number}, ${trial.pod}, ${trial.namespace}, ${metric}) must stand inside a quoted
+    string; their values are escaped. The query must return one series."""
+    queries: Annotated[
+        dict[MetricName, Annotated[str, Field(min_length=1, max_length=4096)]],
+        Field(max_length=40),
+    ] = {}
+    """PromQL template per metric name (objective or additional metric), overriding query."""
+    step_query: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """PromQL template giving the trainer's current step, the pruner's resource (for example
+    kubetune_trial_step{...}). Without it the step is the number of whole pollIntervals since
+    the trial's pod started."""
+    poll_interval: Duration = "15s"
+    """How often the intermediate values of a running trial are read (they feed the pruner)."""
+    final_delay: Duration = "5s"
+    """How long after the pod finished the final values are read (evaluated at the time the pod
+    finished), so the last scrape before it ended is stored."""
+    timeout: Duration = "10s"
+    """Timeout of one query."""
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """Retries of a query that failed for a transient reason (unreachable, timeout, 429, 5xx),
+    with exponential backoff. A bad query (400, 422) is not retried."""
+    bearer_token_secret: KeySelector | None = None
+    """A Secret key holding a bearer token sent with each query."""
+    ca_config_map: KeySelector | None = None
+    """A ConfigMap key holding the PEM CA bundle that signs Prometheus's certificate."""
+    ca_secret: KeySelector | None = None
+    """A Secret key holding the PEM CA bundle (instead of caConfigMap)."""
+
+    def template_for(self, metric: str) -> str | None:
+        """The query template of a metric: its own, else the shared one."""
+        return self.queries.get(metric, self.query)
+
+
+class MetricsSource(ApiModel):
+    prometheus: PrometheusSource
+    """Read the objective and additional metrics from Prometheus instead of the trainer's pod
+    annotation and termination message."""
+
+
 # --- search space ----------------------------------------------------------------------------
 
 
@@ -418,6 +480,10 @@ class TuningStudySpec(ApiModel):
     """Configurations to try first and results of earlier runs."""
     trial_template: TrialTemplate
     """The pod each trial runs."""
+    metrics_source: MetricsSource | None = None
+    """Where trial metrics come from: by default the trainer's reports (pod annotation,
+    termination message); with prometheus, PromQL queries. May change while the study runs
+    (to fix a URL or a query)."""
 
 
 IMMUTABLE_SPEC_FIELDS = (
@@ -445,6 +511,7 @@ class ConditionType(StrEnum):
     RUNNING = "Running"
     COMPLETED = "Completed"
     FAILED = "Failed"
+    METRICS_SOURCE = "MetricsSource"
 
 
 class StudyConditionReason(StrEnum):
@@ -461,11 +528,15 @@ class StudyConditionReason(StrEnum):
     PATIENCE_EXHAUSTED = "PatienceExhausted"
     SEARCH_SPACE_EXHAUSTED = "SearchSpaceExhausted"
     TOO_MANY_FAILURES = "TooManyFailures"
+    METRICS_SOURCE_READY = "MetricsSourceReady"
+    METRICS_QUERY_INVALID = "MetricsQueryInvalid"
+    METRICS_SOURCE_UNREACHABLE = "MetricsSourceUnreachable"
 
 
 class Condition(ApiModel):
     type: str
-    """Valid, Running, Completed or Failed."""
+    """Valid, Running, Completed, Failed, or MetricsSource (whether the last Prometheus read
+    worked)."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str

@@ -24,13 +24,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
-from kubetune.spec import api
+from kubetune.spec import api, promql
 from kubetune.spec.study import (
     ALGORITHM_SETTINGS,
     IMMUTABLE_SPEC_FIELDS,
     MAX_GRID_POINTS_PER_PARAMETER,
     NAME_PATTERN,
     PATIENCE_SETTINGS,
+    PROMETHEUS_URL_PATTERN,
     PRUNER_SETTINGS,
     SINGLE_OBJECTIVE_ALGORITHMS,
     Algorithm,
@@ -473,6 +474,7 @@ def check_study_spec(spec: TuningStudySpec) -> list[Problem]:
         *_check_budget(spec),
         *_check_warm_start(spec),
         *_check_template(spec),
+        *_check_metrics_source(spec),
     ]
 
 
@@ -1082,7 +1084,10 @@ def _check_template(spec: TuningStudySpec) -> list[Problem]:
                             )
                         )
         for k, env in enumerate(container.env or []):
-            if env.name.startswith(api.RESERVED_ENV_PREFIX):
+            if (
+                env.name.startswith(api.RESERVED_ENV_PREFIX)
+                and env.name not in api.TRAINER_SETTINGS_ENV
+            ):
                 problems.append(
                     Problem(
                         f"{base}.env[{k}].name",
@@ -1092,6 +1097,74 @@ def _check_template(spec: TuningStudySpec) -> list[Problem]:
                         "rename the variable, or add a fixed parameter to the search space",
                     )
                 )
+    return problems
+
+
+def _check_metrics_source(spec: TuningStudySpec) -> list[Problem]:
+    """Every recorded metric has a query; templates render safely; one CA source."""
+    if spec.metrics_source is None:
+        return []
+    source = spec.metrics_source.prometheus
+    base = "spec.metricsSource.prometheus"
+    problems = []
+    if not re.fullmatch(PROMETHEUS_URL_PATTERN, source.url):
+        problems.append(
+            Problem(
+                f"{base}.url",
+                f"{source.url!r} is not an http(s) URL of Prometheus",
+                "write the base URL with its scheme and no query, "
+                "e.g. http://prometheus-operated.monitoring:9090",
+            )
+        )
+    objective = spec.objective
+    recorded = [m.name for m in objective.metrics] + list(objective.additional_metrics)
+    for name in source.queries:
+        if name not in recorded:
+            problems.append(
+                Problem(
+                    f"{base}.queries.{name}",
+                    f"{name!r} is not a metric of the study",
+                    f"name one of {', '.join(recorded)}, or add {name} to "
+                    "spec.objective.additionalMetrics",
+                )
+            )
+    shared = [name for name in recorded if name not in source.queries]
+    if shared and source.query is None:
+        problems.append(
+            Problem(
+                f"{base}.query",
+                f"is missing, and queries has no entry for {', '.join(shared)}",
+                "add query (a template naming ${metric}) or an entry in queries for each metric",
+            )
+        )
+    if source.query is not None and len(shared) > 1 and "${metric}" not in source.query:
+        problems.append(
+            Problem(
+                f"{base}.query",
+                f"serves {len(shared)} metrics ({', '.join(shared)}) but does not name "
+                "${metric}, so they would all read the same value",
+                'name the metric in it, e.g. metric="${metric}", or add entries to queries',
+            )
+        )
+    templates = [("query", source.query), ("stepQuery", source.step_query)] + [
+        (f"queries.{name}", text) for name, text in source.queries.items()
+    ]
+    for where, text in templates:
+        if text is None:
+            continue
+        for message in promql.check_template(text):
+            what, _, fix = message.partition("; ")
+            problems.append(
+                Problem(f"{base}.{where}", what, fix or "see docs/study-spec.md#metricssource")
+            )
+    if source.ca_config_map is not None and source.ca_secret is not None:
+        problems.append(
+            Problem(
+                f"{base}.caSecret",
+                "is set together with caConfigMap",
+                "keep one of caConfigMap and caSecret",
+            )
+        )
     return problems
 
 

@@ -1,0 +1,327 @@
+"""Reads of a study's Prometheus metrics source: instant queries through the HTTP API
+(/api/v1/query) with an async httpx client, timeouts, retries with backoff, an optional bearer
+token from a Secret and a CA bundle from a ConfigMap or Secret.
+
+The controller names the reads (kubetune.controller.metrics_source); this module carries them
+out and classifies what went wrong, so a failure is reported, never taken as a value:
+- a bad query (HTTP 400 or 422, several series, a result that is not a number) is
+  MetricsQueryInvalid and is not retried;
+- no answer (connection refused, timeout, TLS, 429, 5xx, 401, 403, a body that is not the
+  Prometheus API) is MetricsSourceUnreachable, after the retries where a retry can help;
+- no series at all is no error: the metric has no value yet (nothing scraped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from kubetune.controller import StudyController
+from kubetune.controller.metrics_source import SourceReads, TrialRead
+from kubetune.controller.observation import PodObservation, SourceErrorKind, SourceReading
+from kubetune.spec.duration import parse_duration
+from kubetune.spec.study import KeySelector, PrometheusSource
+from kubetune.spec.trial import TuningTrial
+
+QUERY_PATH = "/api/v1/query"
+BACKOFF_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 4.0
+CONCURRENT_QUERIES = 8
+_BAD_QUERY_STATUSES = frozenset({400, 422})
+_RETRIED_STATUSES = frozenset({429})  # and every 5xx
+
+ReadObject = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+"""Reads a Secret ("secrets") or ConfigMap ("configmaps") by plural and name in the study's
+namespace; None when it does not exist."""
+
+
+class SourceError(Exception):
+    """A query that gave no value, and why."""
+
+    def __init__(self, kind: SourceErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach one Prometheus: its URL, headers (the bearer token), TLS verification."""
+
+    url: str
+    headers: Mapping[str, str]
+    verify: ssl.SSLContext | bool
+    timeout: float
+    retries: int
+
+
+def _key_value(obj: Mapping[str, Any], key: str, *, secret: bool) -> str | None:
+    if secret:
+        encoded = (obj.get("data") or {}).get(key)
+        if encoded is None:
+            return (obj.get("stringData") or {}).get(key)
+        return base64.b64decode(encoded).decode()
+    value = (obj.get("data") or {}).get(key)
+    if value is None and key in (obj.get("binaryData") or {}):
+        return base64.b64decode(obj["binaryData"][key]).decode()
+    return value if value is None else str(value)
+
+
+async def _selected(
+    read_object: ReadObject, plural: str, selector: KeySelector, field_name: str
+) -> str:
+    kind = "Secret" if plural == "secrets" else "ConfigMap"
+    try:
+        obj = await read_object(plural, selector.name)
+    except Exception as error:  # the API's own error, shown to the user
+        raise SourceError(
+            SourceErrorKind.UNREACHABLE,
+            f"{field_name}: cannot read {kind} {selector.name}: {error}",
+        ) from None
+    if obj is None:
+        raise SourceError(
+            SourceErrorKind.UNREACHABLE, f"{field_name}: {kind} {selector.name} not found"
+        )
+    value = _key_value(obj, selector.key, secret=plural == "secrets")
+    if value is None:
+        raise SourceError(
+            SourceErrorKind.UNREACHABLE,
+            f"{field_name}: {kind} {selector.name} has no key {selector.key!r}",
+        )
+    return value
+
+
+async def connection_for(source: PrometheusSource, read_object: ReadObject) -> Connection:
+    """The connection a source describes, its token and CA read from the cluster."""
+    headers = {"Accept": "application/json"}
+    if source.bearer_token_secret is not None:
+        token = await _selected(
+            read_object, "secrets", source.bearer_token_secret, "bearerTokenSecret"
+        )
+        headers["Authorization"] = f"Bearer {token.strip()}"
+    verify: ssl.SSLContext | bool = True
+    ca = None
+    if source.ca_config_map is not None:
+        ca = await _selected(read_object, "configmaps", source.ca_config_map, "caConfigMap")
+    elif source.ca_secret is not None:
+        ca = await _selected(read_object, "secrets", source.ca_secret, "caSecret")
+    if ca is not None:
+        try:
+            verify = ssl.create_default_context(cadata=ca)
+        except (ssl.SSLError, ValueError) as error:
+            raise SourceError(
+                SourceErrorKind.UNREACHABLE, f"the CA bundle is not PEM certificates: {error}"
+            ) from None
+    return Connection(
+        url=source.url.rstrip("/"),
+        headers=headers,
+        verify=verify,
+        timeout=parse_duration(source.timeout),
+        retries=source.retries,
+    )
+
+
+def parse_response(query: str, status: int, text: str) -> float | None:
+    """The value of an instant query's response: a number, None for no series, or
+    SourceError saying why there is no value."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        raise SourceError(
+            SourceErrorKind.UNREACHABLE,
+            f"HTTP {status} with a body that is not the Prometheus API: {text[:200]!r}",
+        )
+    if status in _BAD_QUERY_STATUSES or body.get("errorType") in ("bad_data", "execution"):
+        raise SourceError(
+            SourceErrorKind.QUERY_INVALID,
+            f"Prometheus refused {query!r} (HTTP {status}, {body.get('errorType')}): "
+            f"{body.get('error')}",
+        )
+    if status != 200 or body["status"] != "success":
+        raise SourceError(
+            SourceErrorKind.UNREACHABLE,
+            f"HTTP {status} from Prometheus: {body.get('errorType')}: {body.get('error')}",
+        )
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        sample = result
+    elif kind == "vector" and isinstance(result, list):
+        if not result:
+            return None
+        if len(result) > 1:
+            shown = ", ".join(
+                "{" + ", ".join(f'{k}="{v}"' for k, v in (s.get("metric") or {}).items()) + "}"
+                for s in result[:3]
+            )
+            raise SourceError(
+                SourceErrorKind.QUERY_INVALID,
+                f"{query!r} returned {len(result)} series ({shown}{', ...' * (len(result) > 3)})"
+                "; it must return one: select it by more labels or aggregate it, e.g. max(...)",
+            )
+        sample = result[0].get("value")
+    else:
+        raise SourceError(
+            SourceErrorKind.QUERY_INVALID,
+            f"{query!r} returned a {kind}; it must return an instant vector or a scalar",
+        )
+    try:
+        return float(sample[1])  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        raise SourceError(
+            SourceErrorKind.QUERY_INVALID, f"{query!r} returned {sample!r}, not a number"
+        ) from None
+
+
+def _backoff(attempt: int) -> float:
+    delay: float = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2**attempt)
+    return delay * (0.5 + random.random() / 2)
+
+
+async def instant_query(
+    client: httpx.AsyncClient, connection: Connection, query: str, at: datetime
+) -> float | None:
+    """One instant query evaluated at `at`, retried on transient failures."""
+    params = {"query": query, "time": f"{at.timestamp():.3f}"}
+    url = connection.url + QUERY_PATH
+    attempt = 0
+    while True:
+        try:
+            response = await client.get(url, params=params)
+        except httpx.HTTPError as error:
+            failure = SourceError(
+                SourceErrorKind.UNREACHABLE,
+                f"{url}: {type(error).__name__}: {error or 'no answer'}",
+            )
+        else:
+            retried = response.status_code in _RETRIED_STATUSES or response.status_code >= 500
+            if not retried:
+                return parse_response(query, response.status_code, response.text)
+            failure = SourceError(
+                SourceErrorKind.UNREACHABLE,
+                f"{url}: HTTP {response.status_code}: {response.text[:200]}",
+            )
+        if attempt >= connection.retries:
+            if connection.retries:
+                failure.message += f" (after {connection.retries + 1} attempts)"
+            raise failure
+        await asyncio.sleep(_backoff(attempt))  # backoff between retries of a remote call
+        attempt += 1
+
+
+async def read_trial(
+    client: httpx.AsyncClient, connection: Connection, read: TrialRead
+) -> SourceReading:
+    """The reading of one trial: every metric's query and the step query, evaluated at the
+    same time (so they see the same scrape). Any failure makes the whole reading an error."""
+    names = list(read.queries)
+    queries = [read.queries[name] for name in names]
+    if read.step_query is not None:
+        queries.append(read.step_query)
+    results = await asyncio.gather(
+        *(instant_query(client, connection, query, read.at) for query in queries),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        unexpected = [e for e in errors if not isinstance(e, SourceError)]
+        if unexpected:
+            raise unexpected[0]
+        known = [e for e in errors if isinstance(e, SourceError)]
+        # A bad query says more than an outage; it is the one to fix.
+        first = next((e for e in known if e.kind is SourceErrorKind.QUERY_INVALID), known[0])
+        return SourceReading(read.at, read.final, error=first.message, error_kind=first.kind)
+    values = {
+        name: value
+        for name, value in zip(names, results[: len(names)], strict=True)
+        if isinstance(value, float)
+    }
+    step = read.step
+    if read.step_query is not None:
+        raw = results[-1]
+        step = int(raw) if isinstance(raw, float) and math.isfinite(raw) and raw >= 0 else None
+    return SourceReading(read.at, read.final, values=values, step=step)
+
+
+async def read_source(reads: SourceReads, read_object: ReadObject) -> dict[str, SourceReading]:
+    """Every read the controller asked for, by trial name. Errors come back as readings."""
+    try:
+        connection = await connection_for(reads.source, read_object)
+    except SourceError as error:
+        return {
+            read.trial: SourceReading(
+                read.at, read.final, error=error.message, error_kind=error.kind
+            )
+            for read in reads.reads
+        }
+    limit = asyncio.Semaphore(CONCURRENT_QUERIES)
+
+    async def one(client: httpx.AsyncClient, read: TrialRead) -> SourceReading:
+        async with limit:
+            return await read_trial(client, connection, read)
+
+    async with httpx.AsyncClient(
+        headers=dict(connection.headers),
+        verify=connection.verify,
+        timeout=httpx.Timeout(connection.timeout),
+    ) as client:
+        readings = await asyncio.gather(*(one(client, read) for read in reads.reads))
+    return {read.trial: reading for read, reading in zip(reads.reads, readings, strict=True)}
+
+
+def object_reader(core: Any, namespace: str) -> ReadObject:
+    """A ReadObject over a `kubernetes` CoreV1Api, in one namespace."""
+    import kubernetes
+
+    calls = {
+        "secrets": core.read_namespaced_secret,
+        "configmaps": core.read_namespaced_config_map,
+    }
+
+    async def read(plural: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            response = await asyncio.to_thread(
+                calls[plural], name, namespace, _preload_content=False
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        body: Mapping[str, Any] = json.loads(response.data)
+        return body
+
+    return read
+
+
+async def observe_source(
+    controller: StudyController,
+    study: Mapping[str, Any],
+    trials: Sequence[TuningTrial],
+    observations: Mapping[str, PodObservation],
+    now: datetime,
+    read_object: ReadObject,
+) -> dict[str, PodObservation]:
+    """The pod observations with the readings of the reads the controller asks for now
+    (unchanged for a study without a metrics source, or with no read due)."""
+    reads = controller.metrics_reads(study, trials, observations, now)
+    if reads is None:
+        return dict(observations)
+    readings = await read_source(reads, read_object)
+    return {
+        name: replace(observation, source_reading=readings[name])
+        if name in readings
+        else observation
+        for name, observation in observations.items()
+    }

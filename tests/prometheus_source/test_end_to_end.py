@@ -1,0 +1,260 @@
+"""A study whose objective comes from Prometheus, end to end: the embedded control plane, the
+operator as its own process, and a real Prometheus scraping real trainers that the local
+kubelet publishes through file-based service discovery.
+
+The trainers export their metrics only through the reporting helper's Prometheus route, so
+every value the trials record went trainer -> Prometheus -> PromQL -> operator. One cluster,
+one Prometheus and one operator serve the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune.controlplane.cluster import ClusterThread
+from tests.controlplane.conftest import Kube
+from tests.e2e.conftest import ROOT, Operator
+from tests.prometheus_server import PrometheusServer, free_port
+
+# A trainer exporting on the Prometheus route only (no annotation, no termination message):
+# loss (x - 2)^2 + 1/step at steps 1..6, half a second apart, then exactly (x - 2)^2 as final
+# value; report_final waits for the scrape of it (KUBETUNE_METRICS_LINGER).
+TRAINER = textwrap.dedent(
+    """\
+    import os, time
+    from kubetune.report import Reporter
+    reporter = Reporter(
+        study=os.environ["KUBETUNE_STUDY"],
+        trial=os.environ["KUBETUNE_TRIAL"],
+        metrics_port=int(os.environ["KUBETUNE_METRICS_PORT"]),
+        metrics_linger=float(os.environ["KUBETUNE_METRICS_LINGER"]),
+    )
+    x = float(os.environ["KUBETUNE_PARAM_X"])
+    for step in range(1, 7):
+        reporter.report(step, loss=(x - 2) ** 2 + 1 / step, accuracy=step / 10)
+        time.sleep(0.5)
+    reporter.report_final(loss=(x - 2) ** 2, accuracy=0.9)
+    """
+)
+QUERY = (
+    'kubetune_trial_metric{namespace="${trial.namespace}", pod="${trial.pod}", metric="${metric}"}'
+)
+# The step while the trainer trains; none once it reported its final values (which it keeps
+# serving until scraped, and which are no intermediate value).
+STEP_QUERY = (
+    'kubetune_trial_step{namespace="${trial.namespace}", pod="${trial.pod}"}'
+    ' unless on() kubetune_trial_final{namespace="${trial.namespace}", pod="${trial.pod}"} == 1'
+)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prometheus-source")
+
+
+@pytest.fixture(scope="module")
+def prometheus(workdir: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping every target the kubelet publishes, each second."""
+    targets = workdir / "targets"
+    targets.mkdir()
+    server = PrometheusServer(
+        workdir / "prometheus",
+        [
+            {
+                "job_name": "trials",
+                "file_sd_configs": [{"files": [str(targets / "*.json")], "refresh_interval": "1s"}],
+            }
+        ],
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kube(workdir: Path, prometheus: PrometheusServer) -> Iterator[Kube]:
+    with ClusterThread(workdir=workdir / "pods", service_discovery_dir=workdir / "targets") as run:
+        kubeconfig = run.cluster.write_kubeconfig(workdir / "kubeconfig")
+        env = {
+            **os.environ,
+            "HOME": str(workdir),
+            "KUBECONFIG": str(kubeconfig),
+            "KUBECACHEDIR": str(workdir / "cache"),
+        }
+        cluster = Kube(run, kubeconfig, env)
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            cluster.kubectl("apply", "-f", str(path))
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def operator(kube: Kube, workdir: Path) -> Iterator[Operator]:
+    running = Operator(kube, workdir / "operator.log")
+    running.start()
+    yield running
+    running.stop()
+    print(running.log.read_text()[-20000:])
+
+
+def study(name: str, url: str, *, query: str = QUERY, **settings: Any) -> dict[str, Any]:
+    """A grid over x in {2, 3, 10} minimizing loss read from Prometheus; the threshold pruner
+    stops a trial whose polled loss is above 10 (x = 10 reports 64 and more)."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "TuningStudy",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {
+                "metrics": [{"name": "loss", "direction": "minimize"}],
+                "additionalMetrics": ["accuracy"],
+            },
+            "searchSpace": [{"name": "x", "type": "categorical", "choices": [2.0, 3.0, 10.0]}],
+            "algorithm": {"name": "grid"},
+            "pruner": {"name": "threshold", "upper": 10},
+            "budget": {"parallelism": 3, "maxTrials": 3, "trialTimeout": "60s"},
+            "metricsSource": {
+                "prometheus": {
+                    "url": url,
+                    "query": query,
+                    "stepQuery": STEP_QUERY,
+                    "pollInterval": "1s",
+                    "finalDelay": "1s",
+                    "timeout": "2s",
+                    "retries": 1,
+                    **settings,
+                }
+            },
+            "trialTemplate": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "trainer",
+                            "image": "python:3.12-slim",
+                            "command": [sys.executable, "-c", TRAINER],
+                            "ports": [{"name": "metrics", "containerPort": 9100}],
+                            "env": [
+                                {"name": "KUBETUNE_METRICS_PORT", "value": "9100"},
+                                {"name": "KUBETUNE_METRICS_LINGER", "value": "5"},
+                            ],
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def apply(kube: Kube, document: dict[str, Any]) -> None:
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(document))
+
+
+def wait_for(kube: Kube, what: str, condition: str, timeout: int = 40) -> None:
+    kube.kubectl("wait", f"--for={condition}", what, f"--timeout={timeout}s", timeout=timeout + 10)
+
+
+def get_json(kube: Kube, *what: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
+    return result
+
+
+def trials_of(kube: Kube, name: str) -> dict[float, dict[str, Any]]:
+    items = get_json(kube, "tuningtrials", "-l", f"kubetune.io/study={name}")["items"]
+    return {t["spec"]["params"]["x"]: t for t in items}
+
+
+def events_of(kube: Kube, name: str) -> list[dict[str, Any]]:
+    listing = get_json(kube, "events", "--field-selector", f"involvedObject.name={name}")
+    return list(listing["items"])
+
+
+def test_objective_from_promql_completes_with_the_exported_values_and_prunes(
+    operator: Operator, prometheus: PrometheusServer
+) -> None:
+    kube = operator.kube
+    apply(kube, study("from-prometheus", prometheus.url))
+    wait_for(kube, "tuningstudy/from-prometheus", "jsonpath={.status.phase}=Completed")
+
+    trials = trials_of(kube, "from-prometheus")
+    assert sorted(trials) == [2.0, 3.0, 10.0]
+    # The final values the trainers exported, read back through PromQL: exactly (x - 2)^2,
+    # not an intermediate value (those carry + 1/step).
+    for x in (2.0, 3.0):
+        status = trials[x]["status"]
+        assert status["state"] == "Succeeded", status
+        assert status["values"] == [(x - 2) ** 2]
+        assert status["metrics"] == {"loss": (x - 2) ** 2, "accuracy": 0.9}
+        # The polled intermediate values carry the trainer's steps (stepQuery).
+        steps = {v["step"]: v["value"] for v in status["intermediateValues"]}
+        assert steps, status
+        for step, value in steps.items():
+            assert value == pytest.approx((x - 2) ** 2 + 1 / step)
+    # x = 10 reports 65, 64.5, ...: the threshold pruner acts on the first polled value.
+    pruned = trials[10.0]["status"]
+    assert pruned["state"] == "Pruned", pruned
+    assert pruned["intermediateValues"][0]["value"] > 10
+    status = get_json(kube, "tuningstudy", "from-prometheus")["status"]
+    assert status["bestTrial"]["value"] == 0.0
+    assert status["trials"]["pruned"] == 1
+    condition = {c["type"]: c for c in status["conditions"]}["MetricsSource"]
+    assert (condition["status"], condition["reason"]) == ("True", "MetricsSourceReady")
+    # The kubelet unpublished the ended pods, so Prometheus dropped their targets.
+    prometheus.wait_for(
+        'count(up{job="trials"}) or vector(0)', lambda r: r[0]["value"][1] == "0", timeout=10
+    )
+
+
+def test_prometheus_down_fails_the_trial_with_the_documented_status(operator: Operator) -> None:
+    kube = operator.kube
+    down = f"http://127.0.0.1:{free_port()}"
+    document = study("prometheus-down", down, retries=0)
+    document["spec"]["searchSpace"][0]["choices"] = [3.0]
+    document["spec"]["budget"].update(maxTrials=1, parallelism=1)
+    apply(kube, document)
+    wait_for(
+        kube,
+        "tuningstudy/prometheus-down",
+        "jsonpath={.status.conditions[?(@.type=='MetricsSource')].reason}=MetricsSourceUnreachable",
+    )
+    wait_for(kube, "tuningstudy/prometheus-down", "jsonpath={.status.phase}=Completed")
+    (trial,) = trials_of(kube, "prometheus-down").values()
+    status = trial["status"]
+    # Never a value: the trial failed, saying why.
+    assert status["state"] == "Failed"
+    assert status["reason"] == "MetricsSourceError"
+    assert "MetricsSourceUnreachable" in status["message"]
+    assert "values" not in status or status["values"] is None
+    assert status.get("intermediateValues", []) == []
+    warnings = [e for e in events_of(kube, "prometheus-down") if e["type"] == "Warning"]
+    assert {"MetricsSourceError", "TrialFailed"} <= {e["reason"] for e in warnings}
+
+
+def test_a_bad_query_shows_in_the_status_and_is_never_a_value(
+    operator: Operator, prometheus: PrometheusServer
+) -> None:
+    kube = operator.kube
+    # Parses as a template (the placeholder is quoted) but not as PromQL: Prometheus says 400.
+    bad = 'kubetune_trial_metric{pod="${trial.pod}", metric="${metric}"} +* 1'
+    document = study("bad-query", prometheus.url, query=bad)
+    document["spec"]["searchSpace"][0]["choices"] = [3.0]
+    document["spec"]["budget"].update(maxTrials=1, parallelism=1)
+    apply(kube, document)
+    wait_for(kube, "tuningstudy/bad-query", "jsonpath={.status.phase}=Completed")
+    study_status = get_json(kube, "tuningstudy", "bad-query")["status"]
+    condition = {c["type"]: c for c in study_status["conditions"]}["MetricsSource"]
+    assert condition["status"] == "False"
+    assert condition["reason"] == "MetricsQueryInvalid"
+    assert "bad_data" in condition["message"]
+    (trial,) = trials_of(kube, "bad-query").values()
+    assert trial["status"]["state"] == "Failed"
+    assert trial["status"]["reason"] == "MetricsSourceError"
+    assert "MetricsQueryInvalid" in trial["status"]["message"]
+    assert study_status["trials"]["failed"] == 1
+    assert study_status.get("bestTrial") is None
