@@ -1,7 +1,7 @@
 # The Kubetune operator image: `kubetune` on a slim Python, non-root, runtime dependencies only.
 # No Docker engine runs on the development or CI machines, so this image is not built there;
 # build it where one runs:
-#   docker build -t kubetune:0.1.0 .
+#   docker build -t ghcr.io/kubetune/kubetune:0.1.0 .
 # hadolint checks this file in the test command.
 
 FROM python:3.11.14-slim-bookworm AS build
@@ -22,6 +22,8 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels kubetune==0.1.0 &
 # A numeric non-root user, so that runAsNonRoot can verify it.
 USER 65532:65532
 ENV PYTHONUNBUFFERED=1
-ENTRYPOINT ["kubetune"]
-# Liveness on :8080/healthz for the Deployment's probes.
-CMD ["operator", "--liveness", "http://0.0.0.0:8080/healthz"]
+# The entrypoint is `kubetune operator`; the Helm chart passes its own arguments.
+ENTRYPOINT ["kubetune", "operator"]
+# Liveness on :8080/healthz for the Deployment's probes; Prometheus metrics on :8000/metrics.
+EXPOSE 8000 8080
+CMD ["--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "8000"]

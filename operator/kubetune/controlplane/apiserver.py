@@ -2,12 +2,13 @@
 
 It serves the built-in kinds Kubetune and its tools use (namespaces, pods with status, log and
 binding, nodes, core/v1 and events.k8s.io/v1 events, secrets, configmaps, serviceaccounts,
-services, leases, CustomResourceDefinitions) and every resource a CRD registers, with the
-semantics of a real API server that `store.Store` applies: resourceVersions, generation,
-preconditions, merge/JSON/strategic merge patches, the status subresource, label and field
-selectors, watches that resume from a resourceVersion, finalizers, propagation policies and
-garbage collection, discovery (legacy and aggregated), OpenAPI documents and Tables for
-kubectl, admission of custom objects against their CRD schema.
+services, leases, CustomResourceDefinitions, the RBAC kinds, PodDisruptionBudgets and
+NetworkPolicies) and every resource a CRD registers, with the semantics of a real API server
+that `store.Store` applies: resourceVersions, generation, preconditions, merge/JSON/strategic
+merge patches, the status subresource, label and field selectors, watches that resume from a
+resourceVersion, finalizers, propagation policies and garbage collection, discovery (legacy and
+aggregated), OpenAPI documents and Tables for kubectl, admission of custom objects against their
+CRD schema.
 
 It is built on aiohttp directly, not on kmock: kmock records every request and re-checks its
 filters over that whole history for each new request (its View.__contains__), so its cost per

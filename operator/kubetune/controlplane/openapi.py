@@ -46,6 +46,32 @@ BUILTIN_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Binding"): ("io.k8s.api.core.v1.Binding", "bindings", True),
     ("coordination.k8s.io/v1", "Lease"): ("io.k8s.api.coordination.v1.Lease", "leases", True),
     ("events.k8s.io/v1", "Event"): ("io.k8s.api.events.v1.Event", "events", True),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("io.k8s.api.rbac.v1.Role", "roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
+        "io.k8s.api.rbac.v1.RoleBinding",
+        "rolebindings",
+        True,
+    ),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): (
+        "io.k8s.api.rbac.v1.ClusterRole",
+        "clusterroles",
+        False,
+    ),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): (
+        "io.k8s.api.rbac.v1.ClusterRoleBinding",
+        "clusterrolebindings",
+        False,
+    ),
+    ("policy/v1", "PodDisruptionBudget"): (
+        "io.k8s.api.policy.v1.PodDisruptionBudget",
+        "poddisruptionbudgets",
+        True,
+    ),
+    ("networking.k8s.io/v1", "NetworkPolicy"): (
+        "io.k8s.api.networking.v1.NetworkPolicy",
+        "networkpolicies",
+        True,
+    ),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): (
         "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
         "customresourcedefinitions",

@@ -138,6 +138,9 @@ class Resource:
         return entry
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
 def _core(plural: str, kind: str, **kwargs: Any) -> Resource:
     return Resource("", "v1", plural, kind.lower(), kind, **kwargs)
 
@@ -192,6 +195,38 @@ BUILTIN_RESOURCES: tuple[Resource, ...] = (
         field_labels=EVENT_FIELDS,
     ),
     Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", namespaced=True),
+    # What a Helm chart installs beside the operator (stored as given, never enforced: the
+    # emulator has no authorization; request hooks record what a client would need).
+    *(
+        Resource(RBAC_GROUP, "v1", f"{kind.lower()}s", kind.lower(), kind, namespaced=namespaced)
+        for kind, namespaced in (
+            ("Role", True),
+            ("RoleBinding", True),
+            ("ClusterRole", False),
+            ("ClusterRoleBinding", False),
+        )
+    ),
+    Resource(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        namespaced=True,
+        short_names=("pdb",),
+        subresources=("status",),
+        has_generation=True,
+    ),
+    Resource(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "networkpolicy",
+        "NetworkPolicy",
+        namespaced=True,
+        short_names=("netpol",),
+        has_generation=True,
+    ),
     Resource(
         "apiextensions.k8s.io",
         "v1",

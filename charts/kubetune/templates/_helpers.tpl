@@ -1,0 +1,110 @@
+{{/* Names and labels shared by the templates. */}}
+
+{{- define "kubetune.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubetune.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every object, without app.kubernetes.io/component. */}}
+{{- define "kubetune.baseLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetune
+{{- end }}
+
+{{/* Labels of the operator's objects. */}}
+{{- define "kubetune.labels" -}}
+{{ include "kubetune.baseLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubetune.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetune.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetune.peeringName" -}}
+{{- default (include "kubetune.fullname" .) .Values.ha.peeringName }}
+{{- end }}
+
+{{/* Whether the operator watches every namespace ("true") or a list ("" otherwise). */}}
+{{- define "kubetune.clusterWide" -}}
+{{- if not .Values.watch.namespaces }}true{{ end }}
+{{- end }}
+
+{{/* The namespaces that get a trial ServiceAccount: the watched ones, or (cluster-wide) the
+release's and trials.namespaces. */}}
+{{- define "kubetune.trialNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- toJson (uniq .Values.watch.namespaces) }}
+{{- else }}
+{{- toJson (uniq (prepend .Values.trials.namespaces .Release.Namespace)) }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the cluster serves the Prometheus Operator's API ("true" or ""). */}}
+{{- define "kubetune.hasPrometheusOperator" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
+{{- end }}
+
+{{/* The operator's rules in a watched namespace (templates/rbac.yaml). */}}
+{{- define "kubetune.namespacedRules" -}}
+# Trial pods: created per trial, deleted when pruned or timed out (all of a study's at once
+# when it is deleted), listed and watched to follow the trials.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [create, delete, deletecollection, list, watch]
+# A study with a Prometheus metrics source: its bearer token (a Secret) and CA bundle (a
+# ConfigMap or Secret), read by name in the study's namespace.
+- apiGroups: [""]
+  resources: [configmaps, secrets]
+  verbs: [get]
+# The events on studies (TrialCreated, NewBest, StudyCompleted, ...).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# Studies: read and watched; patched by kopf (finalizer, progress annotations).
+- apiGroups: [kubetune.io]
+  resources: [tuningstudies]
+  verbs: [get, list, patch, watch]
+# Trials: created per trial and watched.
+- apiGroups: [kubetune.io]
+  resources: [tuningtrials]
+  verbs: [create, list, watch]
+# Their status: counters, best trial, each trial's values.
+- apiGroups: [kubetune.io]
+  resources: [tuningstudies/status, tuningtrials/status]
+  verbs: [patch]
+{{- end }}
