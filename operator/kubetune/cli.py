@@ -243,11 +243,28 @@ def up(
             help="Where the operator's log and the pods' folders go (default: a temp dir)."
         ),
     ] = None,
+    prometheus: Annotated[
+        bool,
+        typer.Option(
+            help="Also run Prometheus (the `prometheus` binary on PATH) scraping the operator "
+            "and the trials' metrics ports; it prints its URL."
+        ),
+    ] = False,
+    prometheus_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port of that Prometheus on 127.0.0.1 (default: a free one); 9090 serves a "
+            "study whose metricsSource.prometheus.url is http://127.0.0.1:9090.",
+        ),
+    ] = None,
 ) -> None:
     """Run studies on this machine: a local control plane, the operator, live progress.
 
     Starts the embedded API server and kubelet (pods run as local processes), installs the
     CRDs, runs `kubetune operator` against them, applies the manifests and shows progress.
+    With --prometheus, a real Prometheus scrapes the operator and the trials meanwhile.
     Exits when every study has ended: 0 when all completed, 1 when one failed or was invalid.
     """
     import asyncio
@@ -256,10 +273,13 @@ def up(
 
     from rich.console import Console
 
-    from kubetune.demo import Up, UpError, capacity_for, load_studies
+    from kubetune.demo import Up, UpError, capacity_for, find_prometheus, load_studies
 
+    if prometheus_port is not None and not prometheus:
+        raise typer.BadParameter("it needs --prometheus", param_hint="--prometheus-port")
     try:
         studies = load_studies(files)
+        prometheus_binary = find_prometheus() if prometheus else None
     except UpError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(code=1) from None
@@ -276,6 +296,8 @@ def up(
         keep=keep,
         console=console,
         live=not json_output,
+        prometheus=prometheus_binary,
+        prometheus_port=prometheus_port,
     )
     try:
         outcome = asyncio.run(run.run())

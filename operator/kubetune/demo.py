@@ -3,8 +3,11 @@
 It starts the embedded control plane (API server and local kubelet), installs the CRDs, runs
 the operator as its own process (`kubetune operator`: the same code and the same path through
 a kubeconfig as in a cluster), applies the studies, shows their progress live and returns
-them once every one has ended. Nothing it started outlives it: the operator stops first, then
-the kubelet ends every pod process, then the API server stops.
+them once every one has ended. With `--prometheus` it also runs a real Prometheus (the
+`prometheus` binary) scraping the operator's /metrics and every trial pod's `metrics` port, which
+the kubelet publishes through file-based service discovery. Nothing it started outlives it: the
+operator stops first, then Prometheus, then the kubelet ends every pod process, then the API
+server stops.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -42,6 +48,17 @@ OPERATOR_STOP_SECONDS: Final = 15.0
 """How long the operator may take to stop on SIGTERM before it is killed."""
 QUIET_EVENTS: Final = frozenset({"TrialCreated"})
 """Events not printed as they happen: one line per trial start would drown the others."""
+
+PROMETHEUS_BINARY: Final = "prometheus"
+PROMETHEUS_INSTALL_HINT: Final = "apt-get install prometheus"
+PROMETHEUS_SCRAPE_INTERVAL: Final = "1s"
+"""Short, so the demo's trials (seconds long) are scraped several times each."""
+PROMETHEUS_READY_SECONDS: Final = 30.0
+"""How long Prometheus may take to answer /-/ready (it replays its storage first)."""
+PROMETHEUS_STOP_SECONDS: Final = 10.0
+OPERATOR_JOB: Final = "kubetune-operator"
+TRIALS_JOB: Final = "kubetune-trials"
+LOOPBACK: Final = "127.0.0.1"
 
 CRD_PATH: Final = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 STUDIES_PATH: Final = f"/apis/{api.GROUP}/{api.VERSION}/{api.STUDY_PLURAL}"
@@ -148,6 +165,10 @@ class Up:
     console: Console = field(default_factory=Console)
     live: bool = True
     """Show the live display (off for --json, whose output must be the JSON alone)."""
+    prometheus: Path | None = None
+    """The `prometheus` binary (`find_prometheus()`): start it for the demo; None: no Prometheus."""
+    prometheus_port: int | None = None
+    """Its port on loopback (None: a free one)."""
 
     async def run(self) -> Outcome:
         stop = asyncio.Event()
@@ -161,30 +182,53 @@ class Up:
                 loop.remove_signal_handler(signum)
 
     async def _run(self, stop: asyncio.Event) -> Outcome:
+        # Absolute: pod processes run in folders of their own, and Prometheus reads the paths
+        # in its configuration relative to that file.
+        self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Pods run as processes with this environment: `python` in a trial's command is this
         # Python, with Kubetune and the trainers installed, as in the trainer image.
         os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
-        cluster = LocalCluster(capacity=self.capacity, workdir=self.workdir / "pods")
+        prometheus = None
+        if self.prometheus is not None:
+            prometheus = DemoPrometheus(
+                self.prometheus, self.workdir / "prometheus", self.prometheus_port
+            )
+        targets = self.workdir / "targets"
+        cluster = LocalCluster(
+            capacity=self.capacity,
+            workdir=self.workdir / "pods",
+            service_discovery_dir=targets if prometheus is not None else None,
+        )
         async with cluster:
             cluster.write_kubeconfig(self.kubeconfig)
             async with aiohttp.ClientSession(cluster.url, raise_for_status=False) as http:
                 for crd in crds():
                     await _request(http, "POST", CRD_PATH, crd)
                 log = self.workdir / "operator.log"
-                operator = await start_operator(self.kubeconfig, log)
+                # The operator's default port (8000) may be taken on a laptop: a free one.
+                metrics_port = free_port() if prometheus is not None else 0
                 try:
-                    for document in self.studies:
-                        await apply_study(http, document)
-                    self._say_where(cluster.url, log)
-                    interrupted = await self._follow(http, operator, log, stop)
-                    studies = [await _get_study(http, *key_of(d)) for d in self.studies]
-                    trials = {key_of(s): await _list_trials(http, *key_of(s)) for s in studies}
+                    if prometheus is not None:
+                        await prometheus.start(prometheus_config(metrics_port, targets))
+                    operator = await start_operator(self.kubeconfig, log, metrics_port)
+                    try:
+                        for document in self.studies:
+                            await apply_study(http, document)
+                        self._say_where(cluster.url, log, prometheus)
+                        interrupted = await self._follow(http, operator, log, stop)
+                        studies = [await _get_study(http, *key_of(d)) for d in self.studies]
+                        trials = {key_of(s): await _list_trials(http, *key_of(s)) for s in studies}
+                    finally:
+                        await stop_operator(operator)
                 finally:
-                    await stop_operator(operator)
+                    # Stopped after the operator, so it has scraped the operator's last
+                    # state, and before the kubelet ends the pods it scrapes.
+                    if prometheus is not None:
+                        await prometheus.stop()
         return Outcome(studies, trials, interrupted)
 
-    def _say_where(self, url: str, log: Path) -> None:
+    def _say_where(self, url: str, log: Path, prometheus: DemoPrometheus | None) -> None:
         path = self.kubeconfig.resolve()
         namespace, name = key_of(self.studies[0])
         where = "" if namespace == "default" else f" -n {namespace}"
@@ -197,6 +241,18 @@ class Up:
             highlight=False,
             soft_wrap=True,
         )
+        if prometheus is not None:
+            self.console.print(
+                f"Prometheus on {prometheus.url} (its log is {prometheus.log}), scraping the "
+                f"operator (job {OPERATOR_JOB}) and the trials' metrics ports (job {TRIALS_JOB})"
+                f" each {PROMETHEUS_SCRAPE_INTERVAL}; query kubetune_* series there, e.g.\n"
+                f"  {prometheus.url}/graph?g0.expr=kubetune_trials&g0.tab=0",
+                highlight=False,
+                soft_wrap=True,
+            )
+        hints = metrics_source_hints(self.studies, prometheus.url if prometheus else None)
+        for hint in hints:
+            self.console.print(hint, style="yellow", highlight=False, soft_wrap=True)
 
     async def _follow(
         self,
@@ -246,8 +302,11 @@ class Up:
             self.console.line()  # rich ends a live display off a terminal without one
 
 
-async def start_operator(kubeconfig: Path, log: Path) -> asyncio.subprocess.Process:
-    """`kubetune operator` as its own process, reaching the API server through the kubeconfig.
+async def start_operator(
+    kubeconfig: Path, log: Path, metrics_port: int = 0
+) -> asyncio.subprocess.Process:
+    """`kubetune operator` as its own process, reaching the API server through the kubeconfig,
+    serving /metrics on `metrics_port` (0: not at all).
 
     It gets a session of its own so that Ctrl-C in the terminal reaches only `kubetune up`,
     which then stops the operator before the cluster (not both at once)."""
@@ -257,6 +316,8 @@ async def start_operator(kubeconfig: Path, log: Path) -> asyncio.subprocess.Proc
             "-m",
             "kubetune",
             "operator",
+            "--metrics-port",
+            str(metrics_port),
             env={**os.environ, "KUBECONFIG": str(kubeconfig.resolve())},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
@@ -275,6 +336,184 @@ async def stop_operator(operator: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         operator.kill()
         await operator.wait()
+
+
+# --- the demo's Prometheus ------------------------------------------------------------------
+
+
+def find_prometheus() -> Path:
+    """The `prometheus` binary on PATH, or an UpError saying how to get it."""
+    found = shutil.which(PROMETHEUS_BINARY)
+    if found is None:
+        raise UpError(
+            f"--prometheus needs the `{PROMETHEUS_BINARY}` binary on PATH and there is none; "
+            f"fix: install it (Debian/Ubuntu: `{PROMETHEUS_INSTALL_HINT}`; the package does "
+            "not start a server by itself) or leave out --prometheus"
+        )
+    return Path(found)
+
+
+def free_port() -> int:
+    """A loopback port free now (the OS's pick; taken again only by a race with another program)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def prometheus_config(
+    operator_metrics_port: int, targets: Path, scrape_interval: str = PROMETHEUS_SCRAPE_INTERVAL
+) -> dict[str, Any]:
+    """The demo's Prometheus configuration: the operator's /metrics, and every trial pod's
+    metrics endpoint that the kubelet publishes as a file_sd JSON file under `targets`.
+
+    The trials' series carry the labels a PodMonitor gives them in a cluster (namespace, pod,
+    container, endpoint), and not the pod's own labels, so that the queries of a study's
+    `metricsSource.prometheus` work unchanged here and there."""
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {
+                "job_name": OPERATOR_JOB,
+                "static_configs": [{"targets": [f"{LOOPBACK}:{operator_metrics_port}"]}],
+            },
+            {
+                "job_name": TRIALS_JOB,
+                "file_sd_configs": [
+                    {"files": [str(targets / "*.json")], "refresh_interval": scrape_interval}
+                ],
+                "relabel_configs": [
+                    # The kubelet also labels a target with the pod's labels (kubetune_io_study,
+                    # ...); a PodMonitor does not: keep the internal labels and its four.
+                    {"action": "labelkeep", "regex": "__.+|job|namespace|pod|container"},
+                    {"target_label": "endpoint", "replacement": "metrics"},
+                ],
+            },
+        ],
+    }
+
+
+@dataclass
+class DemoPrometheus:
+    """One `prometheus` process of `kubetune up`, its configuration, storage and log in
+    `workdir`, listening on loopback only."""
+
+    binary: Path
+    workdir: Path
+    port: int | None = None
+    """None: a free port, chosen at start."""
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "prometheus.log"
+
+    async def start(self, config: Mapping[str, Any]) -> None:
+        """Start it and return once it is ready; an UpError with its log when it cannot."""
+        if self.port is None:
+            self.port = free_port()
+        storage = self.workdir / "data"
+        storage.mkdir(parents=True, exist_ok=True)
+        for group in config.get("scrape_configs") or []:
+            for sd in group.get("file_sd_configs") or []:
+                for pattern in sd["files"]:
+                    # Watched from the start: a folder created later is seen only on refresh.
+                    Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+        with self.log.open("ab") as out:
+            # A session of its own, as the operator: Ctrl-C reaches `kubetune up` alone, which
+            # stops Prometheus after the operator.
+            self.process = await asyncio.create_subprocess_exec(
+                str(self.binary),
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={storage}",
+                f"--web.listen-address={LOOPBACK}:{self.port}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        await self._ready()
+
+    async def _ready(self) -> None:
+        assert self.process is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROMETHEUS_READY_SECONDS
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                if self.process.returncode is not None:
+                    raise UpError(
+                        f"Prometheus exited with status {self.process.returncode} (is port "
+                        f"{self.port} free? --prometheus-port picks another); the end of its "
+                        f"log ({self.log}):\n{_tail(self.log)}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.url}/-/ready") as response:
+                        if response.status == 200:
+                            return
+                if loop.time() > deadline:
+                    raise UpError(
+                        f"Prometheus was not ready after {PROMETHEUS_READY_SECONDS:g} s; the "
+                        f"end of its log ({self.log}):\n{_tail(self.log)}"
+                    )
+                # Prometheus has no readiness notification but its HTTP endpoint: poll it.
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        """SIGTERM (it flushes its storage), then SIGKILL if it lingers."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), PROMETHEUS_STOP_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def metrics_source_hints(
+    studies: Sequence[Mapping[str, Any]], prometheus_url: str | None
+) -> list[str]:
+    """What to change so that each study reading its metrics from Prometheus reads the demo's:
+    one line per study whose `spec.metricsSource.prometheus.url` is not that Prometheus."""
+    hints = []
+    for document in studies:
+        source = ((document.get("spec") or {}).get("metricsSource") or {}).get("prometheus")
+        if not source:
+            continue
+        name = document["metadata"]["name"]
+        url = str(source.get("url", ""))
+        if prometheus_url is None:
+            hints.append(
+                f"study {name} reads its metrics from Prometheus ({url}), which this run does "
+                "not start: fix: `kubetune up --prometheus --prometheus-port 9090` with "
+                f"spec.metricsSource.prometheus.url http://{LOOPBACK}:9090"
+            )
+        elif not _same_server(url, prometheus_url):
+            hints.append(
+                f"study {name} reads its metrics from {url}, not from this run's Prometheus: "
+                f"fix: set spec.metricsSource.prometheus.url to {prometheus_url} (choose the "
+                "port with --prometheus-port)"
+            )
+    return hints
+
+
+def _same_server(url: str, ours: str) -> bool:
+    theirs, mine = urlsplit(url), urlsplit(ours)
+    loopback = {LOOPBACK, "localhost"}
+    return (
+        theirs.scheme == mine.scheme
+        and theirs.hostname in loopback
+        and theirs.port == mine.port
+        and theirs.path.strip("/") == ""
+    )
 
 
 async def apply_study(http: aiohttp.ClientSession, document: Mapping[str, Any]) -> None:
