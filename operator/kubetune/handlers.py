@@ -4,8 +4,13 @@ One daemon per TuningStudy runs its reconcile loop: it reads the study, its Tuni
 its pods, asks kubetune.controller for a Plan (in a worker thread: Optuna work stays off the
 event loop), and carries the plan out through kubetune.k8s.api. The daemon is the study's one
 lock: reconciles of a study never overlap, and studies never wait for each other. Events on
-the study, its trials and its pods wake the daemon at once (a reaction, not a polling
-interval); a plan's requeue_after wakes it for timeouts.
+its trials and pods, and changes of the study's spec or deletion, wake the daemon at once (a
+reaction, not a polling interval); a plan's requeue_after wakes it for timeouts. The study's
+own status writes do not wake it: they would make every reconcile cause the next.
+
+Reads cost no request: the study is kopf's live body, its trials and pods come from kopf
+indexes fed by the watches (kopf starts no daemon before their first listing is complete),
+and the operator's own writes are merged in until the watches deliver them (kubetune.k8s.cache).
 
 Importing this module registers the handlers with kopf's default registry; `kubetune operator`
 imports it and runs kopf.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,18 +28,34 @@ import kopf
 
 from kubetune.controller import StudyController
 from kubetune.k8s.api import KubeApi
+from kubetune.k8s.cache import OwnWrites, ParsedTrials
 from kubetune.k8s.pods import observe_pod
 from kubetune.k8s.prometheus import object_reader, observe_source
 from kubetune.metrics import METRICS
 from kubetune.spec import api
-from kubetune.spec.trial import TuningTrial
 
 FINALIZER = f"{api.GROUP}/finalizer"
 RETRY_SECONDS = 5.0
 """How soon a reconcile that failed (API error, ...) is tried again."""
 
-# Per study: set when something about it changed. Keyed by (namespace, name).
-_wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+StudyKey = tuple[str, str]
+"""(namespace, name) of a study."""
+IndexKey = tuple[str | None, str | None]
+"""(namespace, study label) of a trial or pod, as the indexes key them."""
+
+# Per study: set when something about it changed.
+_wakeups: defaultdict[StudyKey, asyncio.Event] = defaultdict(asyncio.Event)
+# Per study: the spec generation last seen, so that status-only changes wake nobody.
+_generations: dict[StudyKey, int | None] = {}
+
+
+@dataclass
+class StudyView:
+    """What a study's daemon keeps between reconciles to read without requests."""
+
+    trial_writes: OwnWrites = field(default_factory=OwnWrites)
+    study_writes: OwnWrites = field(default_factory=OwnWrites)
+    parsed: ParsedTrials = field(default_factory=ParsedTrials)
 
 
 def _wake(namespace: str | None, study: str | None) -> None:
@@ -56,13 +78,35 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.STUDY_PLURAL)
-async def study_changed(namespace: str | None, name: str | None, **_: Any) -> None:
-    _wake(namespace, name)
+async def study_changed(namespace: str | None, name: str | None, meta: kopf.Meta, **_: Any) -> None:
+    """Wake the study's daemon when its spec changed or it is being deleted; a change of its
+    status alone (the daemon's own writes, mostly) wakes nobody."""
+    if not namespace or not name:
+        return
+    key = (namespace, name)
+    generation = meta.get("generation")
+    if meta.get("deletionTimestamp") or _generations.get(key) != generation:
+        _generations[key] = generation
+        _wake(namespace, name)
+
+
+@kopf.index(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
+async def trials_by_study(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[IndexKey, dict[str, Any]]:
+    return {(namespace, labels.get(api.STUDY_LABEL)): dict(body)}
+
+
+@kopf.index("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})
+async def pods_by_study(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[IndexKey, dict[str, Any]]:
+    return {(namespace, labels.get(api.STUDY_LABEL)): dict(body)}
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
 async def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    _wake(namespace, labels.get(api.STUDY_LABEL))
+    _wake(namespace, labels.get(api.STUDY_LABEL))  # the index already has the new version
 
 
 @kopf.on.event("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})
@@ -78,20 +122,31 @@ async def run_study(
     memo: kopf.Memo,
     body: kopf.Body,
     logger: kopf.Logger,
-    **_: Any,
+    **indices: Any,
 ) -> None:
     """Reconcile the study whenever it, a trial or a pod changes, or a timeout is due."""
+    # kopf passes every index by its handler's name.
+    trials_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["trials_by_study"]
+    pods_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["pods_by_study"]
     kube: KubeApi = memo.api
     controller = StudyController()
+    view = StudyView()
     assert namespace is not None  # TuningStudy is namespaced
     wakeup = _wakeups[(namespace, name)]
+
+    async def reconcile_now() -> float | None:
+        key = (namespace, name)
+        trials = list(trials_by_study.get(key, []))
+        pods = list(pods_by_study.get(key, []))
+        return await reconcile(kube, controller, view, body, trials, pods, logger)
+
     stop = asyncio.ensure_future(stopped.wait())
     try:
         while not stopped:
             wakeup.clear()
             try:
                 with METRICS.handler("reconcile"):
-                    requeue_after = await reconcile(kube, controller, body, logger)
+                    requeue_after = await reconcile_now()
             except Exception as error:  # shown to the user as an event, then retried
                 logger.exception("reconcile failed")
                 kopf.event(
@@ -104,28 +159,27 @@ async def run_study(
     finally:
         stop.cancel()
         _wakeups.pop((namespace, name), None)
+        _generations.pop((namespace, name), None)
         METRICS.forget_study(namespace, name)  # deleted, or no longer run by this replica
 
 
 async def reconcile(
     kube: KubeApi,
     controller: StudyController,
+    view: StudyView,
     body: kopf.Body,
+    trial_objects: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
     logger: kopf.Logger,
 ) -> float | None:
     """One reconcile: read, decide, act. Returns when to look again with nothing changing."""
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-    study = await kube.get_study(namespace, name)
-    if study is None or study["metadata"].get("deletionTimestamp"):
+    study = dict(view.study_writes.newest(dict(body)))
+    if study["metadata"].get("deletionTimestamp"):
         return None
-    trial_objects = await kube.list_study_trials(namespace, name)
-    pods = await kube.list_study_pods(namespace, name)
-    trials = []
-    for item in trial_objects:
-        try:
-            trials.append(TuningTrial.model_validate(item))
-        except ValueError as error:
-            logger.warning(f"ignoring unreadable trial {item['metadata'].get('name')}: {error}")
+    trials, unreadable = view.parsed.parse(view.trial_writes.merged(trial_objects))
+    for trial_name, error in unreadable.items():
+        logger.warning(f"ignoring unreadable trial {trial_name}: {error}")
     observations = {pod["metadata"]["name"]: observe_pod(pod) for pod in pods}
     # A study with a Prometheus metrics source: the reads the controller asks for (polls of
     # running trials every pollInterval, final reads) become the pods' readings.
@@ -136,7 +190,11 @@ async def reconcile(
     plan = await asyncio.to_thread(
         controller.reconcile, study, trials, observations, datetime.now(UTC)
     )
-    await kube.apply(plan, study)
+    written = await kube.apply(plan, study)
+    for trial in written.trials:
+        view.trial_writes.remember(trial)
+    if written.study is not None:
+        view.study_writes.remember(written.study)
     METRICS.observe_plan(namespace, name, study, trials, plan, datetime.now(UTC))
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])

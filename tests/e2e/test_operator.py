@@ -9,6 +9,9 @@ from typing import Any
 import kubernetes
 import yaml
 
+from kubetune.controlplane.apiserver import ApiRequest
+from kubetune.controlplane.kubelet import KUBELET_USER_AGENT
+from kubetune.spec import api
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
 
@@ -114,3 +117,32 @@ def test_the_study_survives_the_operator_being_killed(operator: Operator) -> Non
     # One pod per trial, each owned by its trial: none orphaned, none duplicated.
     owners = sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods)
     assert owners == sorted(t["metadata"]["name"] for t in trials)
+
+
+def test_a_running_trial_costs_no_busy_loop(operator: Operator) -> None:
+    """The study's own status writes do not wake its daemon: while one trial runs for two
+    seconds, the operator writes the study a handful of times, not once per reconcile of a
+    loop that feeds itself (Katib #2725)."""
+    kube = operator.kube
+    server = kube.running.cluster.server
+    writes: list[ApiRequest] = []
+
+    async def record(request: ApiRequest) -> None:
+        if request.verb != "get" and request.user_agent != KUBELET_USER_AGENT:
+            writes.append(request)
+
+    server.request_hooks.append(record)
+    try:
+        study = example("synthetic-quadratic.yaml", maxTrials=1, parallelism=1)
+        study["metadata"]["name"] = "idle"
+        container = study["spec"]["trialTemplate"]["spec"]["containers"][0]
+        container["command"][2] = "import time; time.sleep(2)\n" + container["command"][2]
+        apply(kube, study)
+        wait_for_phase(kube, "idle", "Completed")
+    finally:
+        server.request_hooks.remove(record)
+    status_writes = [
+        w for w in writes if w.resource == api.STUDY_PLURAL and w.subresource == "status"
+    ]
+    # Trial created, running, finished, study completed (plus the odd elapsed-time update).
+    assert 2 <= len(status_writes) <= 8, status_writes

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
 
 from kubetune.controller import Plan, with_owner_uid
 from kubetune.spec import api
+from kubetune.spec.trial import TuningTrial
 
 # Objects that are already there (a repeated plan) or already gone are not errors: every
 # step of a plan is idempotent by name.
@@ -33,6 +35,19 @@ def merge_patch_to(old: Any, new: Any) -> Any:
     for key, value in new.items():
         patch[key] = merge_patch_to(old.get(key), value)
     return patch
+
+
+@dataclass
+class Written:
+    """The objects as the API server returned them after a plan's writes: what the operator
+    knows before its watches deliver it (see kubetune.k8s.cache)."""
+
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    study: dict[str, Any] | None = None
+
+    def add_trial(self, trial: dict[str, Any] | None) -> None:
+        if trial is not None:
+            self.trials.append(trial)
 
 
 def _raw(response: Any) -> Any:
@@ -110,66 +125,105 @@ class KubeApi:
 
     async def _patch_status(
         self, namespace: str, plural: str, name: str, status: dict[str, Any]
-    ) -> None:
-        """A merge patch of an object's status subresource; an object gone is no error."""
-        await self._quietly(
-            _NOT_FOUND,
-            self.custom.patch_namespaced_custom_object_status,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": status},
-        )
+    ) -> dict[str, Any] | None:
+        """A merge patch of an object's status subresource: the object as patched, or None
+        when it is gone (no error)."""
+        try:
+            patched: dict[str, Any] = await self._call(
+                self.custom.patch_namespaced_custom_object_status,
+                api.GROUP,
+                api.VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != _NOT_FOUND:
+                raise
+            return None
+        return patched
 
-    async def apply(self, plan: Plan, study: Mapping[str, Any]) -> None:
+    async def apply(self, plan: Plan, study: Mapping[str, Any]) -> Written:
         """The plan's steps in its order: trial statuses, pod deletions, new trials (each with
-        its pod), pods of older trials, then the study status (only when it changed)."""
+        its pod), pods of older trials, then the study status (only when it changed). The
+        calls of one step are independent of each other and run concurrently."""
         namespace = study["metadata"]["namespace"]
-        for update in plan.trial_updates:
-            trial_status = update.status.model_dump(mode="json", by_alias=True)
-            await self._patch_status(namespace, api.TRIAL_PLURAL, update.name, trial_status)
-        for pod_name in plan.delete_pods:
-            await self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, pod_name, namespace)
-        for trial in plan.create_trials:
-            name = trial.metadata.name or ""
-            body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
-            try:
-                created = await self._call(
-                    self.custom.create_namespaced_custom_object,
-                    api.GROUP,
-                    api.VERSION,
+        written = Written()
+        patched = await asyncio.gather(
+            *(
+                self._patch_status(
                     namespace,
                     api.TRIAL_PLURAL,
-                    body,
+                    update.name,
+                    update.status.model_dump(mode="json", by_alias=True),
                 )
-            except kubernetes.client.ApiException as error:
-                if error.status != _ALREADY_EXISTS:
-                    raise
-                created = None  # a repeated plan: the next reconcile sees the trial as it is
-            # The API server drops status on create (status subresource): write it after.
-            await self._patch_status(
-                namespace,
-                api.TRIAL_PLURAL,
-                name,
-                trial.status.model_dump(mode="json", by_alias=True),
+                for update in plan.trial_updates
             )
-            pod = plan.new_trial_pods.get(name)
-            if created is not None and pod is not None:
-                await self._create_pod(namespace, with_owner_uid(pod, created["metadata"]["uid"]))
-        for pod in plan.create_pods:
-            await self._create_pod(namespace, pod)
+        )
+        await asyncio.gather(
+            *(
+                self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, pod_name, namespace)
+                for pod_name in plan.delete_pods
+            )
+        )
+        created = await asyncio.gather(
+            *(
+                self._create_trial(
+                    namespace, trial, plan.new_trial_pods.get(trial.metadata.name or "")
+                )
+                for trial in plan.create_trials
+            )
+        )
+        await asyncio.gather(*(self._create_pod(namespace, pod) for pod in plan.create_pods))
+        for trial in [*patched, *created]:
+            written.add_trial(trial)
         status = plan.study_status.model_dump(mode="json", by_alias=True, exclude={"kopf"})
         current = dict(study.get("status") or {})
         current.pop("kopf", None)
         if status != {k: current.get(k) for k in status}:
-            await self._patch_status(
+            written.study = await self._patch_status(
                 namespace,
                 api.STUDY_PLURAL,
                 study["metadata"]["name"],
                 merge_patch_to(current, status),
             )
+        return written
+
+    async def _create_trial(
+        self, namespace: str, trial: TuningTrial, pod: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Create a TuningTrial, then write its status and create its pod (owned through the
+        uid the create returned) at once. Returns the trial as its status write left it."""
+        name = trial.metadata.name or ""
+        body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
+        try:
+            created = await self._call(
+                self.custom.create_namespaced_custom_object,
+                api.GROUP,
+                api.VERSION,
+                namespace,
+                api.TRIAL_PLURAL,
+                body,
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != _ALREADY_EXISTS:
+                raise
+            created = None  # a repeated plan: the next reconcile sees the trial as it is
+        # The API server drops status on create (status subresource): write it after.
+        status_write = self._patch_status(
+            namespace,
+            api.TRIAL_PLURAL,
+            name,
+            trial.status.model_dump(mode="json", by_alias=True),
+        )
+        if created is None or pod is None:
+            return await status_write
+        with_status, _ = await asyncio.gather(
+            status_write,
+            self._create_pod(namespace, with_owner_uid(pod, created["metadata"]["uid"])),
+        )
+        return with_status
 
     async def _create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None:
         await self._quietly(

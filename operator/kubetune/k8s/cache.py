@@ -1,0 +1,104 @@
+"""What a study's daemon reads instead of asking the API server each time: the objects kopf's
+watches deliver (kopf indexes), merged with the operator's own writes that the watches have
+not delivered yet (read-your-writes), and each TuningTrial parsed once per version.
+
+Without the writes, a reconcile that runs before the watch catches up would not see the trial
+it just created or the outcome it just recorded, and would decide again (a trial asked twice,
+an outcome told twice). An object's newer version wins, by resourceVersion: Kubernetes calls
+it opaque, but within one resource it is etcd's revision, an integer that only grows (as in
+the embedded control plane); a version that is not an integer is never taken as newer.
+
+Pure: no kopf, no client. `kubetune.handlers` feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kubetune.spec.trial import TuningTrial
+
+Object = Mapping[str, Any]
+
+
+def resource_version(obj: Object) -> int:
+    """The object's resourceVersion as a number; -1 when it has none or it is not a number."""
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", ""))
+    except ValueError:
+        return -1
+
+
+def _name(obj: Object) -> str:
+    return str(obj["metadata"]["name"])
+
+
+class OwnWrites:
+    """The objects one kind of the operator's writes returned, by name, kept until the watch
+    delivers the same version or a newer one. For kinds the operator never deletes one by one
+    (TuningTrials: they go with their study), so a write is never mistaken for a live object
+    after its deletion."""
+
+    def __init__(self) -> None:
+        self._written: dict[str, Object] = {}
+
+    def remember(self, obj: Object) -> None:
+        name = _name(obj)
+        known = self._written.get(name)
+        if known is None or resource_version(obj) > resource_version(known):
+            self._written[name] = obj
+
+    def merged(self, observed: Iterable[Object]) -> list[Object]:
+        """The observed objects, each replaced by the operator's newer write of it, plus the
+        written ones not observed yet. Writes the watch has caught up with are forgotten."""
+        result: dict[str, Object] = {}
+        for obj in observed:
+            name = _name(obj)
+            written = self._written.get(name)
+            if written is not None and resource_version(written) > resource_version(obj):
+                result[name] = written
+            else:
+                self._written.pop(name, None)
+                result[name] = obj
+        for name, written in self._written.items():
+            result.setdefault(name, written)
+        return list(result.values())
+
+    def newest(self, observed: Object) -> Object:
+        """One observed object, or the operator's newer write of it."""
+        return self.merged([observed])[0]
+
+    def __len__(self) -> int:
+        return len(self._written)
+
+
+class ParsedTrials:
+    """TuningTrial models by object, parsed once per resourceVersion: a study reconciles many
+    times per trial, and parsing every trial each time grows with the square of its trials."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[int, TuningTrial]] = {}
+
+    def parse(self, objects: Iterable[Object]) -> tuple[list[TuningTrial], dict[str, str]]:
+        """The trials that parse, and the error of each that does not (by name)."""
+        trials: list[TuningTrial] = []
+        errors: dict[str, str] = {}
+        seen: set[str] = set()
+        for obj in objects:
+            name = _name(obj)
+            seen.add(name)
+            version = resource_version(obj)
+            cached = self._parsed.get(name)
+            if cached is not None and cached[0] == version >= 0:
+                trials.append(cached[1])
+                continue
+            try:
+                trial = TuningTrial.model_validate(obj)
+            except ValueError as error:
+                errors[name] = str(error)
+                continue
+            self._parsed[name] = (version, trial)
+            trials.append(trial)
+        for gone in set(self._parsed) - seen:
+            del self._parsed[gone]
+        return trials, errors
