@@ -95,10 +95,11 @@ release's and trials.namespaces. */}}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Studies: read and watched; patched by kopf (finalizer, progress annotations).
+# Studies: listed and watched (the daemons read them from the watch); patched by kopf
+# (finalizer, progress annotations).
 - apiGroups: [kubetune.io]
   resources: [tuningstudies]
-  verbs: [get, list, patch, watch]
+  verbs: [list, patch, watch]
 # Trials: created per trial and watched.
 - apiGroups: [kubetune.io]
   resources: [tuningtrials]

@@ -1,4 +1,4 @@
-"""The operator's Kubernetes calls, in one place: read a study's objects, carry out a Plan.
+"""The operator's Kubernetes calls, in one place: carry out a Plan, stop a deleted study's pods.
 
 Thin on purpose: no decision is made here (kubetune.controller makes them all). The
 `kubernetes` client is synchronous, so each call runs in a worker thread; objects are read as
@@ -8,7 +8,6 @@ the API returns them (plain dicts, camelCase), not as the client's models.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +49,6 @@ class Written:
             self.trials.append(trial)
 
 
-def _raw(response: Any) -> Any:
-    """The JSON body of a call made with _preload_content=False."""
-    return json.loads(response.data)
-
-
 class KubeApi:
     """The calls the operator makes, through one `kubernetes` ApiClient."""
 
@@ -82,44 +76,6 @@ class KubeApi:
         except kubernetes.client.ApiException as error:
             if error.status != ignored:
                 raise
-
-    # --- reading -----------------------------------------------------------------------------
-
-    async def get_study(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            study: dict[str, Any] = await self._call(
-                self.custom.get_namespaced_custom_object,
-                api.GROUP,
-                api.VERSION,
-                namespace,
-                api.STUDY_PLURAL,
-                name,
-            )
-        except kubernetes.client.ApiException as error:
-            if error.status == _NOT_FOUND:
-                return None
-            raise
-        return study
-
-    async def list_study_trials(self, namespace: str, study: str) -> list[dict[str, Any]]:
-        listing = await self._call(
-            self.custom.list_namespaced_custom_object,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.TRIAL_PLURAL,
-            label_selector=f"{api.STUDY_LABEL}={study}",
-        )
-        return list(listing["items"])
-
-    async def list_study_pods(self, namespace: str, study: str) -> list[dict[str, Any]]:
-        response = await self._call(
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=f"{api.STUDY_LABEL}={study}",
-            _preload_content=False,
-        )
-        return list(_raw(response)["items"])
 
     # --- carrying out a plan -----------------------------------------------------------------
 
