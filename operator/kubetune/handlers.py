@@ -45,8 +45,6 @@ IndexKey = tuple[str | None, str | None]
 
 # Per study: set when something about it changed.
 _wakeups: defaultdict[StudyKey, asyncio.Event] = defaultdict(asyncio.Event)
-# Per study: the spec generation last seen, so that status-only changes wake nobody.
-_generations: dict[StudyKey, int | None] = {}
 
 
 @dataclass
@@ -54,8 +52,15 @@ class StudyView:
     """What a study's daemon keeps between reconciles to read without requests."""
 
     trial_writes: OwnWrites = field(default_factory=OwnWrites)
+    pod_writes: OwnWrites = field(default_factory=OwnWrites)
     study_writes: OwnWrites = field(default_factory=OwnWrites)
     parsed: ParsedTrials = field(default_factory=ParsedTrials)
+
+
+# Per study: the spec generation last seen, so that status-only changes wake nobody.
+_generations: dict[StudyKey, int | None] = {}
+# Per study with a running daemon: what it keeps between reconciles.
+_views: dict[StudyKey, StudyView] = {}
 
 
 def _wake(namespace: str | None, study: str | None) -> None:
@@ -110,8 +115,14 @@ async def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) ->
 
 
 @kopf.on.event("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})
-async def pod_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    _wake(namespace, labels.get(api.STUDY_LABEL))
+async def pod_changed(
+    namespace: str | None, labels: kopf.Labels, type: str | None, body: kopf.Body, **_: Any
+) -> None:
+    study = labels.get(api.STUDY_LABEL)
+    view = _views.get((namespace or "", study or ""))
+    if type == "DELETED" and view is not None:
+        view.pod_writes.deleted(dict(body))  # the index forgot it; so must the writes
+    _wake(namespace, study)
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.STUDY_PLURAL, cancellation_timeout=10)
@@ -130,8 +141,8 @@ async def run_study(
     pods_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["pods_by_study"]
     kube: KubeApi = memo.api
     controller = StudyController()
-    view = StudyView()
     assert namespace is not None  # TuningStudy is namespaced
+    view = _views[(namespace, name)] = StudyView()
     wakeup = _wakeups[(namespace, name)]
 
     async def reconcile_now() -> float | None:
@@ -160,6 +171,7 @@ async def run_study(
         stop.cancel()
         _wakeups.pop((namespace, name), None)
         _generations.pop((namespace, name), None)
+        _views.pop((namespace, name), None)
         METRICS.forget_study(namespace, name)  # deleted, or no longer run by this replica
 
 
@@ -180,7 +192,9 @@ async def reconcile(
     trials, unreadable = view.parsed.parse(view.trial_writes.merged(trial_objects))
     for trial_name, error in unreadable.items():
         logger.warning(f"ignoring unreadable trial {trial_name}: {error}")
-    observations = {pod["metadata"]["name"]: observe_pod(pod) for pod in pods}
+    observations = {
+        pod["metadata"]["name"]: observe_pod(pod) for pod in view.pod_writes.merged(pods)
+    }
     # A study with a Prometheus metrics source: the reads the controller asks for (polls of
     # running trials every pollInterval, final reads) become the pods' readings.
     reader = object_reader(kube.core, namespace)
@@ -193,6 +207,8 @@ async def reconcile(
     written = await kube.apply(plan, study)
     for trial in written.trials:
         view.trial_writes.remember(trial)
+    for pod in written.pods:
+        view.pod_writes.remember(pod)
     if written.study is not None:
         view.study_writes.remember(written.study)
     METRICS.observe_plan(namespace, name, study, trials, plan, datetime.now(UTC))

@@ -68,3 +68,15 @@ def test_trials_are_parsed_once_per_version_and_errors_named() -> None:
     _, errors = parsed.parse([broken])
     assert list(errors) == ["s-2"]
     assert "number" in errors["s-2"]
+
+
+def test_a_deleted_object_drops_its_write_even_if_the_response_comes_late() -> None:
+    writes = OwnWrites()
+    writes.remember(obj("pod-0", "4"))
+    writes.deleted(obj("pod-0", "7"))  # pruned: the watch delivered its deletion
+    assert writes.merged([]) == []
+    writes.deleted(obj("pod-1", "9"))  # created and deleted before our create returned
+    writes.remember(obj("pod-1", "8"))
+    assert writes.merged([]) == []
+    writes.remember(obj("pod-1", "12"))  # created again later (a newer version)
+    assert [o["metadata"]["resourceVersion"] for o in writes.merged([])] == ["12"]

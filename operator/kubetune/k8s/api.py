@@ -8,6 +8,7 @@ the API returns them (plain dicts, camelCase), not as the client's models.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ class Written:
     knows before its watches deliver it (see kubetune.k8s.cache)."""
 
     trials: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
     study: dict[str, Any] | None = None
 
     def add_trial(self, trial: dict[str, Any] | None) -> None:
@@ -131,9 +133,10 @@ class KubeApi:
                 for trial in plan.create_trials
             )
         )
-        await asyncio.gather(*(self._create_pod(namespace, pod) for pod in plan.create_pods))
-        for trial in [*patched, *created]:
+        pods = await asyncio.gather(*(self._create_pod(namespace, pod) for pod in plan.create_pods))
+        for trial in [*patched, *(trial for trial, _ in created)]:
             written.add_trial(trial)
+        written.pods = [pod for pod in [*pods, *(pod for _, pod in created)] if pod is not None]
         status = plan.study_status.model_dump(mode="json", by_alias=True, exclude={"kopf"})
         current = dict(study.get("status") or {})
         current.pop("kopf", None)
@@ -148,9 +151,10 @@ class KubeApi:
 
     async def _create_trial(
         self, namespace: str, trial: TuningTrial, pod: Mapping[str, Any] | None
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Create a TuningTrial, then write its status and create its pod (owned through the
-        uid the create returned) at once. Returns the trial as its status write left it."""
+        uid the create returned) at once. Returns the trial as its status write left it, and
+        the pod created."""
         name = trial.metadata.name or ""
         body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
         try:
@@ -174,21 +178,25 @@ class KubeApi:
             trial.status.model_dump(mode="json", by_alias=True),
         )
         if created is None or pod is None:
-            return await status_write
-        with_status, _ = await asyncio.gather(
+            return await status_write, None
+        with_status, created_pod = await asyncio.gather(
             status_write,
             self._create_pod(namespace, with_owner_uid(pod, created["metadata"]["uid"])),
         )
-        return with_status
+        return with_status, created_pod
 
-    async def _create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None:
-        await self._quietly(
-            _ALREADY_EXISTS,
-            self.core.create_namespaced_pod,
-            namespace,
-            pod,
-            _preload_content=False,
-        )
+    async def _create_pod(self, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a pod: the pod as created, or None when it already existed."""
+        try:
+            response = await self._call(
+                self.core.create_namespaced_pod, namespace, pod, _preload_content=False
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != _ALREADY_EXISTS:
+                raise
+            return None
+        created: dict[str, Any] = json.loads(response.data)
+        return created
 
     async def delete_study_pods(self, namespace: str, study: str) -> None:
         """Stop every pod of a study (on its deletion): their trials go with the study."""

@@ -35,18 +35,29 @@ def _name(obj: Object) -> str:
 
 class OwnWrites:
     """The objects one kind of the operator's writes returned, by name, kept until the watch
-    delivers the same version or a newer one. For kinds the operator never deletes one by one
-    (TuningTrials: they go with their study), so a write is never mistaken for a live object
-    after its deletion."""
+    delivers the same version or a newer one, or a deletion (`deleted`, from the watch's
+    DELETED events): an index forgets a deleted object, and the write must not outlive it."""
 
     def __init__(self) -> None:
         self._written: dict[str, Object] = {}
+        self._deleted: dict[str, int] = {}
 
     def remember(self, obj: Object) -> None:
         name = _name(obj)
+        version = resource_version(obj)
+        if self._deleted.get(name, -1) >= version:
+            return  # the watch saw it deleted before this write's response came back
         known = self._written.get(name)
-        if known is None or resource_version(obj) > resource_version(known):
+        if known is None or version > resource_version(known):
             self._written[name] = obj
+
+    def deleted(self, obj: Object) -> None:
+        """The watch delivered the object's deletion (its last version)."""
+        name = _name(obj)
+        self._deleted[name] = max(self._deleted.get(name, -1), resource_version(obj))
+        known = self._written.get(name)
+        if known is not None and resource_version(known) <= self._deleted[name]:
+            del self._written[name]
 
     def merged(self, observed: Iterable[Object]) -> list[Object]:
         """The observed objects, each replaced by the operator's newer write of it, plus the
