@@ -46,7 +46,7 @@ REFRESH_SECONDS: Final = 0.25
 """How often the display reads the studies and their events (it is a display, not control)."""
 OPERATOR_STOP_SECONDS: Final = 15.0
 """How long the operator may take to stop on SIGTERM before it is killed."""
-QUIET_EVENTS: Final = frozenset({"TrialCreated"})
+QUIET_EVENTS: Final = frozenset({"TrialStarted"})
 """Events not printed as they happen: one line per trial start would drown the others."""
 
 PROMETHEUS_BINARY: Final = "prometheus"

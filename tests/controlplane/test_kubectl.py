@@ -257,7 +257,7 @@ def test_describe_shows_the_object_and_its_events(kube: Kube, installed: str) ->
             "uid": uid,
         },
         "type": "Normal",
-        "reason": "TrialCreated",
+        "reason": "TrialStarted",
         "message": "Trial described-0000 created with x=1.5",
         "source": {"component": "kubetune"},
         "count": 1,
@@ -273,7 +273,7 @@ def test_describe_shows_the_object_and_its_events(kube: Kube, installed: str) ->
     header, _, row = described.split("Events:")[1].strip().splitlines()
     assert header.split() == ["Type", "Reason", "Age", "From", "Message"]
     kind, reason, age, source, message = row.split(maxsplit=4)
-    assert (kind, reason, source) == ("Normal", "TrialCreated", "kubetune")
+    assert (kind, reason, source) == ("Normal", "TrialStarted", "kubetune")
     assert age.endswith("s")
     assert message == "Trial described-0000 created with x=1.5"
 

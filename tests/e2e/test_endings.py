@@ -262,8 +262,8 @@ def test_a_trial_reaching_the_goal_completes_the_study(
     best = document["status"]["bestTrial"]
     assert (best["number"], best["value"]) == (len(trials) - 1, values[-1])
     assert f"trial {best['number']} reached the goal" in completed["message"]
-    reasons = {e["reason"] for e in wait_for_events(client, "goal", {"StudyCompleted"})}
-    assert {"TrialCreated", "TrialSucceeded", "NewBest", "StudyCompleted"} <= reasons
+    reasons = {e["reason"] for e in wait_for_events(client, "goal", {"StudySucceeded"})}
+    assert {"TrialStarted", "TrialSucceeded", "NewBest", "StudySucceeded"} <= reasons
 
 
 def test_patience_completes_a_study_that_stopped_improving(
@@ -284,7 +284,7 @@ def test_patience_completes_a_study_that_stopped_improving(
     trials = trials_of(kube, "plateau")
     assert [t["status"]["state"] for t in trials] == ["Succeeded"] * 4
     assert document["status"]["bestTrial"]["number"] == 0
-    events = wait_for_events(client, "plateau", {"StudyCompleted"})
+    events = wait_for_events(client, "plateau", {"StudySucceeded"})
     assert [e["reason"] for e in events].count("NewBest") == 1
 
 
@@ -363,7 +363,7 @@ def test_max_duration_stops_the_running_trials(
         kube.kubectl("wait", "--for=delete", f"pod/{trial['metadata']['name']}", "--timeout=20s")
     assert pods_of(kube, "deadline") == []
     assert status["trials"]["stopped"] == 2
-    wait_for_events(client, "deadline", {"TrialStopped", "StudyCompleted"})
+    wait_for_events(client, "deadline", {"TrialStopped", "StudySucceeded"})
 
 
 def test_the_gpu_hour_budget_stops_starting_trials_it_cannot_cover(
@@ -412,7 +412,7 @@ def test_the_gpu_hour_budget_stops_starting_trials_it_cannot_cover(
     for before, after in itertools.pairwise(trials):
         created = moment(after["metadata"]["creationTimestamp"])
         assert created >= moment(before["status"]["completionTime"]).replace(microsecond=0)
-    wait_for_events(client, "gpu-hours", {"StudyCompleted"})
+    wait_for_events(client, "gpu-hours", {"StudySucceeded"})
 
 
 def test_the_money_budget_stops_starting_trials_it_cannot_cover(kube: Kube) -> None:
@@ -505,7 +505,7 @@ def test_a_grid_study_on_one_gpu_completes_when_every_point_was_tried(
     ]
     assert scheduling, "no trial pod waited for the GPU"
     assert all(f"1 Insufficient {GPU}" in event["message"] for event in scheduling)
-    wait_for_events(client, "grid", {"StudyCompleted"})
+    wait_for_events(client, "grid", {"StudySucceeded"})
 
 
 def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
@@ -564,6 +564,6 @@ def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
     remaining = {pod["metadata"]["name"] for pod in pods_of(kube, "pruning")}
     assert remaining == {t["metadata"]["name"] for t in succeeded}
     reasons = {
-        e["reason"] for e in wait_for_events(client, "pruning", {"TrialPruned", "StudyCompleted"})
+        e["reason"] for e in wait_for_events(client, "pruning", {"TrialPruned", "StudySucceeded"})
     }
-    assert {"TrialCreated", "TrialSucceeded", "NewBest"} <= reasons
+    assert {"TrialStarted", "TrialSucceeded", "NewBest"} <= reasons

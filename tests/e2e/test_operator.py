@@ -74,7 +74,7 @@ def test_a_study_applied_with_kubectl_runs_to_its_end(operator: Operator) -> Non
         "get", "events", "--field-selector", "involvedObject.name=synthetic-quadratic", "-o", "json"
     ).stdout
     reasons = {event["reason"] for event in json.loads(events)["items"]}
-    assert {"TrialCreated", "TrialSucceeded", "NewBest", "StudyCompleted"} <= reasons
+    assert {"TrialStarted", "TrialSucceeded", "NewBest", "StudySucceeded"} <= reasons
     kube.kubectl("delete", "tuningstudy", "synthetic-quadratic", "--wait=true", timeout=60)
     assert get_json(kube, "tuningtrials")["items"] == []
 

@@ -47,10 +47,14 @@ def test_a_study_runs_to_max_trials_and_reports_the_best_trial() -> None:
     assert status.best_trial.value == losses[best_number]
     assert sorted(t.spec.number for t in cluster.trials.values()) == list(range(7))
     reasons = [e.reason for plan in cluster.plans for e in plan.events]
-    assert reasons.count("TrialCreated") == 7
+    assert reasons.count("TrialStarted") == 7
     assert reasons.count("TrialSucceeded") == 7
     assert "NewBest" in reasons
-    assert reasons[-1] == "StudyCompleted"
+    assert reasons[-2:] == ["BudgetExhausted", "StudySucceeded"]
+    [exhausted] = [
+        e for plan in cluster.plans for e in plan.events if e.reason == "BudgetExhausted"
+    ]
+    assert "7" in exhausted.message  # names the budget that ran out
 
 
 def test_a_new_trial_comes_with_its_pod_owned_by_the_created_trial() -> None:
@@ -239,6 +243,8 @@ def test_a_study_that_reached_its_goal_stays_completed_when_the_budget_grows() -
     )
     cluster = SimulatedCluster.of(spec, quadratic)
     assert cluster.run().phase is StudyPhase.COMPLETED
+    reasons = [e.reason for plan in cluster.plans for e in plan.events]
+    assert "BudgetExhausted" not in reasons  # the goal ended it, not a budget
     raised = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_trials": 9})})
     metadata = cluster.study.metadata.model_copy(update={"generation": 2})
     cluster.study = cluster.study.model_copy(update={"spec": raised, "metadata": metadata})

@@ -644,7 +644,7 @@ class StudyController:
             work.events.append(
                 Event(
                     "Normal",
-                    "TrialCreated",
+                    "TrialStarted",
                     f"trial {suggestion.number} created with {format_params(suggestion.params)}",
                     name,
                 )
@@ -733,10 +733,12 @@ class StudyController:
                     study.metadata.generation,
                 )
                 updates.update(phase=phase, completion_time=now, message=end.message)
+                if end.reason in _BUDGET_REASONS:
+                    events.append(Event("Normal", "BudgetExhausted", end.message))
                 events.append(
                     Event(
                         "Warning" if end.failed else "Normal",
-                        "StudyFailed" if end.failed else "StudyCompleted",
+                        "StudyFailed" if end.failed else "StudySucceeded",
                         f"{end.reason.value}: {end.message}",
                     )
                 )
@@ -779,6 +781,17 @@ class StudyController:
             requeue_after=requeue,
             ask_seconds=tuple(work.ask_seconds),
         )
+
+
+_BUDGET_REASONS = frozenset(
+    {
+        StudyConditionReason.MAX_TRIALS_REACHED,
+        StudyConditionReason.MAX_DURATION_REACHED,
+        StudyConditionReason.GPU_HOURS_EXHAUSTED,
+        StudyConditionReason.MONEY_EXHAUSTED,
+    }
+)
+"""Endings that mean a budget of spec.budget ran out (a BudgetExhausted event says which)."""
 
 
 # --- helpers -----------------------------------------------------------------------------------
