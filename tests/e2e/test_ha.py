@@ -46,7 +46,17 @@ class Replica:
     def start(self) -> None:
         self.process = subprocess.Popen(
             # No metrics server: two replicas on one machine would compete for its port.
-            [sys.executable, "-m", "kubetune", "operator", "--metrics-port", "0", *self.options],
+            # --verbose: the test reads which replica handles what from kopf's handler lines.
+            [
+                sys.executable,
+                "-m",
+                "kubetune",
+                "operator",
+                "--metrics-port",
+                "0",
+                "--verbose",
+                *self.options,
+            ],
             env=self.kube.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
