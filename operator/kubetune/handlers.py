@@ -29,7 +29,7 @@ import kopf
 from kubetune.controller import StudyController
 from kubetune.k8s.api import KubeApi
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
-from kubetune.k8s.pods import observe_pod
+from kubetune.k8s.pods import observe_pod, pod_essentials
 from kubetune.k8s.prometheus import object_reader, observe_source
 from kubetune.metrics import METRICS
 from kubetune.spec import api
@@ -106,7 +106,7 @@ async def trials_by_study(
 async def pods_by_study(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[IndexKey, dict[str, Any]]:
-    return {(namespace, labels.get(api.STUDY_LABEL)): dict(body)}
+    return {(namespace, labels.get(api.STUDY_LABEL)): pod_essentials(body)}
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
@@ -208,7 +208,7 @@ async def reconcile(
     for trial in written.trials:
         view.trial_writes.remember(trial)
     for pod in written.pods:
-        view.pod_writes.remember(pod)
+        view.pod_writes.remember(pod_essentials(pod))
     if written.study is not None:
         view.study_writes.remember(written.study)
     METRICS.observe_plan(namespace, name, study, trials, plan, datetime.now(UTC))

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from kubetune.controller.observation import PodPhase
 from kubetune.controlplane.cluster import ClusterThread
-from kubetune.k8s.pods import MESSAGE_LIMIT, observe_pod
+from kubetune.k8s.pods import MESSAGE_LIMIT, observe_pod, pod_essentials
 from kubetune.report import annotation_document, metric_number, termination_message
 from kubetune.spec import api
 
@@ -508,6 +508,21 @@ def test_kopfs_read_only_body_reads_the_same() -> None:
     document = annotation_document(3, {"val_loss": 0.18}, REPORTED, False)
     pod = trial_pod(ended("Failed", terminated(137, "OOMKilled")), annotation=document)
     assert observe_pod(kopf.Body(cast(kopf.RawBody, pod))) == observe_pod(pod)
+
+
+def test_a_pod_reads_the_same_from_its_essentials() -> None:
+    document = annotation_document(3, {"val_loss": 0.18}, REPORTED, False)
+    for pod in (
+        trial_pod(ended("Failed", terminated(137, "OOMKilled")), annotation=document),
+        trial_pod(RUNNING_STATUS, annotation=document),
+        trial_pod(ended("Succeeded", terminated(0, "Completed", '{"val_loss": 0.1}'))),
+    ):
+        pod["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        essentials = pod_essentials(pod)
+        assert observe_pod(essentials) == observe_pod(pod)
+        assert set(essentials["spec"]) == {"containers"}
+        assert "managedFields" not in essentials["metadata"]
+        assert "env" not in essentials["spec"]["containers"][0]
 
 
 def test_the_pod_object_is_only_read() -> None:

@@ -30,6 +30,20 @@ _PHASES: Final = {phase.value: phase for phase in PodPhase}
 _EMPTY: Mapping[str, Any] = {}
 
 
+def pod_essentials(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a pod that `observe_pod` reads: its metadata (without managedFields), its
+    status, and its containers' names. What the operator keeps of each pod it watches: a
+    study's finished pods stay in the cluster, and their specs (env, command) would be most
+    of the operator's memory."""
+    metadata = {k: v for k, v in _mapping(pod.get("metadata")).items() if k != "managedFields"}
+    containers = _sequence(_mapping(pod.get("spec")).get("containers"))
+    return {
+        "metadata": metadata,
+        "spec": {"containers": [{"name": _mapping(c).get("name")} for c in containers]},
+        "status": pod.get("status") or {},
+    }
+
+
 def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObservation:
     """What the controller needs to know about a trial's pod, for its main container: the
     first one, unless `container` names another.
