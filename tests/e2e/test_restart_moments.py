@@ -110,6 +110,8 @@ def assert_completed_intact(kube: Kube, study: str) -> list[dict[str, Any]]:
     assert status["trials"]["total"] == MAX_TRIALS
     assert status["trials"]["succeeded"] == MAX_TRIALS
     assert status["progress"] == f"{MAX_TRIALS}/{MAX_TRIALS}"
+    assert status["budget"]["trials"] == MAX_TRIALS  # each trial started and counted once
+    assert status["budget"]["maxTrials"] == MAX_TRIALS
     return list(trials)
 
 

@@ -25,8 +25,9 @@ from tests.e2e.conftest import ROOT, Operator
 from tests.prometheus_server import PrometheusServer, free_port
 
 # A trainer exporting on the Prometheus route only (no annotation, no termination message):
-# loss (x - 2)^2 + 1/step at steps 1..6, half a second apart, then exactly (x - 2)^2 as final
-# value; report_final waits for the scrape of it (KUBETUNE_METRICS_LINGER).
+# loss (x - 2)^2 + 1/step at steps 1..10, half a second apart (long enough for the file_sd
+# refresh, a scrape and a poll, each every second, on a busy machine), then exactly (x - 2)^2
+# as final value; report_final waits for the scrape of it (KUBETUNE_METRICS_LINGER).
 TRAINER = textwrap.dedent(
     """\
     import os, time
@@ -38,7 +39,7 @@ TRAINER = textwrap.dedent(
         metrics_linger=float(os.environ["KUBETUNE_METRICS_LINGER"]),
     )
     x = float(os.environ["KUBETUNE_PARAM_X"])
-    for step in range(1, 7):
+    for step in range(1, 11):
         reporter.report(step, loss=(x - 2) ** 2 + 1 / step, accuracy=step / 10)
         time.sleep(0.5)
     reporter.report_final(loss=(x - 2) ** 2, accuracy=0.9)
