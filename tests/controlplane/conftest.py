@@ -5,6 +5,7 @@ kubelet in a background thread) with the real kubectl pointed at it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -215,12 +216,11 @@ class Kube:
         )
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    """One local cluster per test module (it starts in a few milliseconds, but kubectl's
-    discovery and OpenAPI caches warm up once per module this way)."""
-    home = tmp_path_factory.mktemp("kube")
-    with ClusterThread(workdir=home / "pods") as running:
+@contextlib.contextmanager
+def local_kube(home: Path, *, crds: bool = False, **options: Any) -> Iterator[Kube]:
+    """A local cluster (ClusterThread options: capacity, service_discovery_dir, ...) with its
+    kubeconfig, pod folders and kubectl cache under `home`; with Kubetune's CRDs if asked."""
+    with ClusterThread(workdir=home / "pods", **options) as running:
         kubeconfig = running.cluster.write_kubeconfig(home / "kubeconfig")
         env = {
             **os.environ,
@@ -228,4 +228,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
             "KUBECONFIG": str(kubeconfig),
             "KUBECACHEDIR": str(home / "cache"),
         }
-        yield Kube(running, kubeconfig, env)
+        kube = Kube(running, kubeconfig, env)
+        if crds:
+            for path in sorted((REPO / "crds").glob("*.yaml")):
+                kube.kubectl("apply", "-f", str(path))
+        yield kube
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    """One local cluster per test module (it starts in a few milliseconds, but kubectl's
+    discovery and OpenAPI caches warm up once per module this way)."""
+    with local_kube(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster

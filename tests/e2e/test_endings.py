@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -22,9 +21,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from kubetune.controlplane.cluster import ClusterThread
-from tests.controlplane.conftest import Kube
-from tests.e2e.conftest import ROOT, Operator
+from tests.controlplane.conftest import Kube, local_kube
+from tests.e2e.conftest import Operator
 
 GPU = "nvidia.com/gpu"
 
@@ -35,18 +33,7 @@ GPU = "nvidia.com/gpu"
 @pytest.fixture(scope="module")
 def gpu_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     """A local cluster whose node has one nvidia.com/gpu, with Kubetune's CRDs."""
-    home = tmp_path_factory.mktemp("endings")
-    with ClusterThread(workdir=home / "pods", capacity={GPU: "1"}) as running:
-        kubeconfig = running.cluster.write_kubeconfig(home / "kubeconfig")
-        env = {
-            **os.environ,
-            "HOME": str(home),
-            "KUBECONFIG": str(kubeconfig),
-            "KUBECACHEDIR": str(home / "cache"),
-        }
-        kube = Kube(running, kubeconfig, env)
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
-            kube.kubectl("apply", "-f", str(path))
+    with local_kube(tmp_path_factory.mktemp("endings"), crds=True, capacity={GPU: "1"}) as kube:
         yield kube
 
 

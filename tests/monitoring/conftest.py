@@ -3,15 +3,13 @@ Kubetune's CRDs, and the operator as its own process serving /metrics on a free 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubetune.controlplane.cluster import ClusterThread
-from tests.controlplane.conftest import Kube
-from tests.e2e.conftest import ROOT, Operator
+from tests.controlplane.conftest import Kube, local_kube
+from tests.e2e.conftest import Operator
 from tests.prometheus_server import free_port
 
 GPU = "nvidia.com/gpu"
@@ -21,18 +19,7 @@ GPU = "nvidia.com/gpu"
 def gpu_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     """A local cluster whose node has two nvidia.com/gpu, with Kubetune's CRDs: trials that
     request GPUs count GPU-seconds and money."""
-    home = tmp_path_factory.mktemp("monitoring")
-    with ClusterThread(workdir=home / "pods", capacity={GPU: "2"}) as running:
-        kubeconfig = running.cluster.write_kubeconfig(home / "kubeconfig")
-        env = {
-            **os.environ,
-            "HOME": str(home),
-            "KUBECONFIG": str(kubeconfig),
-            "KUBECACHEDIR": str(home / "cache"),
-        }
-        kube = Kube(running, kubeconfig, env)
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
-            kube.kubectl("apply", "-f", str(path))
+    with local_kube(tmp_path_factory.mktemp("monitoring"), crds=True, capacity={GPU: "2"}) as kube:
         yield kube
 
 

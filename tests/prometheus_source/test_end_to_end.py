@@ -10,7 +10,6 @@ one Prometheus and one operator serve the module.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -19,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.cluster import ClusterThread
-from tests.controlplane.conftest import Kube
-from tests.e2e.conftest import ROOT, Operator
+from tests.controlplane.conftest import Kube, local_kube
+from tests.e2e.conftest import Operator
 from tests.prometheus_server import PrometheusServer, free_port
 
 # A trainer exporting on the Prometheus route only (no annotation, no termination message):
@@ -82,17 +80,7 @@ def prometheus(workdir: Path) -> Iterator[PrometheusServer]:
 
 @pytest.fixture(scope="module")
 def kube(workdir: Path, prometheus: PrometheusServer) -> Iterator[Kube]:
-    with ClusterThread(workdir=workdir / "pods", service_discovery_dir=workdir / "targets") as run:
-        kubeconfig = run.cluster.write_kubeconfig(workdir / "kubeconfig")
-        env = {
-            **os.environ,
-            "HOME": str(workdir),
-            "KUBECONFIG": str(kubeconfig),
-            "KUBECACHEDIR": str(workdir / "cache"),
-        }
-        cluster = Kube(run, kubeconfig, env)
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
-            cluster.kubectl("apply", "-f", str(path))
+    with local_kube(workdir, crds=True, service_discovery_dir=workdir / "targets") as cluster:
         yield cluster
 
 
