@@ -22,6 +22,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -30,7 +31,7 @@ from kubetune.controller import StudyController
 from kubetune.k8s.api import KubeApi
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
 from kubetune.k8s.pods import observe_pod, pod_essentials
-from kubetune.k8s.prometheus import object_reader, observe_source
+from kubetune.k8s.prometheus import observe_source
 from kubetune.metrics import METRICS
 from kubetune.spec import api
 
@@ -197,9 +198,13 @@ async def reconcile(
     }
     # A study with a Prometheus metrics source: the reads the controller asks for (polls of
     # running trials every pollInterval, final reads) become the pods' readings.
-    reader = object_reader(kube.core, namespace)
     observations = await observe_source(
-        controller, study, trials, observations, datetime.now(UTC), reader
+        controller,
+        study,
+        trials,
+        observations,
+        datetime.now(UTC),
+        partial(kube.read_object, namespace),
     )
     plan = await asyncio.to_thread(
         controller.reconcile, study, trials, observations, datetime.now(UTC)

@@ -198,6 +198,22 @@ class KubeApi:
         created: dict[str, Any] = json.loads(response.data)
         return created
 
+    async def read_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+        """A Secret ("secrets") or ConfigMap ("configmaps"), as the API returns it; None when
+        it does not exist (a study's Prometheus token or CA)."""
+        read = {
+            "secrets": self.core.read_namespaced_secret,
+            "configmaps": self.core.read_namespaced_config_map,
+        }[plural]
+        try:
+            response = await self._call(read, name, namespace, _preload_content=False)
+        except kubernetes.client.ApiException as error:
+            if error.status == _NOT_FOUND:
+                return None
+            raise
+        obj: dict[str, Any] = json.loads(response.data)
+        return obj
+
     async def delete_study_pods(self, namespace: str, study: str) -> None:
         """Stop every pod of a study (on its deletion): their trials go with the study."""
         await self._call(

@@ -281,30 +281,6 @@ async def read_source(reads: SourceReads, read_object: ReadObject) -> dict[str, 
     return {read.trial: reading for read, reading in zip(reads.reads, readings, strict=True)}
 
 
-def object_reader(core: Any, namespace: str) -> ReadObject:
-    """A ReadObject over a `kubernetes` CoreV1Api, in one namespace."""
-    import kubernetes
-
-    calls = {
-        "secrets": core.read_namespaced_secret,
-        "configmaps": core.read_namespaced_config_map,
-    }
-
-    async def read(plural: str, name: str) -> Mapping[str, Any] | None:
-        try:
-            response = await asyncio.to_thread(
-                calls[plural], name, namespace, _preload_content=False
-            )
-        except kubernetes.client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        body: Mapping[str, Any] = json.loads(response.data)
-        return body
-
-    return read
-
-
 async def observe_source(
     controller: StudyController,
     study: Mapping[str, Any],
