@@ -179,7 +179,6 @@ class OperatorMetrics:
         self.clock = clock
         self._lock = threading.Lock()
         self._snapshots: dict[tuple[str, str], StudySnapshot] = {}
-        self._known_studies: set[tuple[str, str]] = set()
         build = Info(f"{PREFIX}_build", "The operator's version.", registry=self.registry)
         build.info(
             {
@@ -247,9 +246,8 @@ class OperatorMetrics:
         """Set a study's gauges from its status (and what the status does not hold)."""
         key = (namespace, study)
         with self._lock:
+            first_time = key not in self._snapshots
             self._snapshots[key] = StudySnapshot(status, parallelism, oldest_pending)
-            first_time = key not in self._known_studies
-            self._known_studies.add(key)
         if first_time:
             # Every outcome present from the start at 0, so rate() sees the first increment.
             for outcome in FINISHED_STATES:
@@ -317,7 +315,6 @@ class OperatorMetrics:
         key = (namespace, study)
         with self._lock:
             self._snapshots.pop(key, None)
-            self._known_studies.discard(key)
         labels = {"namespace": namespace, "study": study}
         for metric in (self.trials_finished, self.trial_duration, self.gpu_seconds):
             metric.remove_by_labels(labels)
