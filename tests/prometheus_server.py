@@ -4,8 +4,8 @@ test gives, and queried through its HTTP API."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,14 +15,33 @@ import httpx
 import pytest
 import yaml
 
+from kubetune.demo import free_port
+
 STARTUP_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def prometheus_trainer(steps: int, pause: float) -> str:
+    """A trainer (python -c) exporting on the reporting helper's Prometheus route only: loss
+    (x - 2)^2 + 1/step and accuracy step/10 at steps 1..`steps`, `pause` seconds apart, then
+    exactly (x - 2)^2 and 0.9 as final values; report_final waits until they were scraped
+    (KUBETUNE_METRICS_LINGER)."""
+    return textwrap.dedent(
+        f"""\
+        import os, time
+        from kubetune.report import Reporter
+        reporter = Reporter(
+            study=os.environ["KUBETUNE_STUDY"],
+            trial=os.environ["KUBETUNE_TRIAL"],
+            metrics_port=int(os.environ["KUBETUNE_METRICS_PORT"]),
+            metrics_linger=float(os.environ["KUBETUNE_METRICS_LINGER"]),
+        )
+        x = float(os.environ["KUBETUNE_PARAM_X"])
+        for step in range(1, {steps + 1}):
+            reporter.report(step, loss=(x - 2) ** 2 + 1 / step, accuracy=step / 10)
+            time.sleep({pause})
+        reporter.report_final(loss=(x - 2) ** 2, accuracy=0.9)
+        """
+    )
 
 
 class PrometheusServer:

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Callable
@@ -24,28 +23,11 @@ import yaml
 from kubetune.demo import metrics_source_hints, prometheus_config
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_demo import KUBETUNE, MARKER_ENV, kill_leftovers, processes_with
-from tests.prometheus_server import free_port
+from tests.prometheus_server import free_port, prometheus_trainer
 
 # Exports its metrics on the Prometheus route only: every value the study records went
-# trainer -> the demo's Prometheus -> PromQL -> operator. loss is (x - 2)^2 + 1/step while it
-# trains and exactly (x - 2)^2 at the end; report_final waits until that was scraped.
-TRAINER = textwrap.dedent(
-    """\
-    import os, time
-    from kubetune.report import Reporter
-    reporter = Reporter(
-        study=os.environ["KUBETUNE_STUDY"],
-        trial=os.environ["KUBETUNE_TRIAL"],
-        metrics_port=int(os.environ["KUBETUNE_METRICS_PORT"]),
-        metrics_linger=float(os.environ["KUBETUNE_METRICS_LINGER"]),
-    )
-    x = float(os.environ["KUBETUNE_PARAM_X"])
-    for step in range(1, 4):
-        reporter.report(step, loss=(x - 2) ** 2 + 1 / step)
-        time.sleep(0.4)
-    reporter.report_final(loss=(x - 2) ** 2)
-    """
-)
+# trainer -> the demo's Prometheus -> PromQL -> operator.
+TRAINER = prometheus_trainer(steps=3, pause=0.4)
 
 
 def prometheus_study(tmp_path: Path, url: str) -> Path:
@@ -131,7 +113,8 @@ def test_up_with_prometheus_scrapes_the_operator_and_the_trainers(tmp_path: Path
         assert phase["metric"]["study"] == "prometheus-objective"
         # The trainers were scraped through the kubelet's file_sd, labelled as a PodMonitor
         # labels them: namespace, pod, container, endpoint; not the pod's own labels.
-        series = query(url, 'last_over_time(kubetune_trial_metric{job="kubetune-trials"}[10m])')
+        loss = 'kubetune_trial_metric{job="kubetune-trials", metric="loss"}'
+        series = query(url, f"last_over_time({loss}[10m])")
         labels = sorted((s["metric"] for s in series), key=lambda m: m["pod"])
         assert [m["pod"] for m in labels] == ["prometheus-objective-0", "prometheus-objective-1"]
         for metric in labels:

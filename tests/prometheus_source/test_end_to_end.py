@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,11 @@ import pytest
 
 from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
-from tests.prometheus_server import PrometheusServer, free_port
+from tests.prometheus_server import PrometheusServer, free_port, prometheus_trainer
 
-# A trainer exporting on the Prometheus route only (no annotation, no termination message):
-# loss (x - 2)^2 + 1/step at steps 1..10, half a second apart (long enough for the file_sd
-# refresh, a scrape and a poll, each every second, on a busy machine), then exactly (x - 2)^2
-# as final value; report_final waits for the scrape of it (KUBETUNE_METRICS_LINGER).
-TRAINER = textwrap.dedent(
-    """\
-    import os, time
-    from kubetune.report import Reporter
-    reporter = Reporter(
-        study=os.environ["KUBETUNE_STUDY"],
-        trial=os.environ["KUBETUNE_TRIAL"],
-        metrics_port=int(os.environ["KUBETUNE_METRICS_PORT"]),
-        metrics_linger=float(os.environ["KUBETUNE_METRICS_LINGER"]),
-    )
-    x = float(os.environ["KUBETUNE_PARAM_X"])
-    for step in range(1, 11):
-        reporter.report(step, loss=(x - 2) ** 2 + 1 / step, accuracy=step / 10)
-        time.sleep(0.5)
-    reporter.report_final(loss=(x - 2) ** 2, accuracy=0.9)
-    """
-)
+# Ten steps half a second apart: long enough for the file_sd refresh, a scrape and a poll,
+# each every second, on a busy machine.
+TRAINER = prometheus_trainer(steps=10, pause=0.5)
 QUERY = (
     'kubetune_trial_metric{namespace="${trial.namespace}", pod="${trial.pod}", metric="${metric}"}'
 )
