@@ -38,11 +38,12 @@ CONFIGMAPS = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
 
 
 async def serve() -> None:
-    """The server process: print the URL, serve until stdin closes."""
+    """The server process: print the URL and the token, serve until stdin closes."""
     from kubetune.controlplane.apiserver import ApiServer
 
     async with ApiServer() as server:
         print(server.url, flush=True)
+        print(server.token, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
@@ -100,9 +101,11 @@ class Watcher:
         return found
 
 
-async def fan_out(url: str, watchers: int, objects: int, in_flight: int) -> dict[str, float]:
+async def fan_out(
+    url: str, headers: dict[str, str], watchers: int, objects: int, in_flight: int
+) -> dict[str, float]:
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(url, connector=connector) as session:
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
         async with session.get(CONFIGMAPS) as response:
             since = (await response.json())["metadata"]["resourceVersion"]
         streams = [Watcher(session, since, objects) for _ in range(watchers)]
@@ -142,8 +145,8 @@ async def fan_out(url: str, watchers: int, objects: int, in_flight: int) -> dict
     }
 
 
-async def long_run(url: str, requests: int) -> dict[str, float]:
-    async with aiohttp.ClientSession(url) as session:
+async def long_run(url: str, headers: dict[str, str], requests: int) -> dict[str, float]:
+    async with aiohttp.ClientSession(url, headers=headers) as session:
         async with session.get(CONFIGMAPS) as response:
             since = (await response.json())["metadata"]["resourceVersion"]
         watcher = Watcher(session, since)
@@ -194,15 +197,16 @@ async def bench(args: argparse.Namespace) -> None:
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
-        async with aiohttp.ClientSession(url) as session:
+        headers = {"Authorization": f"Bearer {server.stdout.readline().strip()}"}
+        async with aiohttp.ClientSession(url, headers=headers) as session:
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
             async with session.post("/api/v1/namespaces", json=namespace) as response:
                 await expect(response, 201)
         begin, cpu = time.perf_counter(), cpu_seconds(server.pid)
-        fan = await fan_out(url, args.watchers, args.objects, args.in_flight)
+        fan = await fan_out(url, headers, args.watchers, args.objects, args.in_flight)
         fan_cpu = (cpu_seconds(server.pid) - cpu) / (time.perf_counter() - begin)
         begin, cpu = time.perf_counter(), cpu_seconds(server.pid)
-        run = await long_run(url, args.requests)
+        run = await long_run(url, headers, args.requests)
         run_cpu = (cpu_seconds(server.pid) - cpu) / (time.perf_counter() - begin)
     finally:
         assert server.stdin is not None

@@ -336,14 +336,14 @@ async def test_patch_types_the_server_refuses(
     )
     assert status == 415
     assert body["reason"] == "UnsupportedMediaType"
-    async with http.patch(
-        f"{WIDGETS}/w",
-        data="spec: {size: 2}",
-        headers={"Content-Type": "application/apply-patch+yaml"},
-    ) as response:
-        body = await response.json()
-    assert response.status == 415
-    assert "server-side apply is not supported" in body["message"]
+    assert "application/strategic-merge-patch+json" not in body["message"]
+    assert "application/apply-patch+yaml" in body["message"]
+    for media in ("application/json", "text/plain", "application/apply-patch+cbor"):
+        async with http.patch(
+            f"{WIDGETS}/w", data='{"spec": {"size": 2}}', headers={"Content-Type": media}
+        ) as response:
+            body = await response.json()
+        assert (response.status, body["reason"]) == (415, "UnsupportedMediaType"), media
     status, body = await call(http, "PATCH", f"{WIDGETS}/nope", {"spec": {}}, headers=MERGE)
     assert status == 404
     async with http.patch(f"{WIDGETS}/w", data="{", headers=MERGE) as response:

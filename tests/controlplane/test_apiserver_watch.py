@@ -93,7 +93,10 @@ async def test_watch_by_node_name_for_the_kubelet(http: aiohttp.ClientSession) -
 
 
 async def test_a_version_older_than_the_window_is_expired(http: aiohttp.ClientSession) -> None:
-    async with ApiServer(event_window=3) as small, aiohttp.ClientSession(small.url) as session:
+    async with (
+        ApiServer(event_window=3) as small,
+        aiohttp.ClientSession(small.url, headers=small.headers) as session,
+    ):
         _, listed = await call(session, "GET", PODS)
         version = listed["metadata"]["resourceVersion"]
         for i in range(5):
@@ -151,7 +154,10 @@ async def test_send_initial_events_ends_with_an_annotated_bookmark(
 
 
 async def test_a_watcher_far_behind_is_closed(http: aiohttp.ClientSession) -> None:
-    async with ApiServer(watch_queue=2) as small, aiohttp.ClientSession(small.url) as session:
+    async with (
+        ApiServer(watch_queue=2) as small,
+        aiohttp.ClientSession(small.url, headers=small.headers) as session,
+    ):
         _, listed = await call(session, "GET", PODS)
         version = listed["metadata"]["resourceVersion"]
         async with session.get(PODS, params={"watch": "true", "resourceVersion": version}) as r:
@@ -173,7 +179,10 @@ async def test_a_watcher_far_behind_is_closed(http: aiohttp.ClientSession) -> No
 
 async def test_stop_ends_open_watches(server: ApiServer) -> None:
     params = {"watch": "true", "resourceVersion": "1"}
-    async with aiohttp.ClientSession(server.url) as session, session.get(PODS, params=params) as r:
+    async with (
+        aiohttp.ClientSession(server.url, headers=server.headers) as session,
+        session.get(PODS, params=params) as r,
+    ):
         reading: asyncio.Task[Any] = asyncio.ensure_future(read_events(r, 1))
         await asyncio.wait_for(server.stop(), 5)
         assert await asyncio.wait_for(reading, 5) == []

@@ -373,11 +373,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             server.url,
             capacity={"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"},
             workdir=tmp_path / "kubelet",
+            token=server.token,
         )
         server.set_pod_log_provider(kubelet.logs)
         await kubelet.start()
         try:
-            async with aiohttp.ClientSession(server.url) as client:
+            async with aiohttp.ClientSession(server.url, headers=server.headers) as client:
                 yield Cluster(server.url, kubelet, Api(client))
         finally:
             await kubelet.stop()
@@ -654,6 +655,37 @@ async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
     assert cluster.kubelet.logs("default", "stubborn", None) is None
 
 
+CALLER = """
+import json, os, pathlib, urllib.request
+config = json.loads(pathlib.Path(os.environ["KUBECONFIG"]).read_text())
+server = config["clusters"][0]["cluster"]["server"]
+token = config["users"][0]["user"]["token"]
+path = f"/api/v1/namespaces/default/pods/{os.environ['HOSTNAME']}"
+for headers in ({}, {"Authorization": f"Bearer {token}"}):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(server + path, headers=headers)) as r:
+            print("phase", json.loads(r.read())["status"]["phase"], flush=True)
+    except urllib.error.HTTPError as error:
+        print("refused", error.code, flush=True)
+"""
+
+
+async def test_a_pod_reaches_the_api_server_with_the_token_of_its_kubeconfig(
+    cluster: Cluster,
+) -> None:
+    await cluster.api.create("pods", python_pod("caller", CALLER))
+    await phase_is(cluster.api, "caller", "Succeeded")
+    log = await cluster.logged("caller", "phase")
+    assert log.splitlines() == ["refused 401", "phase Running"]
+
+
+async def test_a_kubelet_without_the_token_cannot_start(tmp_path: Path) -> None:
+    async with ApiServer() as server:
+        kubelet = Kubelet(server.url, workdir=tmp_path)
+        with pytest.raises(RuntimeError, match="could not list pods"):
+            await kubelet.start()
+
+
 async def test_no_process_outlives_stop(tmp_path: Path) -> None:
     family = (
         "import os, pathlib, signal, subprocess, sys, time\n"
@@ -664,9 +696,9 @@ async def test_no_process_outlives_stop(tmp_path: Path) -> None:
         "time.sleep(60)\n"
     )
     async with ApiServer() as server:
-        kubelet = Kubelet(server.url, workdir=tmp_path)
+        kubelet = Kubelet(server.url, workdir=tmp_path, token=server.token)
         await kubelet.start()
-        async with aiohttp.ClientSession(server.url) as client:
+        async with aiohttp.ClientSession(server.url, headers=server.headers) as client:
             api = Api(client)
             await api.create("pods", python_pod("family", family, terminationGracePeriodSeconds=1))
             running = await phase_is(api, "family", "Running")
@@ -683,19 +715,19 @@ async def test_the_kubelet_relists_when_the_api_server_comes_back(tmp_path: Path
     server = ApiServer()
     await server.start()
     port = int(server.url.rsplit(":", 1)[1])
-    kubelet = Kubelet(server.url, workdir=tmp_path)
+    kubelet = Kubelet(server.url, workdir=tmp_path, token=server.token)
     await kubelet.start()
     try:
-        async with aiohttp.ClientSession(server.url) as client:
+        async with aiohttp.ClientSession(server.url, headers=server.headers) as client:
             api = Api(client)
             await api.create("pods", python_pod("before", "import time; time.sleep(60)"))
             pid = pid_of(await phase_is(api, "before", "Running"))
         await server.stop()
         # A fresh, empty server on the same address: the kubelet's watch broke, it lists again,
         # stops the pod that no longer exists and runs the new one.
-        server = ApiServer()
+        server = ApiServer(token=server.token)  # the token the kubelet has
         await server.start(port=port)
-        async with aiohttp.ClientSession(server.url) as client:
+        async with aiohttp.ClientSession(server.url, headers=server.headers) as client:
             api = Api(client)
             await api.create("pods", python_pod("after", "print('after')"))
             await phase_is(api, "after", "Succeeded")

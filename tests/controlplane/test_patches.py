@@ -1,8 +1,10 @@
-"""Merge patch, JSON patch and strategic merge patch as the Kubernetes API applies them."""
+"""Merge patch, JSON patch, strategic merge patch and server-side apply as the Kubernetes API
+applies them."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,8 +12,11 @@ from kubetune.controlplane.patches import (
     PatchError,
     UnsupportedPatch,
     apply_patch,
+    builtin_list_shape,
     json_patch,
     merge_patch,
+    schema_list_shapes,
+    server_side_apply,
     strategic_merge_patch,
 )
 
@@ -157,3 +162,97 @@ def test_apply_patch_dispatches_on_the_content_type() -> None:
     with pytest.raises(PatchError) as error:
         apply_patch("application/merge-patch+json", POD, b"{not json")
     assert error.value.decode
+
+
+# --- server-side apply ---------------------------------------------------------------------
+
+
+def applied(
+    live: dict[str, Any] | None, config: dict[str, Any], manager: str = "m", **kw: Any
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"shapes": builtin_list_shape, **kw}
+    return server_side_apply(
+        live, config, manager=manager, api_version="v1", time="2026-01-01T00:00:00Z", **options
+    )
+
+
+def test_apply_merges_built_in_lists_by_their_merge_keys_and_finalizers_as_a_set() -> None:
+    live = applied(None, POD)
+    change = {
+        "metadata": {"name": "p", "finalizers": ["b"]},
+        "spec": {"containers": [{"name": "main", "image": "x:2"}, {"name": "extra", "image": "e"}]},
+    }
+    result = applied(live, change, "other")
+    assert result["metadata"]["finalizers"] == ["a", "b"]
+    containers = result["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["main", "side", "extra"]
+    assert containers[0]["image"] == "x:2"
+    assert containers[0]["args"] == ["--a"]  # kept: an atomic list "other" does not apply
+    fields = result["metadata"]["managedFields"][1]["fieldsV1"]
+    assert fields["f:metadata"] == {"f:finalizers": {'v:"b"': {}}}
+    assert fields["f:spec"]["f:containers"]['k:{"name":"main"}'] == {
+        ".": {},
+        "f:name": {},
+        "f:image": {},
+    }
+
+
+def test_a_manager_that_stops_applying_a_list_item_removes_it() -> None:
+    live = applied(None, POD)
+    config = {**POD, "spec": {"containers": [POD["spec"]["containers"][0]]}}
+    result = applied(live, config)
+    assert [c["name"] for c in result["spec"]["containers"]] == ["main"]
+    assert live["spec"]["containers"][1]["name"] == "side"  # the live object is untouched
+    # An atomic list is replaced whole; a null removes a field.
+    result = applied(result, {"spec": {"containers": [{"name": "main", "args": ["--b"]}]}})
+    assert result["spec"]["containers"][0]["args"] == ["--b"]
+    result = applied(result, {"spec": {"containers": [{"name": "main", "image": None}]}})
+    assert "image" not in result["spec"]["containers"][0]
+
+
+def test_custom_lists_follow_the_schema_list_types() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "params": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["name"],
+                        "items": {"type": "object"},
+                    },
+                    "tags": {"type": "array", "x-kubernetes-list-type": "set"},
+                    "order": {"type": "array"},
+                },
+            }
+        },
+    }
+    shapes = schema_list_shapes(schema)
+    live = applied(
+        None,
+        {"spec": {"params": [{"name": "lr", "low": 1}], "tags": ["a"], "order": [1, 2]}},
+        "one",
+        shapes=shapes,
+    )
+    result = applied(
+        live,
+        {
+            "spec": {
+                "params": [{"name": "lr", "high": 2}, {"name": "wd"}],
+                "tags": ["b"],
+                "order": [3],
+            }
+        },
+        "two",
+        shapes=shapes,
+    )
+    assert result["spec"] == {
+        "params": [{"name": "lr", "low": 1, "high": 2}, {"name": "wd"}],
+        "tags": ["a", "b"],
+        "order": [3],
+    }
+    assert shapes(("spec", "params")) == ("map", ("name",))
+    assert shapes(("spec", "unknown")) == ("atomic", ())
+    assert shapes(("metadata", "finalizers")) == ("set", ())

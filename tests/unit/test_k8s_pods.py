@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -603,24 +604,34 @@ def python_pod(name: str, script: str, policy: str) -> dict[str, Any]:
     }
 
 
-def request(url: str, method: str = "GET", body: Any = None, timeout: float = 10) -> Any:
+@dataclass(frozen=True)
+class Local:
+    """The local cluster's API server: its URL and the Authorization header it checks."""
+
+    url: str
+    headers: dict[str, str]
+
+
+def request(
+    server: Local, path: str, method: str = "GET", body: Any = None, timeout: float = 10
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    call = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", **server.headers}
+    call = urllib.request.Request(server.url + path, data=data, method=method, headers=headers)
     with urllib.request.urlopen(call, timeout=timeout) as response:
         return json.loads(response.read())
 
 
-def finished(server: str, name: str, timeout: int = 30) -> dict[str, Any]:
+def finished(server: Local, name: str, timeout: int = 30) -> dict[str, Any]:
     """The pod once Succeeded or Failed, from a watch (the API server ends it at timeout)."""
     query = urllib.parse.urlencode(
         {"watch": "1", "fieldSelector": f"metadata.name={name}", "timeoutSeconds": timeout}
     )
     deadline = time.monotonic() + timeout
-    with urllib.request.urlopen(
-        f"{server}/api/v1/namespaces/default/pods?{query}", timeout=timeout + 5
-    ) as stream:
+    watch = urllib.request.Request(
+        f"{server.url}/api/v1/namespaces/default/pods?{query}", headers=server.headers
+    )
+    with urllib.request.urlopen(watch, timeout=timeout + 5) as stream:
         for line in stream:
             pod: dict[str, Any] = json.loads(line)["object"]
             if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
@@ -630,13 +641,14 @@ def finished(server: str, name: str, timeout: int = 30) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
     with ClusterThread(workdir=tmp_path_factory.mktemp("pods")) as running:
-        yield running.url
+        token = running.cluster.kubeconfig()["users"][0]["user"]["token"]
+        yield Local(running.url, {"Authorization": f"Bearer {token}"})
 
 
-def test_a_pod_the_kubelet_ran_gives_its_termination_message(cluster: str) -> None:
-    request(f"{cluster}/api/v1/namespaces/default/pods", "POST", python_pod("t-0", TRAINER, "File"))
+def test_a_pod_the_kubelet_ran_gives_its_termination_message(cluster: Local) -> None:
+    request(cluster, "/api/v1/namespaces/default/pods", "POST", python_pod("t-0", TRAINER, "File"))
     pod = finished(cluster, "t-0")
     observation = observe_pod(pod)
     assert observation.phase is PodPhase.SUCCEEDED, pod["status"]
@@ -649,9 +661,9 @@ def test_a_pod_the_kubelet_ran_gives_its_termination_message(cluster: str) -> No
     assert observation.started_at <= observation.finished_at
 
 
-def test_a_crashed_pod_the_kubelet_ran_shows_its_log_not_metrics(cluster: str) -> None:
+def test_a_crashed_pod_the_kubelet_ran_shows_its_log_not_metrics(cluster: Local) -> None:
     pod_object = python_pod("t-1", CRASHING, "FallbackToLogsOnError")
-    request(f"{cluster}/api/v1/namespaces/default/pods", "POST", pod_object)
+    request(cluster, "/api/v1/namespaces/default/pods", "POST", pod_object)
     pod = finished(cluster, "t-1")
     observation = observe_pod(pod)
     assert observation.phase is PodPhase.FAILED, pod["status"]

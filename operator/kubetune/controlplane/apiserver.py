@@ -16,11 +16,23 @@ request grew with the run (73 -> 5 trials/s in issue 4); its watch replayed ever
 subscribed after the snapshot. Here nothing grows with the run: no request history, O(1)
 lookups, lists walk only their resource and namespace, each watcher has a bounded queue.
 
-Plain HTTP on loopback, JSON only (a protobuf Accept gets JSON), no TLS and no authentication:
-it is a local emulator, not a server to expose. Built-in objects are stored as given, with
-only cheap checks (names; pods need spec.containers) and the pod defaults a kubelet reads;
-server-side apply (application/apply-patch+yaml) is answered 415. A pod log is served by the
-provider the kubelet registers; `follow` returns the log so far.
+It listens on loopback twice: plain HTTP (`url`, for the in-process clients: the kubelet,
+`LocalCluster.session`, tests) and HTTPS (`tls_url`, with a self-signed certificate made at
+start), which the kubeconfig names with its CA. Both check the same bearer token
+(`ApiServer.token`, in the kubeconfig): every request but the health endpoints and /version
+without it is answered 401 Unauthorized, as a real API server answers a client without
+credentials. The HTTPS listener exists because client-go (kubectl) sends a kubeconfig's
+credentials only over TLS (tools/clientcmd: "only try to read the auth information if we are
+secure"). A request body must be of a media type the API accepts (JSON, YAML, Kubernetes
+protobuf for built-in kinds, the patch types on PATCH), else 415 Unsupported Media Type.
+Together they keep a web page the user visits (a cross-site text/plain or form POST to
+loopback) from writing to the cluster. Responses are JSON, whatever
+the Accept (client-go asks for "application/vnd.kubernetes.protobuf, application/json" and
+reads the JSON). Built-in objects are stored as given, with only cheap checks (names; pods
+need spec.containers) and the pod defaults a kubelet reads. Server-side apply
+(application/apply-patch+yaml) merges into the object, or creates it, and records the
+manager in metadata.managedFields (`patches.server_side_apply`; conflicts are not detected).
+A pod log is served by the provider the kubelet registers; `follow` returns the log so far.
 
 Request hooks (`ApiServer.request_hooks`) see each resource request as Kubernetes
 authorization would (verb, group, resource, subresource, namespace, name) before it is served,
@@ -33,9 +45,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
+import hmac
+import ipaddress
 import json
 import logging
 import re
+import secrets
+import shutil
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,12 +63,24 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubetune.controlplane import protobuf
 from kubetune.controlplane.patches import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    PATCH_TYPES,
     STRATEGIC_MERGE_PATCH,
     PatchError,
     UnsupportedPatch,
     apply_patch,
+    builtin_list_shape,
+    schema_list_shapes,
+    server_side_apply,
 )
 from kubetune.controlplane.resources import CRD_STORAGE, Registry, Resource
 from kubetune.controlplane.selectors import FieldSelector, LabelSelector, SelectorError
@@ -62,6 +93,7 @@ from kubetune.controlplane.store import (
     WatchEvent,
     bad_request,
     not_found,
+    timestamp,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +104,11 @@ AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryLi
 DEFAULT_WATCH_TIMEOUT = 1800.0
 BOOKMARK_EVERY = 60.0
 _VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+JSON = "application/json"
+YAML = "application/yaml"
+PROTOBUF = protobuf.MEDIA_TYPE
+# What anyone may read without credentials (system:public-info-viewer): health and version.
+PUBLIC_PATHS = frozenset({"healthz", "livez", "readyz"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +154,88 @@ def _accepts(request: web.Request, **params: str) -> bool:
     return False
 
 
+def _media_type(request: web.Request) -> str:
+    """The request body's media type (no parameters, lower case); JSON when none is given,
+    as the API server assumes."""
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower() or JSON
+
+
+def _unsupported_media(accepted: list[str]) -> ApiError:
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(accepted),
+    )
+
+
+def _self_signed(host: str) -> tuple[bytes, bytes]:
+    """A serving certificate for `host`, loopback and localhost that is its own CA (PEM
+    certificate, PEM key): what a client trusts to reach this server over TLS."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubetune-apiserver")])
+    names: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    try:
+        address: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        address = x509.DNSName(host)
+    if address not in names:
+        names.append(address)
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _server_context(certificate: bytes, key: bytes) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    folder = tempfile.mkdtemp(prefix="kubetune-apiserver-")
+    try:  # ssl loads a certificate chain from files only: a private, short-lived folder
+        (cert_path, key_path) = (f"{folder}/tls.crt", f"{folder}/tls.key")
+        with open(cert_path, "wb") as out:
+            out.write(certificate)
+        with open(key_path, "wb") as out:
+            out.write(key)
+        context.load_cert_chain(cert_path, key_path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return context
+
+
 def _flag(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1", "")
 
@@ -131,7 +250,8 @@ def _rbac_verb(method: str, name: str | None, watching: bool) -> str:
 
 
 class ApiServer:
-    """The API server emulator: `async with ApiServer() as server:` then use `server.url`."""
+    """The API server emulator: `async with ApiServer() as server:` then use `server.url`
+    with `Authorization: Bearer {server.token}`, or `server.kubeconfig()`."""
 
     def __init__(
         self,
@@ -139,7 +259,10 @@ class ApiServer:
         event_window: int = 10_000,
         watch_queue: int = 10_000,
         clock: Callable[[], datetime] | None = None,
+        token: str | None = None,
     ) -> None:
+        self.token = token or secrets.token_urlsafe(32)
+        """The bearer token every request but health and version checks must carry."""
         self.registry = Registry()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.store = Store(
@@ -149,12 +272,16 @@ class ApiServer:
         self._log_provider: PodLogProvider | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._tls_url: str | None = None
+        self.certificate: bytes | None = None
+        """The HTTPS listener's certificate (PEM), its own CA; made at start()."""
         self._openapi_cache: tuple[tuple[str, ...], dict[str, dict[str, Any]]] | None = None
         self.request_hooks: list[RequestHook] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, tls_port: int = 0) -> None:
+        """Listen on `host`: plain HTTP on `port`, HTTPS on `tls_port` (0: any free one)."""
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(
@@ -167,6 +294,15 @@ class ApiServer:
         assert server is not None
         bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
         self._url = f"http://{host}:{bound[1]}"
+        self.certificate, key = _self_signed(host)
+        tls_site = web.TCPSite(
+            self._runner, host, tls_port, ssl_context=_server_context(self.certificate, key)
+        )
+        await tls_site.start()
+        tls_server = tls_site._server
+        assert tls_server is not None
+        tls_bound = tls_server.sockets[0].getsockname()  # type: ignore[attr-defined]
+        self._tls_url = f"https://{host}:{tls_bound[1]}"
 
     async def stop(self) -> None:
         """Close every watch and the listener."""
@@ -193,13 +329,41 @@ class ApiServer:
             raise RuntimeError("the API server is not started")
         return self._url
 
+    @property
+    def tls_url(self) -> str:
+        """The HTTPS listener (the kubeconfig's server; `certificate` is its CA)."""
+        if self._tls_url is None:
+            raise RuntimeError("the API server is not started")
+        return self._tls_url
+
+    def client_tls(self) -> ssl.SSLContext:
+        """A client TLS context that trusts this server's certificate (for `tls_url`)."""
+        if self.certificate is None:
+            raise RuntimeError("the API server is not started")
+        return ssl.create_default_context(cadata=self.certificate.decode())
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of a client of this server."""
+        return {"Authorization": f"Bearer {self.token}"}
+
     def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
-        """A kubeconfig document for this server (no credentials: none are checked)."""
+        """A kubeconfig document for this server: the HTTPS listener with its CA, and the
+        token (client-go sends a token only over TLS)."""
+        certificate = base64.b64encode(self.certificate or b"").decode()
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kubetune", "cluster": {"server": self.url}}],
-            "users": [{"name": "kubetune", "user": {}}],
+            "clusters": [
+                {
+                    "name": "kubetune",
+                    "cluster": {
+                        "server": self.tls_url,
+                        "certificate-authority-data": certificate,
+                    },
+                }
+            ],
+            "users": [{"name": "kubetune", "user": {"token": self.token}}],
             "contexts": [
                 {
                     "name": "kubetune",
@@ -233,21 +397,48 @@ class ApiServer:
             return obj
         return {**obj, "apiVersion": resource.group_version}
 
-    async def _body(self, request: web.Request) -> Any:
+    async def _body(self, request: web.Request, resource: Resource) -> Any:
+        """The decoded body of a create or update: JSON, YAML, or (built-in kinds only, as
+        client-go's typed clients send them) Kubernetes protobuf."""
+        media = _media_type(request)
+        accepted = [JSON, YAML] if resource.custom else [JSON, YAML, PROTOBUF]
+        if media not in accepted:
+            raise _unsupported_media(accepted)
         raw = await request.read()
         if not raw:
             raise bad_request("the request body is empty")
+        return self._decode(media, raw)
+
+    @staticmethod
+    def _decode(media: str, raw: bytes) -> Any:
         try:
-            if "yaml" in request.headers.get("Content-Type", ""):
+            if media == PROTOBUF:
+                return protobuf.decode(raw)
+            if media == YAML:
                 return yaml.safe_load(raw)
             return json.loads(raw)
+        except protobuf.UnknownKind as error:
+            raise _unsupported_media([JSON, YAML]) from error
         except (ValueError, yaml.YAMLError) as error:
             raise bad_request(f"the body of the request could not be decoded: {error}") from error
 
     # --- routing ------------------------------------------------------------------------
 
+    def _authenticated(self, request: web.Request) -> bool:
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self.token.encode()
+        )
+
+    @staticmethod
+    def _public(request: web.Request) -> bool:
+        parts = [part for part in request.path.split("/") if part]
+        return bool(parts) and (parts[0] in PUBLIC_PATHS or parts == ["version"])
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
+            if not self._public(request) and not self._authenticated(request):
+                raise ApiError(401, "Unauthorized", "Unauthorized")
             return await self._route(request)
         except ApiError as error:
             return self._error(error)
@@ -765,7 +956,7 @@ class ApiServer:
     async def _create(
         self, request: web.Request, resource: Resource, namespace: str | None
     ) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, resource)
         if not isinstance(body, dict):
             raise bad_request("the body of the request must be an object")
         self._check_kind(resource, body)
@@ -799,7 +990,7 @@ class ApiServer:
         name: str,
         sub: str | None,
     ) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, resource)
         if not isinstance(body, dict):
             raise bad_request("the body of the request must be an object")
         self._check_kind(resource, body)
@@ -823,18 +1014,21 @@ class ApiServer:
         name: str,
         sub: str | None,
     ) -> web.Response:
+        media = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media not in (*PATCH_TYPES, APPLY_PATCH) or (
+            resource.custom and media == STRATEGIC_MERGE_PATCH
+        ):
+            raise self._unsupported_patch(resource)
         raw = await request.read()
-        content_type = request.headers.get("Content-Type", "")
+        if media == APPLY_PATCH:
+            return self._apply(request, resource, namespace, name, sub, raw)
         current = self.store.get(resource.storage, namespace or "", name)
         if current is None:
             raise not_found(resource, name)
-        media = content_type.split(";")[0].strip()
-        if resource.custom and media == STRATEGIC_MERGE_PATCH:
-            raise self._unsupported_patch(resource, media)
         try:
-            patched = apply_patch(content_type, current, raw)
+            patched = apply_patch(media, current, raw)
         except UnsupportedPatch as error:
-            raise self._unsupported_patch(resource, str(error)) from error
+            raise self._unsupported_patch(resource) from error
         except PatchError as error:
             if error.decode:
                 raise bad_request(str(error)) from error
@@ -883,29 +1077,108 @@ class ApiServer:
         )
 
     @staticmethod
-    def _unsupported_patch(resource: Resource, media: str) -> ApiError:
-        accepted = ["application/json-patch+json", "application/merge-patch+json"]
+    def _unsupported_patch(resource: Resource) -> ApiError:
+        accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
         if not resource.custom:
             accepted.append(STRATEGIC_MERGE_PATCH)
-        message = (
-            f"the body of the request was in an unknown format - accepted media types "
-            f"include: {', '.join(accepted)}"
-        )
-        if media.startswith("application/apply-patch"):
-            message += (
-                " (server-side apply is not supported by this emulator: use "
-                "client-side apply, kubectl apply without --server-side)"
+        return _unsupported_media(accepted)
+
+    def _apply(
+        self,
+        request: web.Request,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        sub: str | None,
+        raw: bytes,
+    ) -> web.Response:
+        """Server-side apply: merge the configuration into the object, or create it (201)
+        when it does not exist; the field manager's fields go to metadata.managedFields. Every
+        apply is forced (--force-conflicts is accepted; conflicts are not detected)."""
+        manager = request.query.get("fieldManager")
+        if not manager:
+            cause = "Required value: is required for apply patch"
+            raise ApiError(
+                422,
+                "Invalid",
+                f'PatchOptions.meta.k8s.io "" is invalid: fieldManager: {cause}',
+                details={
+                    "group": "meta.k8s.io",
+                    "kind": "PatchOptions",
+                    "causes": [
+                        {"reason": "FieldValueRequired", "message": cause, "field": "fieldManager"}
+                    ],
+                },
             )
-        return ApiError(415, "UnsupportedMediaType", message)
+        try:
+            config = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            raise bad_request(f"error decoding YAML: {error}") from error
+        if not isinstance(config, dict):
+            raise bad_request("the apply configuration must be an object")
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise bad_request("the apply configuration must set apiVersion and kind")
+        self._check_kind(resource, config)
+        meta = config.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise bad_request("metadata of the apply configuration must be an object")
+        if meta.get("name", name) != name:
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the "
+                f"name on the URL ({name})"
+            )
+        # What a write of this (sub)resource takes: where the resource has a status
+        # subresource, the status apart from the rest.
+        if sub == "status":
+            config, meta = ({"status": config["status"]} if "status" in config else {}), {}
+        elif resource.has_status:
+            config = {k: v for k, v in config.items() if k != "status"}
+        current = self.store.get(resource.storage, namespace or "", name)
+        if current is None and sub is not None:
+            raise not_found(resource, name)
+        shapes = schema_list_shapes(resource.schema) if resource.custom else builtin_list_shape
+        applied = server_side_apply(
+            current,
+            {**config, "metadata": {**meta, "name": name}},
+            manager=manager,
+            api_version=resource.group_version,
+            time=timestamp(self.clock()),
+            shapes=shapes,
+            subresource=sub,
+        )
+        managed = applied["metadata"]["managedFields"]
+        validation = self._field_validation(request)
+        if current is None:
+            obj, warnings = self.store.create(
+                resource,
+                namespace,
+                applied,
+                field_validation=validation,
+                dry_run=self._dry_run(request),
+                managed_fields=managed,
+            )
+            return self._json(self._present(resource, obj), 201, warnings)
+        obj, warnings = self.store.update(
+            resource,
+            namespace,
+            name,
+            applied,
+            subresource=sub,
+            field_validation=validation,
+            dry_run=self._dry_run(request),
+            old=current,
+            managed_fields=managed,
+        )
+        return self._json(self._present(resource, obj), 200, warnings)
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
         raw = await request.read()
         options: dict[str, Any] = {}
         if raw.strip():
-            try:
-                options = json.loads(raw)
-            except ValueError as error:
-                raise bad_request(f"the DeleteOptions could not be decoded: {error}") from error
+            media = _media_type(request)
+            if media not in (JSON, YAML, PROTOBUF):
+                raise _unsupported_media([JSON, YAML, PROTOBUF])
+            options = self._decode(media, raw)
             if not isinstance(options, dict):
                 raise bad_request("the DeleteOptions must be an object")
         query = request.query
@@ -974,7 +1247,7 @@ class ApiServer:
     async def _bind(
         self, request: web.Request, resource: Resource, namespace: str, name: str
     ) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, resource)
         target = body.get("target") if isinstance(body, dict) else None
         if not isinstance(target, dict) or not target.get("name"):
             raise bad_request("a Binding needs target.name (the node)")
@@ -991,7 +1264,7 @@ class ApiServer:
         )
 
     async def _finalize(self, request: web.Request, resource: Resource, name: str) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, resource)
         current = self.store.get(resource.storage, "", name)
         if current is None:
             raise not_found(resource, name)

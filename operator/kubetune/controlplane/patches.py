@@ -6,14 +6,23 @@ The strategic merge patch knows the merge keys of the fields Kubetune, kubectl a
 type, ownerReferences by uid, finalizers merged as a set) and the directives kubectl sends
 (`$patch: replace|delete`, `$retainKeys`, `$setElementOrder/...`,
 `$deleteFromPrimitiveList/...`); any other list is replaced, as for fields with no patch
-strategy. Server-side apply (application/apply-patch+yaml) is not supported: `apply_patch`
-raises UnsupportedPatch and the server answers 415.
+strategy.
+
+Server-side apply (application/apply-patch+yaml) is `server_side_apply`: the applied
+configuration is merged into the live object (maps field by field, lists by their list type:
+atomic lists replaced, sets united, map lists merged item by item on their keys: the merge
+keys above for built-in kinds, x-kubernetes-list-type/-list-map-keys of a CRD's schema), the
+fields the manager applied are recorded in metadata.managedFields (FieldsV1), and the fields
+it applied before but not this time are removed unless another apply manager owns them.
+Conflicts between managers are not detected (every apply acts as --force-conflicts), and
+fields written by plain updates have no recorded owner.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonpatch
@@ -22,7 +31,7 @@ import jsonpointer
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply: answered 415
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply: server_side_apply
 PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH)
 
 # Lists merged item by item on a key (patchMergeKey in the Kubernetes API types).
@@ -207,3 +216,257 @@ def apply_patch(content_type: str, original: dict[str, Any], body: bytes) -> dic
         result = merge_patch(original, patch)
         return result if isinstance(result, dict) else {}
     return strategic_merge_patch(original, patch)
+
+
+# --- server-side apply ------------------------------------------------------------------
+
+ListShape = tuple[str, tuple[str, ...]]
+"""How server-side apply merges a list: ("atomic" | "set" | "map", the keys of a map list)."""
+ListShapes = Callable[[tuple[str, ...]], ListShape]
+"""The shape of the list at a path of field names (list items take no step in the path)."""
+ATOMIC: ListShape = ("atomic", ())
+# Identity and system-set fields: the server's, never owned by an applier.
+_UNOWNED_META = frozenset(
+    {
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    }
+)
+
+
+def builtin_list_shape(path: tuple[str, ...]) -> ListShape:
+    """The list types of the built-in kinds (and of metadata): the merge keys above."""
+    field = path[-1]
+    if field in SET_LISTS:
+        return ("set", ())
+    key = _merge_key(field, path[-2] if len(path) > 1 else None)
+    return ("map", (key,)) if key else ATOMIC
+
+
+def schema_list_shapes(schema: dict[str, Any] | None) -> ListShapes:
+    """The list types of a CRD's openAPIV3Schema (x-kubernetes-list-type, default atomic);
+    metadata has the built-in ones."""
+
+    def shape(path: tuple[str, ...]) -> ListShape:
+        if schema is None or path[0] == "metadata":
+            return builtin_list_shape(path)
+        node: Any = schema
+        for name in path:
+            while isinstance(node.get("items"), dict):
+                node = node["items"]
+            properties = node.get("properties") or {}
+            if name in properties:
+                node = properties[name]
+            elif isinstance(node.get("additionalProperties"), dict):
+                node = node["additionalProperties"]
+            else:
+                return ATOMIC
+        kind = node.get("x-kubernetes-list-type")
+        keys = tuple(node.get("x-kubernetes-list-map-keys") or ())
+        if kind == "set":
+            return ("set", ())
+        return ("map", keys) if kind == "map" and keys else ATOMIC
+
+    return shape
+
+
+def _identity(item: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(item.get(key) for key in keys)
+
+
+def _apply_merge(live: Any, config: Any, shapes: ListShapes, path: tuple[str, ...]) -> Any:
+    """`config` merged into `live`: a null in the configuration removes the field."""
+    if isinstance(config, dict):
+        result = dict(live) if isinstance(live, dict) else {}
+        for key, value in config.items():
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = _apply_merge(result.get(key), value, shapes, (*path, key))
+        return result
+    if isinstance(config, list) and path:
+        kind, keys = shapes(path)
+        if isinstance(live, list) and kind == "set":
+            return list(live) + [copy.deepcopy(item) for item in config if item not in live]
+        if (
+            isinstance(live, list)
+            and kind == "map"
+            and all(isinstance(item, dict) for item in [*live, *config])
+        ):
+            merged = list(live)
+            for item in config:
+                position = next(
+                    (
+                        i
+                        for i, old in enumerate(merged)
+                        if _identity(old, keys) == _identity(item, keys)
+                    ),
+                    None,
+                )
+                if position is None:
+                    merged.append(_apply_merge(None, item, shapes, path))
+                else:
+                    merged[position] = _apply_merge(merged[position], item, shapes, path)
+            return merged
+        return [_apply_merge(None, item, shapes, path) for item in config]
+    return copy.deepcopy(config)
+
+
+def _item_key(item: Any, keys: tuple[str, ...]) -> str:
+    fields = {key: item[key] for key in keys if key in item}
+    return "k:" + json.dumps(fields, separators=(",", ":"), sort_keys=True)
+
+
+def _value_key(value: Any) -> str:
+    return "v:" + json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _fields(value: dict[str, Any], shapes: ListShapes, path: tuple[str, ...]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, child in value.items():
+        if child is None:
+            continue
+        here = (*path, key)
+        node: dict[str, Any] = {}
+        if isinstance(child, dict):
+            node = _fields(child, shapes, here)
+        elif isinstance(child, list):
+            kind, keys = shapes(here)
+            if kind == "set" and not any(isinstance(i, dict | list) for i in child):
+                node = {_value_key(item): {} for item in child}
+            elif kind == "map" and all(isinstance(item, dict) for item in child):
+                node = {_item_key(i, keys): {".": {}, **_fields(i, shapes, here)} for i in child}
+        tree[f"f:{key}"] = node
+    return tree
+
+
+def applied_fields(config: dict[str, Any], shapes: ListShapes) -> dict[str, Any]:
+    """The FieldsV1 set an apply configuration owns (its identity and kind excluded)."""
+    owned = {k: v for k, v in config.items() if k not in ("apiVersion", "kind", "metadata")}
+    meta = config.get("metadata")
+    if isinstance(meta, dict):
+        kept = {k: v for k, v in meta.items() if k not in _UNOWNED_META}
+        if kept:
+            owned = {"metadata": kept, **owned}
+    return _fields(owned, shapes, ())
+
+
+def field_paths(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The owned paths of a FieldsV1 set: its leaves and the items it marks with `.`."""
+    if not isinstance(tree, dict):
+        return
+    for key, sub in tree.items():
+        if key == ".":
+            yield prefix
+        elif isinstance(sub, dict) and sub:
+            yield from field_paths(sub, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def _find_item(items: list[Any], step: str) -> int | None:
+    try:
+        wanted = json.loads(step[2:])
+    except ValueError:
+        return None
+    for index, item in enumerate(items):
+        if step.startswith("v:") and item == wanted:
+            return index
+        if (
+            step.startswith("k:")
+            and isinstance(item, dict)
+            and isinstance(wanted, dict)
+            and all(item.get(k) == v for k, v in wanted.items())
+        ):
+            return index
+    return None
+
+
+def _remove_path(obj: dict[str, Any], path: tuple[str, ...]) -> None:
+    """Remove the field or list item at a FieldsV1 path, and the maps and lists it leaves
+    empty (`obj` is a private copy)."""
+    parents: list[tuple[Any, Any]] = []
+    node: Any = obj
+    for step in path:
+        if step.startswith("f:") and isinstance(node, dict) and step[2:] in node:
+            parents.append((node, step[2:]))
+            node = node[step[2:]]
+        elif step[:2] in ("k:", "v:") and isinstance(node, list):
+            index = _find_item(node, step)
+            if index is None:
+                return
+            parents.append((node, index))
+            node = node[index]
+        else:
+            return
+    container, key = parents.pop()
+    del container[key]
+    while parents:
+        container, key = parents.pop()
+        if container[key] not in ({}, []):
+            break
+        del container[key]
+
+
+def server_side_apply(
+    live: dict[str, Any] | None,
+    config: dict[str, Any],
+    *,
+    manager: str,
+    api_version: str,
+    time: str,
+    shapes: ListShapes,
+    subresource: str | None = None,
+) -> dict[str, Any]:
+    """The object after `manager` applies `config` to `live` (None: the object is new), with
+    the manager's Apply entry in metadata.managedFields (see the module docstring)."""
+    config = {**config, "metadata": dict(config.get("metadata") or {})}
+    config["metadata"].pop("managedFields", None)
+    tree = applied_fields(config, shapes)
+    entries = list(((live or {}).get("metadata") or {}).get("managedFields") or [])
+
+    def mine(entry: Any) -> bool:
+        return (
+            isinstance(entry, dict)
+            and entry.get("manager") == manager
+            and entry.get("operation") == "Apply"
+            and (entry.get("subresource") or None) == subresource
+        )
+
+    before = next((e for e in entries if mine(e)), None)
+    result: dict[str, Any] = _apply_merge(live or {}, config, shapes, ())
+    if before is not None:
+        now = set(field_paths(tree))
+        others = {p for e in entries if not mine(e) for p in field_paths(e.get("fieldsV1"))}
+        dropped = sorted(set(field_paths(before.get("fieldsV1"))) - now, key=len)
+        dropped = [
+            path for path in dropped if not any(p[: len(path)] == path for p in now | others)
+        ]
+        if dropped:
+            result = copy.deepcopy(result)
+            for path in dropped:
+                _remove_path(result, path)
+    entry: dict[str, Any] = {
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": api_version,
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": tree,
+    }
+    if subresource:
+        entry["subresource"] = subresource
+    kept = [e for e in entries if not mine(e)]
+    if tree:
+        position = entries.index(before) if before is not None else len(kept)
+        kept.insert(position, entry)
+    result["metadata"] = {**(result.get("metadata") or {}), "managedFields": kept}
+    return result

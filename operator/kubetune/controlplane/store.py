@@ -223,6 +223,14 @@ def _meta(obj: Object) -> dict[str, Any]:
     return meta
 
 
+def _untimed(entries: Any) -> list[Any]:
+    """managedFields without their times: a write that changes only those is a no-op."""
+    return [
+        {k: v for k, v in e.items() if k != "time"} if isinstance(e, dict) else e
+        for e in entries or []
+    ]
+
+
 def _without(obj: Object, *keys: str) -> Object:
     return {k: v for k, v in obj.items() if k not in keys}
 
@@ -247,6 +255,14 @@ def _qos(spec: dict[str, Any]) -> str:
 def _image_pull_policy(image: str) -> str:
     tag = image.rpartition("/")[2]
     return "Always" if ":" not in tag or tag.endswith(":latest") else "IfNotPresent"
+
+
+def _secret_default(resource: Resource, obj: Object) -> Object:
+    """A Secret without a type is Opaque (the API's defaulting; kubectl create secret generic
+    leaves it to the server)."""
+    if resource.plural == "secrets" and not resource.group and not obj.get("type"):
+        return {**obj, "type": "Opaque"}
+    return obj
 
 
 def _pod_defaults(pod: Object) -> Object:
@@ -586,7 +602,10 @@ class Store:
         *,
         field_validation: str = "Warn",
         dry_run: bool = False,
+        managed_fields: list[Object] | None = None,
     ) -> tuple[Object, list[str]]:
+        """Create an object; `managed_fields` are its metadata.managedFields (server-side
+        apply's), any in the body are dropped."""
         meta = dict(body.get("metadata") or {})
         obj: Object = {**body, "apiVersion": resource.group_version, "kind": resource.kind}
         ns = self._namespace_for(resource, namespace, {"metadata": meta})
@@ -647,6 +666,8 @@ class Store:
             "selfLink",
         ):
             meta.pop(key, None)
+        if managed_fields:
+            meta["managedFields"] = managed_fields
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = timestamp(self.clock())
         if resource.has_generation:
@@ -658,6 +679,7 @@ class Store:
             obj.pop("status", None)  # a CRD with a status subresource ignores it on create
         if resource.plural == "pods" and not resource.group:
             obj = _pod_defaults(obj)
+        obj = _secret_default(resource, obj)
         obj, warnings = self._admit(resource, obj, None, field_validation, None)
         obj = self._on_create(resource, obj)
         if dry_run:
@@ -751,9 +773,13 @@ class Store:
         dry_run: bool = False,
         require_version: bool = False,
         old: Object | None = None,
+        managed_fields: list[Object] | None = None,
     ) -> tuple[Object, list[str]]:
         """Replace an object (PUT, or the result of a PATCH). With `require_version`, a body
-        without metadata.resourceVersion is refused (PUT of a custom object)."""
+        without metadata.resourceVersion is refused (PUT of a custom object). A body without
+        metadata.managedFields keeps the object's, as the API server does; `managed_fields`
+        (server-side apply's) replace them, also on a status write, and a change to them alone
+        (other than their times) is a write."""
         ns = (namespace or "") if resource.namespaced else ""
         current = self.get(resource.storage, ns, name)
         if current is None:
@@ -797,13 +823,20 @@ class Store:
                 ],
             )
         old_meta = _meta(old)
+        if "managedFields" not in meta and "managedFields" in old_meta:
+            meta["managedFields"] = old_meta["managedFields"]
+        if managed_fields is not None:
+            meta["managedFields"] = managed_fields
         if subresource == "status":
-            # Only the status is taken from a status write.
+            # Only the status (and server-side apply's managedFields) is taken from a status
+            # write.
             new = {**old}
             if "status" in body:
                 new["status"] = body["status"]
             else:
                 new.pop("status", None)
+            if managed_fields is not None:
+                new["metadata"] = {**old_meta, "managedFields": managed_fields}
         else:
             new = {**body, "apiVersion": resource.group_version, "kind": resource.kind}
             for key in (
@@ -842,12 +875,21 @@ class Store:
                             }
                         ],
                     )
+        if subresource is None:
+            new = _secret_default(resource, new)
         new, warnings = self._admit(resource, new, old, field_validation, subresource)
         if resource.storage == CRD_STORAGE and subresource is None:
             new = {**new, "status": {**(new.get("status") or {}), **self._crd_status(new)}}
-        unchanged = _without(new, "metadata") == _without(old, "metadata") and _without(
-            _meta(new), "resourceVersion", "managedFields"
-        ) == _without(old_meta, "resourceVersion", "managedFields")
+        unchanged = (
+            _without(new, "metadata") == _without(old, "metadata")
+            and _without(_meta(new), "resourceVersion", "managedFields")
+            == _without(old_meta, "resourceVersion", "managedFields")
+            and (
+                managed_fields is None
+                or _untimed(_meta(new).get("managedFields"))
+                == _untimed(old_meta.get("managedFields"))
+            )
+        )
         if unchanged:
             return old, warnings  # a no-op write changes nothing, not even resourceVersion
         if resource.has_generation and "generation" in old_meta:
