@@ -265,6 +265,14 @@ def up(
             "study whose metricsSource.prometheus.url is http://127.0.0.1:9090.",
         ),
     ] = None,
+    binaries: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run on the real control plane (etcd, kube-apiserver, kube-controller-manager, "
+            "kube-scheduler) from this folder, the last line of ./scripts/kube-binaries; "
+            "default: the embedded API server."
+        ),
+    ] = None,
 ) -> None:
     """Run studies on this machine: a local control plane, the operator, live progress.
 
@@ -279,6 +287,7 @@ def up(
 
     from rich.console import Console
 
+    from kubetune.controlplane.real import ControlPlaneError
     from kubetune.demo import Up, UpError, capacity_for, find_prometheus, load_studies
 
     if prometheus_port is not None and not prometheus:
@@ -304,10 +313,11 @@ def up(
         live=not json_output,
         prometheus=prometheus_binary,
         prometheus_port=prometheus_port,
+        binaries=binaries,
     )
     try:
         outcome = asyncio.run(run.run())
-    except UpError as error:
+    except (UpError, ControlPlaneError) as error:
         typer.echo(f"kubetune up: {error}", err=True)
         raise typer.Exit(code=1) from None
     if json_output:
@@ -440,15 +450,25 @@ def cluster_up(
         Path | None, typer.Option(help="Where pods' folders (logs, files) go.")
     ] = None,
     crds: Annotated[bool, typer.Option(help="Install Kubetune's CRDs.")] = True,
+    binaries: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run on the real control plane (etcd, kube-apiserver, kube-controller-manager, "
+            "kube-scheduler) from this folder, the last line of ./scripts/kube-binaries; "
+            "default: the embedded API server."
+        ),
+    ] = None,
 ) -> None:
     """Start an API server and a kubelet on this machine, until Ctrl-C.
 
-    Pods run as local processes (their command and args; images are not pulled). kubectl,
-    the operator and the reporting helper reach the API server through the kubeconfig.
+    Pods run as local processes (their command and args, or the entrypoint of the project's
+    own images; images are not pulled). kubectl, the operator and the reporting helper reach
+    the API server through the kubeconfig. With --binaries the API server is the real
+    kube-apiserver, with etcd, kube-controller-manager and kube-scheduler beside it.
     """
     import asyncio
 
-    asyncio.run(_cluster_up(kubeconfig, port, gpus, cpus, memory, workdir, crds))
+    asyncio.run(_cluster_up(kubeconfig, port, gpus, cpus, memory, workdir, crds, binaries))
 
 
 async def _cluster_up(
@@ -459,25 +479,30 @@ async def _cluster_up(
     memory: str,
     workdir: Path | None,
     install_crds: bool,
+    binaries: Path | None,
 ) -> None:
     import asyncio
     import signal
 
-    import aiohttp
-
-    from kubetune.controlplane.cluster import LocalCluster
+    from kubetune.controlplane.cluster import install_crds as install
+    from kubetune.controlplane.cluster import make_cluster
+    from kubetune.controlplane.real import ControlPlaneError
     from kubetune.spec.crd import crds
 
     capacity = {"cpu": cpus, "memory": memory, "nvidia.com/gpu": str(gpus)}
-    async with LocalCluster(port=port, capacity=capacity, workdir=workdir) as cluster:
+    cluster = make_cluster(binaries=binaries, port=port, capacity=capacity, workdir=workdir)
+    try:
+        await cluster.start()
+    except ControlPlaneError as error:
+        typer.echo(f"kubetune cluster up: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    try:
         cluster.write_kubeconfig(kubeconfig)
         if install_crds:
-            async with aiohttp.ClientSession(cluster.url) as session:
-                for crd in crds():
-                    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-                    async with session.post(path, json=crd) as response:
-                        response.raise_for_status()
-        typer.echo(f"API server on {cluster.url}; node capacity {capacity}")
+            async with cluster.session() as session:
+                await install(session, crds())
+        plane = "kube-apiserver" if binaries else "API server"
+        typer.echo(f"{plane} on {cluster.url}; node capacity {capacity}")
         typer.echo(f"Kubeconfig written to {kubeconfig}. In another shell:")
         typer.echo(f"  export KUBECONFIG={kubeconfig.resolve()}")
         typer.echo("  kubectl explain tuningstudy.spec.budget")
@@ -489,6 +514,8 @@ async def _cluster_up(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopped.set)
         await stopped.wait()
+    finally:
+        await cluster.stop()
     typer.echo("Stopped.")
 
 

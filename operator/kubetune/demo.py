@@ -34,7 +34,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kubetune.controlplane.cluster import DEFAULT_CAPACITY, LocalCluster
+from kubetune.controlplane.cluster import DEFAULT_CAPACITY, install_crds, make_cluster
 from kubetune.controlplane.kubelet import parse_quantity, pod_requests
 from kubetune.spec import api
 from kubetune.spec.crd import crds
@@ -60,7 +60,6 @@ OPERATOR_JOB: Final = "kubetune-operator"
 TRIALS_JOB: Final = "kubetune-trials"
 LOOPBACK: Final = "127.0.0.1"
 
-CRD_PATH: Final = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 STUDIES_PATH: Final = f"/apis/{api.GROUP}/{api.VERSION}/{api.STUDY_PLURAL}"
 
 
@@ -169,6 +168,8 @@ class Up:
     """The `prometheus` binary (`find_prometheus()`): start it for the demo; None: no Prometheus."""
     prometheus_port: int | None = None
     """Its port on loopback (None: a free one)."""
+    binaries: Path | None = None
+    """The real control plane's binaries (scripts/kube-binaries); None: the embedded one."""
 
     async def run(self) -> Outcome:
         stop = asyncio.Event()
@@ -195,16 +196,16 @@ class Up:
                 self.prometheus, self.workdir / "prometheus", self.prometheus_port
             )
         targets = self.workdir / "targets"
-        cluster = LocalCluster(
+        cluster = make_cluster(
+            binaries=self.binaries,
             capacity=self.capacity,
             workdir=self.workdir / "pods",
             service_discovery_dir=targets if prometheus is not None else None,
         )
         async with cluster:
             cluster.write_kubeconfig(self.kubeconfig)
-            async with aiohttp.ClientSession(cluster.url, raise_for_status=False) as http:
-                for crd in crds():
-                    await _request(http, "POST", CRD_PATH, crd)
+            async with cluster.session(raise_for_status=False) as http:
+                await install_crds(http, crds())
                 log = self.workdir / "operator.log"
                 # The operator's default port (8000) may be taken on a laptop: a free one.
                 metrics_port = free_port() if prometheus is not None else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -118,7 +119,7 @@ async def server() -> AsyncIterator[ApiServer]:
 
 @pytest.fixture
 async def http(server: ApiServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(server.url) as session:
+    async with aiohttp.ClientSession(server.url, headers=server.headers) as session:
         yield session
 
 
@@ -178,6 +179,30 @@ def kubectl_binary() -> str:
     return found
 
 
+PLANES = ("embedded", "real")
+"""The two control planes: our API server emulator, and the real kube-apiserver with etcd,
+kube-controller-manager and kube-scheduler built by scripts/kube-binaries."""
+
+
+@functools.cache
+def kube_binaries() -> Path:
+    """The real control plane's binaries: $KUBETUNE_BINARIES (scripts/test sets it), else
+    what scripts/kube-binaries prints, which builds them first when they are not cached (long:
+    tens of minutes). Never a skip: a test that needs them fails without them."""
+    given = os.environ.get("KUBETUNE_BINARIES")
+    if given:
+        return Path(given)
+    built = subprocess.run(
+        [str(REPO / "scripts" / "kube-binaries")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"scripts/kube-binaries failed:\n{built.stderr[-5000:]}")
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
 @dataclass
 class Kube:
     """A local cluster running in a background thread, its kubeconfig, and kubectl on it with
@@ -186,6 +211,7 @@ class Kube:
     running: ClusterThread
     kubeconfig: Path
     env: dict[str, str]
+    plane: str = "embedded"
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
@@ -217,9 +243,14 @@ class Kube:
 
 
 @contextlib.contextmanager
-def local_kube(home: Path, *, crds: bool = False, **options: Any) -> Iterator[Kube]:
-    """A local cluster (ClusterThread options: capacity, service_discovery_dir, ...) with its
-    kubeconfig, pod folders and kubectl cache under `home`; with Kubetune's CRDs if asked."""
+def local_kube(
+    home: Path, *, crds: bool = False, plane: str = "embedded", **options: Any
+) -> Iterator[Kube]:
+    """A local cluster (ClusterThread options: capacity, service_discovery_dir, ...) on the
+    embedded or the real control plane, with its kubeconfig, pod folders and kubectl cache
+    under `home`; with Kubetune's CRDs if asked."""
+    if plane == "real":
+        options["binaries"] = kube_binaries()
     with ClusterThread(workdir=home / "pods", **options) as running:
         kubeconfig = running.cluster.write_kubeconfig(home / "kubeconfig")
         env = {
@@ -228,11 +259,18 @@ def local_kube(home: Path, *, crds: bool = False, **options: Any) -> Iterator[Ku
             "KUBECONFIG": str(kubeconfig),
             "KUBECACHEDIR": str(home / "cache"),
         }
-        kube = Kube(running, kubeconfig, env)
+        kube = Kube(running, kubeconfig, env, plane)
         if crds:
-            for path in sorted((REPO / "crds").glob("*.yaml")):
-                kube.kubectl("apply", "-f", str(path))
+            install_crds(kube)
         yield kube
+
+
+def install_crds(kube: Kube) -> None:
+    """Kubetune's CRDs, applied with kubectl and Established (a real server serves a new kind
+    a moment after it accepts the CRD)."""
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        kube.kubectl("apply", "-f", str(path))
+    kube.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """End-to-end fixtures: a local cluster with Kubetune's CRDs, kubectl on it, and the operator
-started as its own process (`kubetune operator`, as in a cluster)."""
+started as its own process (`kubetune operator`, as in a cluster). The cluster is each control
+plane in turn (tests/planes.py): every e2e test runs on the embedded and the real one."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane.conftest import Kube, kube  # noqa: F401 (the module-scoped fixture)
+from tests.controlplane.conftest import Kube, install_crds
+from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def crds(kube: Kube) -> Kube:  # noqa: F811
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        kube.kubectl("apply", "-f", str(path))
+def crds(kube: Kube) -> Kube:
+    install_crds(kube)
     return kube
 
 
@@ -27,7 +28,7 @@ class Operator:
 
     def __init__(
         self,
-        kube: Kube,  # noqa: F811
+        kube: Kube,
         log: Path,
         args: tuple[str, ...] = ("--metrics-port", "0"),
     ) -> None:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import pytest
 import yaml
 
 from kubetune.controlplane.kubelet import parse_quantity
 from kubetune.demo import capacity_for, load_studies
+from tests.controlplane.conftest import PLANES, kube_binaries
 from tests.e2e.conftest import ROOT
 
 KUBETUNE = str(Path(sys.executable).parent / "kubetune")
@@ -62,13 +64,17 @@ def kill_leftovers(marker: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def test_up_runs_the_study_to_its_end_and_prints_it_as_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("plane", PLANES)
+def test_up_runs_the_study_to_its_end_and_prints_it_as_json(tmp_path: Path, plane: str) -> None:
     path, _ = study_file(tmp_path, maxTrials=5, parallelism=3)
     kubeconfig = tmp_path / "kubeconfig"
     marker = str(uuid.uuid4())
+    # On the real plane etcd, kube-apiserver, the controller manager and the scheduler are
+    # among the processes that must all be gone at the end.
+    binaries = ["--binaries", str(kube_binaries())] if plane == "real" else []
     try:
         result = subprocess.run(
-            [KUBETUNE, "up", "--json", "--kubeconfig", str(kubeconfig), str(path)],
+            [KUBETUNE, "up", "--json", "--kubeconfig", str(kubeconfig), *binaries, str(path)],
             capture_output=True,
             text=True,
             timeout=120,

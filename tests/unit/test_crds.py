@@ -430,18 +430,6 @@ REJECTED_BY_CEL = {
         "spec.searchSpace[3].high: parameter momentum: float and int parameters need low and "
         "high: set both bounds",
     ),
-    "categorical without choices": (
-        "spec.searchSpace.2.choices",
-        DELETE,
-        "spec.searchSpace[2].choices: parameter optimizer: a categorical parameter needs choices: "
-        "list the values to choose from",
-    ),
-    "fixed without value": (
-        "spec.searchSpace.4.value",
-        DELETE,
-        "spec.searchSpace[4].value: parameter epochs: a fixed parameter needs value: "
-        "set the constant it takes",
-    ),
     "percentile pruner without percentile": (
         "spec.pruner",
         {"name": "percentile"},

@@ -4,6 +4,10 @@
         cluster.write_kubeconfig(Path("kubeconfig"))
         ...
 
+`make_cluster(binaries=DIR)` gives the real control plane instead (kubetune.controlplane.real:
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler, with the same kubelet as
+its node); both have the interface of `Cluster`.
+
 `kubetune cluster up` runs one until Ctrl-C. Synchronous code (tests that drive kubectl or
 kopf's KopfRunner, which runs in a thread of its own) runs one in a background thread:
 
@@ -19,12 +23,14 @@ import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import yaml
 
 from kubetune.controlplane.apiserver import ApiServer
 from kubetune.controlplane.kubelet import Kubelet
+from kubetune.controlplane.real import RealCluster
 
 DEFAULT_CAPACITY = {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "0"}
 T = TypeVar("T")
@@ -61,6 +67,7 @@ class LocalCluster:
             capacity=self.capacity,
             workdir=self.workdir,
             service_discovery_dir=self.service_discovery_dir,
+            token=self.server.token,
         )
         self.server.set_pod_log_provider(self.kubelet.logs)
         await self.kubelet.start()
@@ -73,6 +80,11 @@ class LocalCluster:
 
     def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
         return self.server.kubeconfig(namespace)
+
+    def session(self, **options: Any) -> aiohttp.ClientSession:
+        """An HTTP session on the API server with the admin's credentials."""
+        headers = {"Authorization": f"Bearer {self.server.token}"}
+        return aiohttp.ClientSession(self.url, headers=headers, **options)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,15 +104,70 @@ class LocalCluster:
         await self.stop()
 
 
-class ClusterThread:
-    """A LocalCluster served from a background thread with its own event loop, so that
-    synchronous callers (subprocesses such as kubectl, kopf's KopfRunner, the `kubernetes`
-    client) can use it. Entering starts it (and re-raises a failed start); leaving stops it,
-    kubelet first, so no pod process outlives it."""
+class Cluster(Protocol):
+    """What both control planes offer: LocalCluster (embedded) and RealCluster."""
 
-    def __init__(self, *, start_timeout: float = 30.0, **options: Any) -> None:
-        self.cluster = LocalCluster(**options)
-        self.start_timeout = start_timeout
+    kubelet: Kubelet | None
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def kubeconfig(self, namespace: str = "default") -> dict[str, Any]: ...
+
+    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path: ...
+
+    def session(self, **options: Any) -> aiohttp.ClientSession: ...
+
+
+CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+ESTABLISHED_SECONDS = 30.0
+
+
+async def install_crds(session: aiohttp.ClientSession, documents: list[dict[str, Any]]) -> None:
+    """Create the CRDs (one that exists is left as it is) and wait until each is Established:
+    a real API server serves a new kind a moment after accepting its CRD."""
+    for crd in documents:
+        async with session.post(CRDS_PATH, json=crd) as response:
+            if response.status != 409:
+                response.raise_for_status()
+    async with asyncio.timeout(ESTABLISHED_SECONDS):
+        for crd in documents:
+            while True:
+                async with session.get(f"{CRDS_PATH}/{crd['metadata']['name']}") as response:
+                    response.raise_for_status()
+                    conditions = ((await response.json()).get("status") or {}).get(
+                        "conditions"
+                    ) or []
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                    break
+                await asyncio.sleep(0.1)  # the API server establishes it asynchronously
+
+
+def make_cluster(*, binaries: Path | None = None, **options: Any) -> LocalCluster | RealCluster:
+    """The embedded control plane, or the real one from the binaries in `binaries` (the
+    folder scripts/kube-binaries prints). `options`: capacity, workdir, port,
+    service_discovery_dir."""
+    if binaries is None:
+        return LocalCluster(**options)
+    options.pop("host", None)
+    return RealCluster(binaries, **options)
+
+
+class ClusterThread:
+    """A cluster (embedded, or real with `binaries=`) served from a background thread with its
+    own event loop, so that synchronous callers (subprocesses such as kubectl, kopf's
+    KopfRunner, the `kubernetes` client) can use it. Entering starts it (and re-raises a failed
+    start); leaving stops it, kubelet first, so no pod process outlives it."""
+
+    def __init__(self, *, start_timeout: float | None = None, **options: Any) -> None:
+        self.cluster = make_cluster(**options)
+        real = isinstance(self.cluster, RealCluster)
+        # The real plane starts four processes and waits for its controllers.
+        self.start_timeout = start_timeout or (150.0 if real else 30.0)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._started = threading.Event()

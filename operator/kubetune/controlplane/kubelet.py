@@ -24,8 +24,8 @@ What it emulates, and how it differs from a real node:
   files and a kubeconfig.
 - Env: the process inherits the kubelet's environment (PATH, a virtualenv), then gets
   KUBERNETES_SERVICE_HOST/PORT pointing at the API server, HOSTNAME (the pod name),
-  KUBECONFIG (a kubeconfig in the pod folder for the API server's URL: plain HTTP, no
-  credentials) and then the spec's envFrom and env: value with $(VAR) expansion, fieldRef
+  KUBECONFIG (a kubeconfig in the pod folder for the API server's URL: plain HTTP, and the
+  kubelet's `token`) and then the spec's envFrom and env: value with $(VAR) expansion, fieldRef
   (metadata.name, namespace, uid, labels, annotations, labels['k'], annotations['k'],
   spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP: 127.0.0.1),
   secretKeyRef and configMapKeyRef (optional honoured). A missing secret or config map keeps
@@ -72,6 +72,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
@@ -83,9 +84,25 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
+
+from kubetune.controlplane.images import Image, container_argv
+from kubetune.controlplane.node_endpoint import serve_node_endpoint
+from kubetune.controlplane.volumes import (
+    Mount,
+    VolumeError,
+    container_mounts,
+    in_mount_namespace,
+    prepare_targets,
+    volume_files,
+    write_volume,
+)
 
 logger = logging.getLogger(__name__)
 KUBELET_USER_AGENT = "kubetune-local-kubelet"
+KUBELET_VERSION: Final = "v0.0.0-kubetune-local"
+LEASE_DURATION_SECONDS: Final = 40
+LEASE_RENEW_SECONDS: Final = 10.0
 
 DEFAULT_NODE_NAME: Final = "kubetune-local"
 NODE_IP: Final = "127.0.0.1"
@@ -472,6 +489,7 @@ class _Container:
     restart_count: int = 0
     process: asyncio.subprocess.Process | None = None
     succeeded: bool = False
+    mounts: list[Mount] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -649,9 +667,11 @@ class _Pod:
             "hostIPs": [{"ip": NODE_IP}],
             "podIP": NODE_IP,
             "podIPs": [{"ip": NODE_IP}],
-            "qosClass": qos_class(self.spec),
             "containerStatuses": [c.status() for c in self.main_containers],
         }
+        # A real API server sets qosClass at creation and refuses to change it.
+        if not (self.obj.get("status") or {}).get("qosClass"):
+            status["qosClass"] = qos_class(self.spec)
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         if self.start_time is not None:
@@ -741,8 +761,25 @@ class Kubelet:
         capacity: dict[str, str] | None = None,
         workdir: Path | None = None,
         service_discovery_dir: Path | None = None,
+        schedules: bool = True,
+        tls: ssl.SSLContext | None = None,
+        serving: tuple[ssl.SSLContext, int] | None = None,
+        images: Mapping[str, Image] | None = None,
+        token: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.token = token
+        """The bearer token of the embedded API server, sent with every request and written
+        into each pod's kubeconfig."""
+        self.schedules = schedules
+        """False where a real kube-scheduler binds pods: this node then only runs the pods
+        bound to it, as a real kubelet does."""
+        self.tls = tls
+        """The client TLS context (CA and this node's certificate) of a real API server; with
+        it, pods get service-account tokens instead of a kubeconfig."""
+        self.serving = serving
+        """The TLS context and port of this node's own endpoint (logs for the API server)."""
+        self.images = dict(images or {})
         self.service_discovery_dir = service_discovery_dir
         """Where the metrics endpoints of running pods are published for Prometheus
         (file_sd_configs); None: not published."""
@@ -763,6 +800,7 @@ class Kubelet:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._resource_version = ""
+        self._endpoint: web.AppRunner | None = None
 
     async def __aenter__(self) -> Kubelet:
         await self.start()
@@ -778,9 +816,13 @@ class Kubelet:
             self.workdir = Path(tempfile.mkdtemp(prefix="kubetune-kubelet-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
             # So that request hooks (RBAC recordings, benchmarks) can tell the kubelet apart.
-            headers={"User-Agent": KUBELET_USER_AGENT},
+            headers={
+                "User-Agent": KUBELET_USER_AGENT,
+                **({"Authorization": f"Bearer {self.token}"} if self.token else {}),
+            },
         )
         try:
             await self._register_node()
@@ -790,10 +832,16 @@ class Kubelet:
             raise RuntimeError(
                 f"the kubelet could not list pods from {self.api_url}: {error}"
             ) from None
-        self._tasks = [
-            asyncio.create_task(self._watch_pods(), name="kubelet-watch"),
-            asyncio.create_task(self._schedule_loop(), name="kubelet-scheduler"),
-        ]
+        self._tasks = [asyncio.create_task(self._watch_pods(), name="kubelet-watch")]
+        if self.schedules:
+            self._tasks.append(asyncio.create_task(self._schedule_loop(), name="kubelet-scheduler"))
+        else:
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="kubelet-lease"))
+        if self.serving is not None:
+            context, port = self.serving
+            self._endpoint = await serve_node_endpoint(
+                self.logs, self.container_running, context, port
+            )
 
     async def stop(self) -> None:
         """End every process (SIGTERM, then SIGKILL after at most STOP_GRACE_SECONDS) and stop
@@ -819,6 +867,9 @@ class Kubelet:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._endpoint is not None:
+            await self._endpoint.cleanup()
+            self._endpoint = None
         if self._own_workdir and self.workdir.name.startswith("kubetune-kubelet-"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -840,6 +891,13 @@ class Kubelet:
                 path = candidate.log_file
                 return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
         return None
+
+    def container_running(self, namespace: str, name: str, container: str | None) -> bool:
+        uid = self._by_name.get((namespace, name))
+        pod = self._pods.get(uid) if uid is not None else None
+        if pod is None:
+            return False
+        return any(c.running for c in pod.containers if container in (None, c.name))
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -887,8 +945,25 @@ class Kubelet:
         return f"/api/v1/namespaces/{namespace}/pods/{name}{suffix}"
 
     async def _register_node(self) -> None:
-        """Create the Node object when the server serves nodes (kubectl get nodes)."""
-        node = {
+        """Create the Node object (kubectl get nodes; the scheduler's view of this node), or
+        bring an existing one's status up to date."""
+        now = timestamp(_now())
+        conditions = [
+            {
+                "type": kind,
+                "status": "False",
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
+            for kind, reason, message in (
+                ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
+                ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID"),
+            )
+        ]
+        node: Json = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
@@ -906,24 +981,73 @@ class Kubelet:
                     {"type": "Hostname", "address": self.node_name},
                 ],
                 "conditions": [
+                    *conditions,
                     {
                         "type": "Ready",
                         "status": "True",
                         "reason": "KubeletReady",
                         "message": "kubelet is posting ready status",
-                        "lastHeartbeatTime": timestamp(_now()),
-                        "lastTransitionTime": timestamp(_now()),
-                    }
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    },
                 ],
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "kubeletVersion": KUBELET_VERSION,
+                    "containerRuntimeVersion": "process://local",
+                },
             },
         }
-        with contextlib.suppress(ApiError):
+        if self.serving is not None:
+            node["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.serving[1]}}
+        try:
             await self._request("POST", "/api/v1/nodes", body=node, attempts=1)
+        except ApiError as error:
+            if error.status != 409 or self.schedules:
+                return  # the emulator keeps the node it has
+            await self._request(
+                "PATCH",
+                f"/api/v1/nodes/{self.node_name}/status",
+                body={"status": node["status"]},
+                content_type="application/strategic-merge-patch+json",
+            )
+
+    async def _heartbeat(self) -> None:
+        """Renew this node's Lease in kube-node-lease, as a kubelet does: the node lifecycle
+        controller marks a node whose lease runs out NotReady and evicts its pods."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
+        while not self._closing:
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": self.node_name,
+                    "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                    "renewTime": _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                },
+            }
+            try:
+                await self._request(
+                    "PATCH",
+                    path,
+                    body=lease,
+                    content_type="application/apply-patch+yaml",
+                    params={"fieldManager": KUBELET_USER_AGENT, "force": "true"},
+                )
+            except ApiError as error:
+                logger.warning("kubelet: renewing the node lease failed: %s", error)
+            await asyncio.sleep(LEASE_RENEW_SECONDS)  # the lease's renew interval
 
     # --- watching pods --------------------------------------------------------------------
 
+    def _pod_selector(self) -> dict[str, str]:
+        """Only the pods bound to this node, where a scheduler other than this kubelet binds."""
+        return {} if self.schedules else {"fieldSelector": f"spec.nodeName={self.node_name}"}
+
     async def _list_pods(self) -> None:
-        listed = await self._request("GET", "/api/v1/pods")
+        listed = await self._request("GET", "/api/v1/pods", params=self._pod_selector())
         self._relist(listed.get("items") or [])
         self._resource_version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -949,6 +1073,7 @@ class Kubelet:
             "watch": "true",
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_TIMEOUT_SECONDS),
+            **self._pod_selector(),
         }
         if self._resource_version:
             params["resourceVersion"] = self._resource_version
@@ -1273,7 +1398,7 @@ class Kubelet:
 
     async def _run_containers(self, pod: _Pod) -> None:
         pod.refresh_conditions(_now())
-        without_command = [c for c in pod.containers if not c.spec.get("command")]
+        without_command = [c for c in pod.containers if container_argv(c.spec, self.images) is None]
         if without_command:
             for container in without_command:
                 container.state = {
@@ -1282,8 +1407,9 @@ class Kubelet:
                         "reason": "CommandRequired",
                         "message": (
                             f"container {container.name!r} has no command: the local kubelet "
-                            "runs command and args as a process and cannot run the image's "
-                            "entrypoint; set command in the pod spec"
+                            "runs command and args as a process and cannot run the entrypoint "
+                            f"of image {container.spec.get('image')!r}, which it does not "
+                            "know; set command in the pod spec"
                         ),
                         "startedAt": None,
                         "finishedAt": timestamp(_now()),
@@ -1308,12 +1434,22 @@ class Kubelet:
 
     def _base_env(self, pod: _Pod) -> dict[str, str]:
         url = urlsplit(self.api_url)
+        service = {
+            "KUBERNETES_SERVICE_HOST": url.hostname or NODE_IP,
+            "KUBERNETES_SERVICE_PORT": str(url.port or 80),
+            "HOSTNAME": pod.name,
+        }
+        if self.tls is not None:
+            # A real API server: a pod authenticates with its service-account token (a
+            # volume), never with the credentials of whoever started this kubelet.
+            inherited = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+            return {**inherited, **service}
         kubeconfig = pod.folder / "kubeconfig"
         document = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "kubetune-local", "cluster": {"server": self.api_url}}],
-            "users": [{"name": "pod", "user": {}}],
+            "users": [{"name": "pod", "user": {"token": self.token} if self.token else {}}],
             "contexts": [
                 {
                     "name": "kubetune-local",
@@ -1327,13 +1463,7 @@ class Kubelet:
             "current-context": "kubetune-local",
         }
         kubeconfig.write_text(json.dumps(document, indent=2))
-        return {
-            **os.environ,
-            "KUBERNETES_SERVICE_HOST": url.hostname or NODE_IP,
-            "KUBERNETES_SERVICE_PORT": str(url.port or 80),
-            "KUBECONFIG": str(kubeconfig),
-            "HOSTNAME": pod.name,
-        }
+        return {**os.environ, **service, "KUBECONFIG": str(kubeconfig)}
 
     async def _resolve_envs(
         self, pod: _Pod, base: Mapping[str, str]
@@ -1342,8 +1472,11 @@ class Kubelet:
         or the pod is stopped (None)."""
         while True:
             try:
-                return await self._try_envs(pod, base)
-            except ContainerConfigError as error:
+                envs = await self._try_envs(pod, base)
+                if self.tls is not None:  # the embedded plane runs pods without volumes
+                    await self._make_volumes(pod)
+                return envs
+            except (ContainerConfigError, VolumeError) as error:
                 message = str(error)
             for container in pod.containers:
                 container.state = {
@@ -1384,6 +1517,54 @@ class Kubelet:
             if container.state.get("waiting", {}).get("reason") == "CreateContainerConfigError":
                 container.state = {"waiting": {"reason": "ContainerCreating"}}
         return envs
+
+    async def _make_volumes(self, pod: _Pod) -> None:
+        """Make the pod's volumes in its folder and each container's mounts of them."""
+        volumes: dict[str, Path] = {}
+
+        async def fetch(plural: str, name: str) -> Json | None:
+            try:
+                return await self._request(
+                    "GET", f"/api/v1/namespaces/{pod.namespace}/{plural}/{name}"
+                )
+            except ApiError as error:
+                if error.status == 404:
+                    return None
+                raise VolumeError(f"cannot read {plural[:-1]} {name!r}: {error}") from None
+
+        async def request_token(_: str, audience: str | None, seconds: int) -> str:
+            account = pod.spec.get("serviceAccountName") or "default"
+            body = {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": [audience] if audience else [],
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": pod.name,
+                        "uid": pod.uid,
+                    },
+                },
+            }
+            path = f"/api/v1/namespaces/{pod.namespace}/serviceaccounts/{account}/token"
+            try:
+                answer = await self._request("POST", path, body=body, attempts=1)
+            except ApiError as error:
+                raise VolumeError(f"cannot get a token for {account!r}: {error}") from None
+            return str(answer["status"]["token"])
+
+        for volume in pod.spec.get("volumes") or []:
+            files = await volume_files(
+                volume, fetch, request_token, lambda path: field_value(pod.obj, path)
+            )
+            if files is not None:
+                name = str(volume["name"])
+                volumes[name] = write_volume(pod.folder / "volumes" / name, files)
+        for container in pod.containers:
+            container.mounts = container_mounts(container.spec, volumes)
+            prepare_targets(container.mounts)
 
     async def _values(self, pod: _Pod, plural: str, name: str) -> dict[str, str] | None:
         try:
@@ -1443,10 +1624,10 @@ class Kubelet:
         was stopped before it could start."""
         if pod.stopping.is_set():
             return None
-        argv = [
-            expand(str(part), env)
-            for part in [*container.spec["command"], *container.spec.get("args", [])]
-        ]
+        argv = in_mount_namespace(
+            [expand(part, env) for part in container_argv(container.spec, self.images) or []],
+            container.mounts,
+        )
         container.termination_file.write_bytes(b"")
         started = _now()
         try:

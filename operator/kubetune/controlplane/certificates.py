@@ -1,0 +1,156 @@
+"""The PKI of the real control plane: one CA, serving certificates for the API server and the
+local kubelet, client certificates for every component, and the service-account signing key,
+as kubeadm lays them out (much smaller: one CA signs everything).
+
+Keys are ECDSA P-256: fast to make and accepted by every component."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate and its key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+class CertificateAuthority:
+    """A CA in `folder` (ca.crt, ca.key) that issues the other pairs into the same folder."""
+
+    def __init__(self, folder: Path, common_name: str = "kubetune-local-ca") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self._key = _key()
+        now = datetime.datetime.now(datetime.UTC)
+        name = _name(common_name)
+        self._name = name
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert = folder / "ca.crt"
+        self.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        _write_key(self._key, folder / "ca.key")
+
+    @property
+    def pem(self) -> bytes:
+        return self.cert.read_bytes()
+
+    def issue(
+        self,
+        name: str,
+        *,
+        common_name: str,
+        organizations: tuple[str, ...] = (),
+        hosts: tuple[str, ...] = (),
+        server: bool = False,
+        client: bool = False,
+    ) -> KeyPair:
+        """Issue `<name>.crt` and `<name>.key`: a serving certificate for `hosts` (IP
+        addresses or DNS names) and/or a client certificate whose user is `common_name` in
+        the groups `organizations`."""
+        key = _key()
+        now = datetime.datetime.now(datetime.UTC)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name, organizations))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        )
+        if hosts:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([_general_name(host) for host in hosts]),
+                critical=False,
+            )
+        certificate = builder.sign(self._key, hashes.SHA256())
+        pair = KeyPair(self.folder / f"{name}.crt", self.folder / f"{name}.key")
+        pair.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, pair.key)
+        return pair
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def signing_key(path: Path) -> KeyPair:
+    """A key for signing service-account tokens: the private key at `path` (the API server and
+    the controller manager sign with it) and its public key beside it, `.pub` (the API server
+    verifies tokens with it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = _key()
+    _write_key(key, path)
+    public = path.with_suffix(".pub")
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return KeyPair(cert=public, key=path)
