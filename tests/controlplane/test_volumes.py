@@ -16,6 +16,7 @@ from kubetune.controlplane.volumes import (
     VolumeError,
     container_mounts,
     in_mount_namespace,
+    mount_order,
     prepare_targets,
     volume_files,
     write_volume,
@@ -126,3 +127,12 @@ def test_a_process_sees_its_mounts_and_the_host_does_not(tmp_path: Path) -> None
     assert subprocess.run(argv, capture_output=True, check=True).stdout == b"secret-of-this-pod"
     assert list(target.iterdir()) == []  # the host's folder stays empty
     assert in_mount_namespace(["true"], []) == ["true"]
+
+
+def test_a_mount_that_hides_other_sources_comes_last(tmp_path: Path) -> None:
+    """The chart's emptyDir on /tmp, with the pod's folder (every volume's source) under /tmp."""
+    tmp = Mount(tmp_path / "volumes" / "tmp", str(tmp_path))
+    token = Mount(tmp_path / "volumes" / "token", "/var/run/secrets/kubernetes.io/serviceaccount")
+    parent = Mount(tmp_path / "volumes" / "a", "/srv")
+    child = Mount(tmp_path / "volumes" / "b", "/srv/data")
+    assert mount_order([tmp, child, token, parent]) == [parent, child, token, tmp]

@@ -148,7 +148,21 @@ def in_mount_namespace(argv: list[str], mounts: list[Mount]) -> list[str]:
     if not mounts:
         return argv
     script = "set -e\n" + "".join(
-        f"mount --bind {shlex.quote(str(m.source))} {shlex.quote(m.target)}\n" for m in mounts
+        f"mount --bind {shlex.quote(str(m.source))} {shlex.quote(m.target)}\n"
+        for m in mount_order(mounts)
     )
     script += 'exec "$@"\n'
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]
+
+
+def mount_order(mounts: list[Mount]) -> list[Mount]:
+    """Parents before children, and last a mount whose target hides another's source (an
+    emptyDir on /tmp while the pod's folder is under /tmp): a source is resolved when it is
+    mounted, so the others must be in place before it is hidden."""
+
+    def hides_a_source(mount: Mount) -> bool:
+        return any(
+            other is not mount and other.source.is_relative_to(mount.target) for other in mounts
+        )
+
+    return sorted(mounts, key=lambda m: (hides_a_source(m), len(Path(m.target).parts)))
