@@ -1,7 +1,8 @@
 """Who may call the API server emulator and with what bodies: the bearer token on both
-listeners (401 without it, except health and version), its kubeconfig (HTTPS with its CA, the
-token), the request media types it accepts (415 otherwise, which also stops a web page's
-cross-site form or text/plain POST) and the JSON it answers a client asking for protobuf."""
+listeners (403 without it, 401 with a wrong one, except health and version), its kubeconfig
+(HTTPS with its CA, the token), the request media types it accepts (415 otherwise, which also
+stops a web page's cross-site form or text/plain POST) and the JSON it answers a client asking
+for protobuf."""
 
 from __future__ import annotations
 
@@ -18,15 +19,6 @@ from kubetune.controlplane.apiserver import ApiRequest, ApiServer
 from tests.controlplane.conftest import PODS, WIDGETS, call, pod
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
-UNAUTHORIZED = {
-    "kind": "Status",
-    "apiVersion": "v1",
-    "metadata": {},
-    "status": "Failure",
-    "message": "Unauthorized",
-    "reason": "Unauthorized",
-    "code": 401,
-}
 
 
 @pytest.fixture
@@ -50,11 +42,14 @@ async def anonymous(server: ApiServer) -> Any:
         ("GET", "/nonsense"),
     ],
 )
-async def test_a_request_without_the_token_is_unauthorized(
+async def test_a_request_without_credentials_is_forbidden_to_anonymous(
     anonymous: aiohttp.ClientSession, method: str, path: str
 ) -> None:
+    """As a real API server with anonymous auth on (its default) answers: the request is
+    system:anonymous's, and RBAC lets it read only health and version."""
     status, body = await call(anonymous, method, path, pod("a") if method == "POST" else None)
-    assert (status, body) == (401, UNAUTHORIZED)
+    assert (status, body["reason"], body["code"]) == (403, "Forbidden", 403)
+    assert 'User "system:anonymous" cannot' in body["message"]
 
 
 async def test_health_and_version_are_open(anonymous: aiohttp.ClientSession) -> None:
@@ -115,7 +110,7 @@ async def test_the_kubeconfig_names_the_https_listener_its_ca_and_the_token(
     connector = aiohttp.TCPConnector(ssl=server.client_tls())
     async with aiohttp.ClientSession(server.tls_url, connector=connector) as tls:
         status, _ = await call(tls, "GET", PODS)
-        assert status == 401
+        assert status == 403
         status, listed = await call(tls, "GET", PODS, headers=server.headers)
         assert (status, listed["kind"]) == (200, "PodList")
     # A client that does not trust the certificate is refused by its TLS check.

@@ -10,6 +10,7 @@ import json
 import queue
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from tests.controlplane.conftest import REPO, Kube
+from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 EXAMPLE = REPO / "examples" / "synthetic-quadratic.yaml"
 CRDS = REPO / "crds"
@@ -89,7 +91,9 @@ class Lines:
 @pytest.fixture(scope="module")
 def installed(kube: Kube) -> str:
     """Kubetune's CRDs applied with kubectl, as a user installs them; kubectl's output."""
-    return kube.kubectl("apply", "-f", str(CRDS)).stdout
+    output = kube.kubectl("apply", "-f", str(CRDS)).stdout
+    kube.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    return output
 
 
 @pytest.fixture
@@ -369,15 +373,27 @@ def test_explain_follows_a_changed_crd(kube: Kube) -> None:
         },
     }
     kube.kubectl("apply", "-f", "-", stdin=dump(gadget))
-    assert "size\t<integer>" in kube.kubectl("explain", "gadget.spec").stdout
+    kube.kubectl("wait", "--for=condition=Established", "crd/gadgets.test.kubetune.io")
+    assert "size\t<integer>" in explained(kube, "gadget.spec", "size")
     spec = gadget["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     spec["properties"]["color"] = {"type": "string", "description": "Which color."}
     kube.kubectl("apply", "-f", "-", stdin=dump(gadget))
-    assert "Which color." in kube.kubectl("explain", "gadget.spec.color").stdout
+    assert "Which color." in explained(kube, "gadget.spec.color", "Which color.")
     # A CRD without printer columns: kubectl get shows the age.
     kube.kubectl("apply", "-f", "-", stdin=dump(_gadget_object("g1")))
     header = kube.kubectl("get", "gadgets").stdout.splitlines()[0]
     assert header.split() == ["NAME", "AGE"]
+
+
+def explained(kube: Kube, field: str, expected: str, timeout: float = 30.0) -> str:
+    """kubectl explain's output once it shows `expected`: a real API server publishes a
+    changed CRD's OpenAPI a moment after storing it (the emulator at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = kube.kubectl("explain", field, check=False)
+        if expected in result.stdout or time.monotonic() > deadline:
+            return result.stdout + result.stderr
+        time.sleep(0.5)  # the OpenAPI controller gives no signal to wait on
 
 
 def _gadget_object(name: str) -> dict[str, Any]:

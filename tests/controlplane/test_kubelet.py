@@ -676,7 +676,7 @@ async def test_a_pod_reaches_the_api_server_with_the_token_of_its_kubeconfig(
     await cluster.api.create("pods", python_pod("caller", CALLER))
     await phase_is(cluster.api, "caller", "Succeeded")
     log = await cluster.logged("caller", "phase")
-    assert log.splitlines() == ["refused 401", "phase Running"]
+    assert log.splitlines() == ["refused 403", "phase Running"]
 
 
 async def test_a_kubelet_without_the_token_cannot_start(tmp_path: Path) -> None:

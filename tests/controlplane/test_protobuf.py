@@ -251,5 +251,5 @@ async def test_a_protobuf_body_needs_the_token(server: ApiServer) -> None:
             "/api/v1/namespaces/default/configmaps", data=CONFIG_MAP, headers=PROTOBUF
         ) as r,
     ):
-        assert r.status == 401
+        assert r.status == 403
     assert server.store.get("/configmaps", "default", "settings") is None

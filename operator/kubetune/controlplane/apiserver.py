@@ -20,8 +20,8 @@ It listens on loopback twice: plain HTTP (`url`, for the in-process clients: the
 `LocalCluster.session`, tests) and HTTPS (`tls_url`, with a self-signed certificate made at
 start), which the kubeconfig names with its CA. Both check the same bearer token
 (`ApiServer.token`, in the kubeconfig): every request but the health endpoints and /version
-without it is answered 401 Unauthorized, as a real API server answers a client without
-credentials. The HTTPS listener exists because client-go (kubectl) sends a kubeconfig's
+without it is refused as a real API server refuses it: 403 Forbidden for system:anonymous when
+it carries no credentials, 401 Unauthorized when they are wrong. The HTTPS listener exists because client-go (kubectl) sends a kubeconfig's
 credentials only over TLS (tools/clientcmd: "only try to read the auth information if we are
 secure"). A request body must be of a media type the API accepts (JSON, YAML, Kubernetes
 protobuf for built-in kinds, the patch types on PATCH), else 415 Unsupported Media Type.
@@ -438,7 +438,16 @@ class ApiServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             if not self._public(request) and not self._authenticated(request):
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+                if "Authorization" in request.headers:
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
+                # No credentials at all: a real server (anonymous auth on, its default) takes
+                # the request as system:anonymous, whom RBAC lets read only health and version.
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'forbidden: User "system:anonymous" cannot {request.method.lower()} '
+                    f'path "{request.path}"',
+                )
             return await self._route(request)
         except ApiError as error:
             return self._error(error)
