@@ -21,7 +21,8 @@ It listens on loopback twice: plain HTTP (`url`, for the in-process clients: the
 start), which the kubeconfig names with its CA. Both check the same bearer token
 (`ApiServer.token`, in the kubeconfig): every request but the health endpoints and /version
 without it is refused as a real API server refuses it: 403 Forbidden for system:anonymous when
-it carries no credentials, 401 Unauthorized when they are wrong. The HTTPS listener exists because client-go (kubectl) sends a kubeconfig's
+it carries no credentials, 401 Unauthorized when they are wrong. The HTTPS listener exists
+because client-go (kubectl) sends a kubeconfig's
 credentials only over TLS (tools/clientcmd: "only try to read the auth information if we are
 secure"). A request body must be of a media type the API accepts (JSON, YAML, Kubernetes
 protobuf for built-in kinds, the patch types on PATCH), else 415 Unsupported Media Type.
