@@ -1,8 +1,13 @@
-"""A local kubelet and scheduler for the embedded control plane: it runs pods as processes.
+"""A local kubelet for both control planes: it runs pods as processes.
 
 It talks to the API server only over HTTP, as a real node does: it lists and watches pods,
-binds the pods that fit onto its one node (a merge patch of spec.nodeName), runs their
-containers, PATCHes pods/status and GETs the secrets and config maps the env refers to.
+runs their containers, PATCHes pods/status and GETs the secrets and config maps the env refers
+to. On the embedded plane it is also the scheduler (it binds the pods that fit onto its one
+node). On the real plane (`schedules=False`, `tls=`) kube-scheduler binds, and the kubelet
+watches only its node's pods, renews its Lease, authenticates as system:node:<name>, serves
+logs on its own HTTPS endpoint (node_endpoint.py), makes volumes with service-account tokens
+(volumes.py) and runs the project's images by their entrypoints (images.py).
+docs/local-kubelet.md says where it differs from a real kubelet.
 
 What it emulates, and how it differs from a real node:
 - Scheduling: one node with a capacity (cpu, memory, pods, any extended resource such as
@@ -30,8 +35,9 @@ What it emulates, and how it differs from a real node:
   spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP: 127.0.0.1),
   secretKeyRef and configMapKeyRef (optional honoured). A missing secret or config map keeps
   the container waiting with reason CreateContainerConfigError and is retried, as Kubernetes
-  does. The service-account token and CA route is not emulated (no token file is written):
-  in-cluster clients must use KUBECONFIG.
+  does. On the embedded plane no token file is written: in-cluster clients use KUBECONFIG
+  (with the emulator's token). On the real plane a pod gets no KUBECONFIG: its projected
+  service-account volume carries a bound token, as in a cluster.
 - Termination message: a process cannot write /dev/termination-log on a shared host, so each
   container's terminationMessagePath is mapped to a file in the pod folder, and any env value
   equal to the terminationMessagePath is rewritten to the mapped file's path. The file's last
