@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.controlplane.conftest import Kube, local_kube
+from tests.controlplane.conftest import PLANES, Kube, local_kube
 from tests.e2e.conftest import Operator
 
 GPU = "nvidia.com/gpu"
@@ -30,10 +30,14 @@ GPU = "nvidia.com/gpu"
 # --- fixtures: a cluster with one GPU, the CRDs, and one operator for the module -------------
 
 
-@pytest.fixture(scope="module")
-def gpu_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    """A local cluster whose node has one nvidia.com/gpu, with Kubetune's CRDs."""
-    with local_kube(tmp_path_factory.mktemp("endings"), crds=True, capacity={GPU: "1"}) as kube:
+@pytest.fixture(scope="module", params=PLANES)
+def gpu_kube(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Kube]:
+    """A local cluster whose node has one nvidia.com/gpu, with Kubetune's CRDs, on each control
+    plane in turn."""
+    folder = tmp_path_factory.mktemp(f"endings-{request.param}")
+    with local_kube(folder, crds=True, capacity={GPU: "1"}, plane=request.param) as kube:
         yield kube
 
 
@@ -130,6 +134,28 @@ def study(
 
 
 X = {"name": "x", "type": "float", "low": 0.0, "high": 5.0}
+
+
+def reporter_account(name: str, namespace: str = "default") -> list[dict[str, Any]]:
+    """A ServiceAccount for trial pods that report through their annotation: patch on pods."""
+    meta = {"name": name, "namespace": namespace}
+    rbac = "rbac.authorization.k8s.io"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
 
 
 # --- reading the cluster -------------------------------------------------------------------------
@@ -498,8 +524,9 @@ def test_a_grid_study_on_one_gpu_completes_when_every_point_was_tried(
 def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
     kube: Kube, client: kubernetes.client.ApiClient
 ) -> None:
-    # Reports through the pod annotation (kubetune.report, with the kubeconfig the kubelet
-    # gives each pod); the larger x, the worse every step's loss.
+    # Reports through the pod annotation (kubetune.report: on the embedded plane with the
+    # kubeconfig the kubelet gives each pod, on the real one with the pod's service-account
+    # token); the larger x, the worse every step's loss.
     code = """
         import os, time
         from kubetune.report import report, report_final
@@ -510,16 +537,19 @@ def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
             time.sleep(0.1)
         report_final(loss=loss)
     """
-    apply(
-        kube,
-        study(
-            "pruning",
-            trainer(code),
-            [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
-            {"maxTrials": 10, "parallelism": 2},
-            pruner={"name": "median", "startupTrials": 2, "warmupSteps": 1},
-        ),
+    pruning = study(
+        "pruning",
+        trainer(code),
+        [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
+        {"maxTrials": 10, "parallelism": 2},
+        pruner={"name": "median", "startupTrials": 2, "warmupSteps": 1},
     )
+    # The annotation route needs a ServiceAccount that may patch pods (docs/trial-contract.md),
+    # which the real API server's RBAC enforces: the default one may not.
+    for document in reporter_account("reporter"):
+        apply(kube, document)
+    pruning["spec"]["trialTemplate"]["spec"]["serviceAccountName"] = "reporter"
+    apply(kube, pruning)
     document = finish(kube, "pruning")
 
     status = document["status"]
