@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -61,6 +62,7 @@ CONTROLLERS: Final = (
 )
 """What kube-controller-manager runs (--controllers). Left out: cloud, storage, certificate
 signing and the token cleaner, which nothing here needs."""
+PR_SET_PDEATHSIG: Final = 1
 START_TIMEOUT_SECONDS: Final = 120.0
 STOP_GRACE_SECONDS: Final = 10.0
 DEFAULT_CAPACITY: Final = {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "0"}
@@ -334,6 +336,7 @@ class RealCluster:
             stdout=component.log_file,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._components.append(component)
 
@@ -432,6 +435,13 @@ def _kubeconfig(url: str, ca: bytes, pair: KeyPair, user: str, namespace: str) -
         "current-context": "kubetune-real",
         "preferences": {},
     }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it dies, so that no
+    etcd or kube-apiserver outlives a cluster whose owner was killed without cleaning up."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 async def _terminate(component: _Component) -> None:
