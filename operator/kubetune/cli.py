@@ -227,6 +227,17 @@ def run_operator(
     )
 
 
+Binaries = Annotated[
+    Path | None,
+    typer.Option(
+        help="Run on the real control plane (etcd, kube-apiserver, kube-controller-manager, "
+        "kube-scheduler) from this folder, the last line of ./scripts/kube-binaries; "
+        "default: the embedded API server."
+    ),
+]
+"""The --binaries option of `kubetune up` and `kubetune cluster up`."""
+
+
 @app.command()
 def up(
     files: Annotated[list[Path], typer.Argument(help="TuningStudy manifests (YAML, multi-doc).")],
@@ -265,14 +276,7 @@ def up(
             "study whose metricsSource.prometheus.url is http://127.0.0.1:9090.",
         ),
     ] = None,
-    binaries: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run on the real control plane (etcd, kube-apiserver, kube-controller-manager, "
-            "kube-scheduler) from this folder, the last line of ./scripts/kube-binaries; "
-            "default: the embedded API server."
-        ),
-    ] = None,
+    binaries: Binaries = None,
 ) -> None:
     """Run studies on this machine: a local control plane, the operator, live progress.
 
@@ -450,14 +454,7 @@ def cluster_up(
         Path | None, typer.Option(help="Where pods' folders (logs, files) go.")
     ] = None,
     crds: Annotated[bool, typer.Option(help="Install Kubetune's CRDs.")] = True,
-    binaries: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run on the real control plane (etcd, kube-apiserver, kube-controller-manager, "
-            "kube-scheduler) from this folder, the last line of ./scripts/kube-binaries; "
-            "default: the embedded API server."
-        ),
-    ] = None,
+    binaries: Binaries = None,
 ) -> None:
     """Start an API server and a kubelet on this machine, until Ctrl-C.
 

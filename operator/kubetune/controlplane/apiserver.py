@@ -46,9 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -64,12 +62,9 @@ from typing import Any
 
 import yaml
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubetune.controlplane import protobuf
+from kubetune.controlplane.certificates import self_signed
 from kubetune.controlplane.patches import (
     APPLY_PATCH,
     JSON_PATCH,
@@ -170,58 +165,6 @@ def _unsupported_media(accepted: list[str]) -> ApiError:
     )
 
 
-def _self_signed(host: str) -> tuple[bytes, bytes]:
-    """A serving certificate for `host`, loopback and localhost that is its own CA (PEM
-    certificate, PEM key): what a client trusts to reach this server over TLS."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubetune-apiserver")])
-    names: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    try:
-        address: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        address = x509.DNSName(host)
-    if address not in names:
-        names.append(address)
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 def _server_context(certificate: bytes, key: bytes) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     folder = tempfile.mkdtemp(prefix="kubetune-apiserver-")
@@ -295,7 +238,9 @@ class ApiServer:
         assert server is not None
         bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
         self._url = f"http://{host}:{bound[1]}"
-        self.certificate, key = _self_signed(host)
+        self.certificate, key = self_signed(
+            "kubetune-apiserver", ("localhost", "127.0.0.1", "::1", host)
+        )
         tls_site = web.TCPSite(
             self._runner, host, tls_port, ssl_context=_server_context(self.certificate, key)
         )
