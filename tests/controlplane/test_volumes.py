@@ -34,7 +34,7 @@ async def fetch(plural: str, name: str) -> dict[str, Any] | None:
     return OBJECTS.get((plural, name))
 
 
-async def request_token(_: str, audience: str | None, seconds: int) -> str:
+async def request_token(audience: str | None, seconds: int) -> str:
     TOKENS.append((audience, seconds))
     return "a-bound-token"
 

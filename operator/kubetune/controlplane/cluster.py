@@ -29,6 +29,7 @@ import aiohttp
 import yaml
 
 from kubetune.controlplane.apiserver import ApiServer
+from kubetune.controlplane.images import PROJECT_IMAGES
 from kubetune.controlplane.kubelet import Kubelet
 from kubetune.controlplane.real import RealCluster
 
@@ -68,6 +69,7 @@ class LocalCluster:
             workdir=self.workdir,
             service_discovery_dir=self.service_discovery_dir,
             token=self.server.token,
+            images=PROJECT_IMAGES,
         )
         self.server.set_pod_log_provider(self.kubelet.logs)
         await self.kubelet.start()

@@ -1538,7 +1538,7 @@ class Kubelet:
                     return None
                 raise VolumeError(f"cannot read {plural[:-1]} {name!r}: {error}") from None
 
-        async def request_token(_: str, audience: str | None, seconds: int) -> str:
+        async def request_token(audience: str | None, seconds: int) -> str:
             account = pod.spec.get("serviceAccountName") or "default"
             body = {
                 "apiVersion": "authentication.k8s.io/v1",

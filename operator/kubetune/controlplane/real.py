@@ -161,7 +161,7 @@ class RealCluster:
                 service_discovery_dir=self.service_discovery_dir,
                 schedules=False,
                 tls=self._client_tls(kubelet_client),
-                serving=(self._server_tls(kubelet_serving), self._kubelet_port),
+                serving=(self._server_tls(kubelet_serving), free_port()),
                 images=self.images,
             )
             await self.kubelet.start()
@@ -238,7 +238,6 @@ class RealCluster:
             document = _kubeconfig(self.url, ca.pem, pair, f"system:{user}", "default")
             (self.pki / f"{user}.kubeconfig").write_text(yaml.safe_dump(document))
         signing_key(self.pki / "service-account.key")
-        self._kubelet_port = free_port()
 
     async def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -300,12 +299,7 @@ class RealCluster:
         await self._launch(
             "kube-controller-manager",
             [
-                f"--kubeconfig={pki / 'kube-controller-manager.kubeconfig'}",
-                f"--authentication-kubeconfig={pki / 'kube-controller-manager.kubeconfig'}",
-                f"--authorization-kubeconfig={pki / 'kube-controller-manager.kubeconfig'}",
-                f"--bind-address={NODE_IP}",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
+                *self._client_component_flags("kube-controller-manager"),
                 f"--controllers={','.join(CONTROLLERS)}",
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki / 'service-account.key'}",
@@ -313,18 +307,28 @@ class RealCluster:
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             ],
         )
-        await self._launch(
-            "kube-scheduler",
-            [
-                f"--kubeconfig={pki / 'kube-scheduler.kubeconfig'}",
-                f"--authentication-kubeconfig={pki / 'kube-scheduler.kubeconfig'}",
-                f"--authorization-kubeconfig={pki / 'kube-scheduler.kubeconfig'}",
-                f"--bind-address={NODE_IP}",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
-            ],
+        await self._launch("kube-scheduler", self._client_component_flags("kube-scheduler"))
+        # Pods in `default` need its ServiceAccount, which the controller manager makes: a pod
+        # created right after start() must not be refused for the want of it.
+        assert self._admin is not None
+        await self._wait_ready(
+            "the default ServiceAccount",
+            f"{self.url}/api/v1/namespaces/default/serviceaccounts/default",
+            tls=self._client_tls(self._admin),
         )
-        await self._wait_for_default_service_account()
+
+    def _client_component_flags(self, name: str) -> list[str]:
+        """What the controller manager and the scheduler share: their kubeconfig (for the
+        API, and to check who calls their own endpoint), loopback, one replica."""
+        kubeconfig = self.pki / f"{name}.kubeconfig"
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={NODE_IP}",
+            f"--secure-port={free_port()}",
+            "--leader-elect=false",
+        ]
 
     async def _launch(self, name: str, args: list[str]) -> None:
         log = self.workdir / "logs" / f"{name}.log"
@@ -340,40 +344,14 @@ class RealCluster:
         )
         self._components.append(component)
 
-    async def _wait_ready(self, name: str, url: str, tls: ssl.SSLContext | None) -> None:
-        """Poll a health endpoint until it answers 200; fail with the log if the process
-        exits or the time runs out."""
-        component = next(c for c in self._components if c.name == name)
+    async def _wait_ready(self, what: str, url: str, tls: ssl.SSLContext | None) -> None:
+        """Poll `url` until it answers 200; fail with a component's log if one exits, or when
+        the time runs out."""
         connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
         async with aiohttp.ClientSession(connector=connector) as session:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + START_TIMEOUT_SECONDS
             last = "no answer"
-            while loop.time() < deadline:
-                assert component.process is not None
-                if component.process.returncode is not None:
-                    raise ControlPlaneError(
-                        f"{name} exited with {component.process.returncode}:\n{component.tail()}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as answer:
-                        if answer.status == 200:
-                            return
-                        last = f"HTTP {answer.status}: {(await answer.text())[-500:]}"
-                await asyncio.sleep(0.2)  # the component is still starting
-        raise ControlPlaneError(
-            f"{name} not ready in {START_TIMEOUT_SECONDS:g} s ({last}):\n{component.tail()}"
-        )
-
-    async def _wait_for_default_service_account(self) -> None:
-        """Pods in `default` need its ServiceAccount, which the controller manager makes: wait
-        for it so that a pod created right after start() is not refused."""
-        assert self._admin is not None
-        path = f"{self.url}/api/v1/namespaces/default/serviceaccounts/default"
-        connector = aiohttp.TCPConnector(ssl=self._client_tls(self._admin))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + START_TIMEOUT_SECONDS
             while loop.time() < deadline:
                 for component in self._components:
                     assert component.process is not None
@@ -382,11 +360,16 @@ class RealCluster:
                             f"{component.name} exited with {component.process.returncode}:\n"
                             f"{component.tail()}"
                         )
-                async with session.get(path) as answer:
-                    if answer.status == 200:
-                        return
-                await asyncio.sleep(0.2)  # the service-account controller is starting
-        raise ControlPlaneError("the default ServiceAccount did not appear")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as answer:
+                        if answer.status == 200:
+                            return
+                        last = f"HTTP {answer.status}: {(await answer.text())[-500:]}"
+                await asyncio.sleep(0.2)  # the component is still starting
+        logs = "\n".join(f"{c.name}:\n{c.tail()}" for c in self._components)
+        raise ControlPlaneError(
+            f"{what} not ready in {START_TIMEOUT_SECONDS:g} s ({last}):\n{logs}"
+        )
 
     def _client_tls(self, pair: KeyPair) -> ssl.SSLContext:
         assert self._ca is not None

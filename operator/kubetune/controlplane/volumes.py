@@ -20,8 +20,8 @@ from typing import Any
 Json = dict[str, Any]
 Fetch = Callable[[str, str], Awaitable[Json | None]]
 """(plural, name) -> the object in the pod's namespace, or None when it does not exist."""
-RequestToken = Callable[[str, str | None, int], Awaitable[str]]
-"""(service account, audience, expiration seconds) -> a token bound to the pod."""
+RequestToken = Callable[[str | None, int], Awaitable[str]]
+"""(audience, expiration seconds) -> a token of the pod's service account, bound to the pod."""
 FieldValue = Callable[[str], str]
 """A downward-API fieldPath -> its value."""
 
@@ -92,7 +92,6 @@ async def volume_files(
             token = source["serviceAccountToken"]
             files[str(token["path"])] = (
                 await request_token(
-                    "",
                     token.get("audience"),
                     int(token.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS),
                 )
