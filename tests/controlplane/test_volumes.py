@@ -15,6 +15,7 @@ from kubetune.controlplane.volumes import (
     Mount,
     VolumeError,
     container_mounts,
+    hiding,
     in_mount_namespace,
     mount_order,
     prepare_targets,
@@ -129,10 +130,20 @@ def test_a_process_sees_its_mounts_and_the_host_does_not(tmp_path: Path) -> None
     assert in_mount_namespace(["true"], []) == ["true"]
 
 
-def test_a_mount_that_hides_other_sources_comes_last(tmp_path: Path) -> None:
-    """The chart's emptyDir on /tmp, with the pod's folder (every volume's source) under /tmp."""
-    tmp = Mount(tmp_path / "volumes" / "tmp", str(tmp_path))
-    token = Mount(tmp_path / "volumes" / "token", "/var/run/secrets/kubernetes.io/serviceaccount")
-    parent = Mount(tmp_path / "volumes" / "a", "/srv")
-    child = Mount(tmp_path / "volumes" / "b", "/srv/data")
-    assert mount_order([tmp, child, token, parent]) == [parent, child, token, tmp]
+def test_parents_are_mounted_before_children() -> None:
+    parent = Mount(Path("/v/a"), "/srv")
+    child = Mount(Path("/v/b"), "/srv/data")
+    token = Mount(Path("/v/t"), "/var/run/secrets/kubernetes.io/serviceaccount")
+    assert mount_order([child, token, parent]) == [parent, child, token]
+
+
+def test_a_mount_that_would_hide_the_installed_code_or_a_source_is_left_out() -> None:
+    """The chart's emptyDir on /tmp, with a checkout (its virtualenv) and the pod's folder
+    under /tmp: mounted, it would hide the operator's own code."""
+    tmp = Mount(Path("/tmp/k/pods/p/volumes/tmp"), "/tmp")
+    token = Mount(Path("/tmp/k/pods/p/volumes/token"), "/var/run/secrets/kubernetes.io/x")
+    data = Mount(Path("/tmp/k/pods/p/volumes/data"), "/srv/data")
+    needed = [Path("/tmp/checkout/.venv"), Path("/tmp/k/pods")]
+    assert hiding([tmp, token, data], needed) == [tmp]
+    # Elsewhere, nothing is hidden.
+    assert hiding([token, data], [Path("/opt/venv"), Path("/var/lib/pods")]) == []

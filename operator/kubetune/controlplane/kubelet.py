@@ -79,6 +79,7 @@ import shutil
 import signal
 import socket
 import ssl
+import sys
 import tempfile
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
@@ -98,6 +99,7 @@ from kubetune.controlplane.volumes import (
     Mount,
     VolumeError,
     container_mounts,
+    hiding,
     in_mount_namespace,
     prepare_targets,
     volume_files,
@@ -1569,7 +1571,19 @@ class Kubelet:
                 name = str(volume["name"])
                 volumes[name] = write_volume(pod.folder / "volumes" / name, files)
         for container in pod.containers:
-            container.mounts = container_mounts(container.spec, volumes)
+            mounts = container_mounts(container.spec, volumes)
+            needed = [self.workdir.resolve(), Path(sys.prefix), Path(sys.base_prefix)]
+            left_out = hiding(mounts, needed)
+            for mount in left_out:
+                self._event(
+                    pod.obj,
+                    "Warning",
+                    "MountLeftOut",
+                    f"volume mount {mount.target} of container {container.name} would hide "
+                    "this machine's installed code or the pod's files: the local kubelet shares "
+                    "the host's filesystem, so the container sees the host's folder there",
+                )
+            container.mounts = [mount for mount in mounts if mount not in left_out]
             prepare_targets(container.mounts)
 
     async def _values(self, pod: _Pod, plural: str, name: str) -> dict[str, str] | None:

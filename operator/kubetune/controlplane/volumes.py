@@ -155,13 +155,18 @@ def in_mount_namespace(argv: list[str], mounts: list[Mount]) -> list[str]:
 
 
 def mount_order(mounts: list[Mount]) -> list[Mount]:
-    """Parents before children, and last a mount whose target hides another's source (an
-    emptyDir on /tmp while the pod's folder is under /tmp): a source is resolved when it is
-    mounted, so the others must be in place before it is hidden."""
+    """Parents before children: a mount on /srv would hide one made before it on /srv/data."""
+    return sorted(mounts, key=lambda mount: len(Path(mount.target).parts))
 
-    def hides_a_source(mount: Mount) -> bool:
-        return any(
-            other is not mount and other.source.is_relative_to(mount.target) for other in mounts
-        )
 
-    return sorted(mounts, key=lambda m: (hides_a_source(m), len(Path(m.target).parts)))
+def hiding(mounts: list[Mount], needed: list[Path]) -> list[Mount]:
+    """The mounts whose target would hide a path the process needs: the installed code (the
+    virtualenv), the pod's folder, or another mount's source. A real container has a root
+    filesystem of its own; here the host's is shared, so an emptyDir on /tmp would hide a
+    checkout under /tmp. Such a mount is left out (the process sees the host's folder)."""
+    paths = [*needed, *(mount.source for mount in mounts)]
+    return [
+        mount
+        for mount in mounts
+        if any(path.is_relative_to(mount.target) and path != mount.source for path in paths)
+    ]
