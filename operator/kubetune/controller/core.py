@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from kubetune.budget import BudgetDecision, StudyEnd, TrialCost, assess, running_seconds
+from kubetune.controller.best import best_and_front
 from kubetune.controller.metrics_source import SourceReads, due_reads, prometheus_of
 from kubetune.controller.observation import (
     InvalidMetricError,
@@ -36,20 +37,16 @@ from kubetune.controller.pod import render_trial_pod
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.study import (
-    MAX_PARETO_FRONT_IN_STATUS,
     Aggregation,
-    BestTrial,
     Condition,
     ConditionType,
     ObjectMeta,
     ParameterValue,
-    ParetoTrial,
     PrunerName,
     StudyConditionReason,
     StudyPhase,
     TrialCounts,
     TuningStudy,
-    TuningStudySpec,
     TuningStudyStatus,
 )
 from kubetune.spec.trial import (
@@ -668,7 +665,7 @@ class StudyController:
         previous_best = status.best_trial
         best, front, front_size = previous_best, status.pareto_front, status.pareto_front_size
         if engine is not None:
-            best, front, front_size = _best(study.spec, engine, work.trials)
+            best, front, front_size = best_and_front(study.spec, engine, work.trials)
         events = list(work.events)
         if (
             best is not None
@@ -843,35 +840,6 @@ def _count(trials: Sequence[TuningTrial]) -> TrialCounts:
         timed_out=by_state[TrialState.TIMED_OUT],
         stopped=by_state[TrialState.STOPPED],
     )
-
-
-def _best(
-    spec: TuningStudySpec, engine: Engine, trials: Mapping[int, TuningTrial]
-) -> tuple[BestTrial | None, list[ParetoTrial], int]:
-    """The best trial and (several objectives) the Pareto front, bounded for the status."""
-    numbers = [n for n in engine.best_numbers() if n in trials and trials[n].status.values]
-    if not numbers:
-        return None, [], 0
-    best_trials = [trials[n] for n in sorted(numbers)]
-    first = best_trials[0]
-    values = list(first.status.values or [])
-    multi = spec.objective.is_multi_objective
-    best = BestTrial(
-        name=first.metadata.name or "",
-        number=first.spec.number,
-        params=first.spec.params,
-        value=None if multi else values[0],
-        values=values if multi else None,
-    )
-    if not multi:
-        return best, [], 0
-    front = [
-        ParetoTrial(
-            name=t.metadata.name or "", number=t.spec.number, values=list(t.status.values or [])
-        )
-        for t in best_trials[:MAX_PARETO_FRONT_IN_STATUS]
-    ]
-    return best, front, len(best_trials)
 
 
 def _importances(engine: Engine, status: TuningStudyStatus, counts: TrialCounts) -> dict[str, Any]:
