@@ -143,7 +143,8 @@ def test_patience_prunes_a_trial_that_stopped_improving() -> None:
     for step, value in enumerate([3.0, 2.0, 2.5, 2.6]):
         engine.report(number, step, value)
         verdicts.append(engine.should_prune(number))
-    assert verdicts == [False, False, False, True]
+    # Patience 1: pruned at the first step after the best (2.0) that brings no improvement.
+    assert verdicts == [False, False, True, True]
 
 
 def test_several_objectives_ignore_reports_and_give_the_pareto_front() -> None:

@@ -1,8 +1,10 @@
 """Which Optuna pruner a study's pruner spec becomes.
 
-Unset settings keep Optuna's defaults. `patience` on any pruner wraps it in PatientPruner, so a
-trial is pruned only when the wrapped pruner says so after `patience` steps without improvement;
-the `patient` pruner is that wrapper around no pruner.
+Unset settings keep Optuna's defaults. `patience` on any pruner wraps it in `EarlyStoppingPruner`,
+so a trial is pruned only when the wrapped pruner says so after `patience` steps without
+improvement; the `patient` pruner is that wrapper around no pruner. What counts as an improvement
+is Keras's and Lightning's EarlyStopping rule (see `EarlyStoppingPruner`), not Optuna's
+PatientPruner's, which never prunes a flat curve when minDelta > 0.
 
 Successive halving and Hyperband estimate an unset minResource / maxResource from the completed
 trials the first time they need it, and Optuna keeps that estimate in memory for the life of the
@@ -13,22 +15,21 @@ trial that caused it and replayed on rebuild; `create_pruner` then passes it exp
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import (
     BasePruner,
     HyperbandPruner,
     MedianPruner,
     NopPruner,
-    PatientPruner,
     PercentilePruner,
     SuccessiveHalvingPruner,
     ThresholdPruner,
 )
+from optuna.study import StudyDirection
 
 from kubetune.spec.study import Pruner, PrunerName
 
@@ -82,9 +83,72 @@ def create_pruner(pruner: Pruner, resolved: Mapping[str, Any] | None = None) -> 
         raise ValueError("spec.pruner.patience: the patient pruner needs patience")
     if patience is None:
         return inner if inner is not None else NopPruner()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return PatientPruner(inner, patience=patience, min_delta=_or(pruner.min_delta, 0.0))
+    return EarlyStoppingPruner(inner, patience=patience, min_delta=_or(pruner.min_delta, 0.0))
+
+
+class EarlyStoppingPruner(BasePruner):
+    """Early stopping on a trial's own curve, as Keras's and Lightning's EarlyStopping do.
+
+    The reference is the trial's first non-NaN reported value; a later value is an improvement
+    when it is better than the reference (lower when minimizing, higher when maximizing) by at
+    least `min_delta`, and by more than zero, and it then becomes the reference. Smaller gains do
+    not move the reference, so they add up until they reach `min_delta`. A NaN value is never an
+    improvement. Once the last `patience` reported steps (at least one) brought no improvement,
+    the trial is pruned, or, with a wrapped pruner, pruned if that pruner says so; the wrapped
+    pruner is asked only then, as in Optuna's PatientPruner, which this replaces. Steps count as
+    reported (the keys of `intermediate_values`, in order), not by their numbers.
+    """
+
+    def __init__(
+        self, wrapped_pruner: BasePruner | None, patience: int, min_delta: float = 0.0
+    ) -> None:
+        if patience < 0:
+            raise ValueError(f"patience cannot be negative but got {patience}")
+        if not min_delta >= 0:  # also refuses NaN
+            raise ValueError(f"min_delta cannot be negative but got {min_delta}")
+        self._wrapped_pruner = wrapped_pruner
+        self._patience = patience
+        self._min_delta = float(min_delta)
+
+    @property
+    def wrapped_pruner(self) -> BasePruner | None:
+        return self._wrapped_pruner
+
+    @property
+    def patience(self) -> int:
+        return self._patience
+
+    @property
+    def min_delta(self) -> float:
+        return self._min_delta
+
+    def steps_without_improvement(self, values: list[float], direction: StudyDirection) -> int:
+        """How many of the last reported values brought no improvement (see the class)."""
+        sign = -1.0 if direction is StudyDirection.MAXIMIZE else 1.0
+        reference: float | None = None  # sign * the reference value: lower is better
+        since = 0
+        for value in values:
+            signed = sign * float(value)
+            if math.isnan(signed):
+                since += 1
+            elif reference is None or (
+                reference - signed >= self._min_delta and reference - signed > 0.0
+            ):
+                reference, since = signed, 0
+            else:
+                since += 1
+        return since
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.last_step is None:
+            return False
+        intermediate = trial.intermediate_values
+        values = [intermediate[step] for step in sorted(intermediate)]
+        if self.steps_without_improvement(values, study.direction) < max(self._patience, 1):
+            return False
+        if self._wrapped_pruner is None:
+            return True
+        return self._wrapped_pruner.prune(study, trial)
 
 
 def _or(value: _T | None, default: _T) -> _T:
@@ -107,8 +171,8 @@ def _common(pruner: Pruner) -> dict[str, Any]:
 
 
 def _unwrap(pruner: BasePruner) -> BasePruner | None:
-    if isinstance(pruner, PatientPruner):
-        return pruner._wrapped_pruner
+    if isinstance(pruner, EarlyStoppingPruner):
+        return pruner.wrapped_pruner
     return pruner
 
 
