@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from kubetune.spec import api
+from kubetune.spec.study import MAX_PARETO_FRONT_IN_STATUS
 from kubetune.spec.trial import TuningTrial
 
 app = typer.Typer(
@@ -110,9 +111,13 @@ def run_local(
     if status.best_trial is not None:
         best = status.best_trial
         shown = best.value if best.value is not None else best.values
-        typer.echo(f"Best trial {best.number}: {shown} with {format_params(best.params)}")
+        first = " (the first of the Pareto front)" if best.value is None else ""
+        typer.echo(f"Best trial {best.number}{first}: {shown} with {format_params(best.params)}")
     if status.pareto_front_size:
-        typer.echo(f"Pareto front: {status.pareto_front_size} trials")
+        front = [(member.number, member.values) for member in status.pareto_front]
+        metrics = document["spec"]["objective"]["metrics"]
+        for line in front_lines(front, status.pareto_front_size, metrics):
+            typer.echo(line)
     if status.importances:
         ranked = ", ".join(f"{name} {value:.2f}" for name, value in status.importances.items())
         typer.echo(f"Importances: {ranked}")
@@ -370,6 +375,42 @@ def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
         typer.echo(f"  best trial {best['number']}: {shown} with {format_params(params)}")
     else:
         typer.echo("  no trial completed")
+    if status.get("paretoFrontSize"):
+        front = [(m["number"], m["values"]) for m in status.get("paretoFront") or []]
+        metrics = ((study.get("spec") or {}).get("objective") or {}).get("metrics") or []
+        for line in front_lines(front, status["paretoFrontSize"], metrics):
+            typer.echo(f"  {line}")
+
+
+FRONT_MEMBERS_SHOWN = 5
+"""Pareto-optimal trials the command line prints (the first of status.paretoFront's order)."""
+
+
+def front_lines(
+    front: list[tuple[int, list[float]]], size: int, metrics: list[dict[str, Any]]
+) -> list[str]:
+    """The Pareto front's size, its order, and its first members with their values by name.
+
+    `front` is status.paretoFront as (number, values), in its order: best first in the first
+    objective, ties by trial number. `metrics` is spec.objective.metrics.
+    """
+    names = [str(m.get("name", f"objective {i}")) for i, m in enumerate(metrics)]
+    direction = str(metrics[0].get("direction", "minimize")) if metrics else "minimize"
+    order = f", best first by {names[0]} ({direction})" if names else ""
+    shown = front[:FRONT_MEMBERS_SHOWN]
+    lines = [f"Pareto front: {size} trials{order}:"]
+    for number, values in shown:
+        named = ", ".join(
+            f"{names[i] if i < len(names) else f'objective {i}'}={value:.6g}"
+            for i, value in enumerate(values)
+        )
+        lines.append(f"  trial {number}: {named}")
+    if size > len(shown):
+        lines.append(
+            f"  ... and {size - len(shown)} more (status.paretoFront lists the first "
+            f"{MAX_PARETO_FRONT_IN_STATUS})"
+        )
+    return lines
 
 
 @app.command()

@@ -635,13 +635,27 @@ def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Gr
     return Group(table, Text(hint, style="bold"))
 
 
+FRONT_MEMBERS_SHOWN = 3
+"""Pareto-optimal trials the progress table names (the first of status.paretoFront's order)."""
+
+
 def _best(status: Mapping[str, Any]) -> str:
+    """The best value and its trial; with several objectives, the size of the Pareto front and
+    its first members (best first in the first objective, as status.paretoFront lists them)."""
     best = status.get("bestTrial")
     if not best:
         return ""
     value = best.get("value")
-    shown = f"{value:.4g}" if value is not None else ", ".join(f"{v:.4g}" for v in best["values"])
-    return f"{shown} (trial {best['number']})"
+    if value is not None:
+        return f"{value:.4g} (trial {best['number']})"
+    front = status.get("paretoFront") or [best]
+    size = status.get("paretoFrontSize") or len(front)
+    shown = [
+        f"{', '.join(f'{v:.4g}' for v in member['values'])} (trial {member['number']})"
+        for member in front[:FRONT_MEMBERS_SHOWN]
+    ]
+    more = size - len(shown)
+    return f"front of {size}: " + "; ".join(shown) + (f"; {more} more" if more > 0 else "")
 
 
 def budget_used(budget: Mapping[str, Any]) -> str:

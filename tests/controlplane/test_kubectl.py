@@ -141,6 +141,7 @@ def test_get_shows_the_crd_printer_columns(kube: Kube, installed: str) -> None:
         "progress": "3/40",
         "trials": {"running": 2},
         "bestTrial": {"name": "columns-0002", "number": 2, "params": {"x": 1.5}, "value": 0.25},
+        "paretoFrontSize": 0,
         "budget": {"gpuHours": 1.5},
     }
     kube.kubectl(
@@ -153,10 +154,12 @@ def test_get_shows_the_crd_printer_columns(kube: Kube, installed: str) -> None:
         yaml.safe_dump({"status": status}),
     )
     header, row = kube.kubectl("get", "tuningstudies", "columns").stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "TRIALS", "RUNNING", "BEST", "GPU-HOURS", "AGE"]
+    assert header.split() == [
+        "NAME", "PHASE", "TRIALS", "RUNNING", "BEST", "FRONT", "GPU-HOURS", "AGE"
+    ]  # fmt: skip
     cells = row.split()
-    assert cells[:6] == ["columns", "Running", "3/40", "2", "0.25", "1.5"]
-    assert cells[6].endswith("s")  # an age such as 0s
+    assert cells[:7] == ["columns", "Running", "3/40", "2", "0.25", "0", "1.5"]
+    assert cells[7].endswith("s")  # an age such as 0s
 
 
 def test_label_and_field_selectors(kube: Kube, installed: str) -> None:

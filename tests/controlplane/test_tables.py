@@ -39,14 +39,15 @@ def test_a_study_table_has_the_crd_columns_typed_and_empty_cells_for_missing_val
         "metadata": {"name": "digits", "namespace": "ml",
                      "creationTimestamp": stamp(timedelta(minutes=5))},
         "status": {"phase": "Running", "progress": "3/40", "trials": {"running": 2},
-                   "bestTrial": {"value": 1}, "budget": {"gpuHours": 0.25}},
+                   "bestTrial": {"value": 1}, "paretoFrontSize": 0,
+                   "budget": {"gpuHours": 0.25}},
     }  # fmt: skip
     fresh = {"metadata": {"name": "new", "creationTimestamp": stamp(timedelta(seconds=4))}}
     result = table([running, fresh], STUDY_COLUMNS, kind="TuningStudy", now=NOW)
     assert result["kind"] == "Table"
     assert result["apiVersion"] == "meta.k8s.io/v1"
     names = [c["name"] for c in result["columnDefinitions"]]
-    assert names == ["Name", "Phase", "Trials", "Running", "Best", "GPU-Hours", "Age"]
+    assert names == ["Name", "Phase", "Trials", "Running", "Best", "Front", "GPU-Hours", "Age"]
     assert result["columnDefinitions"][0]["format"] == "name"
     assert result["columnDefinitions"][3] == {
         "name": "Running",
@@ -55,8 +56,8 @@ def test_a_study_table_has_the_crd_columns_typed_and_empty_cells_for_missing_val
         "description": "Trials running now.",
         "priority": 0,
     }
-    assert result["rows"][0]["cells"] == ["digits", "Running", "3/40", 2, 1.0, 0.25, "5m"]
-    assert result["rows"][1]["cells"] == ["new", None, None, None, None, None, "4s"]
+    assert result["rows"][0]["cells"] == ["digits", "Running", "3/40", 2, 1.0, 0, 0.25, "5m"]
+    assert result["rows"][1]["cells"] == ["new", None, None, None, None, None, None, "4s"]
     assert result["rows"][0]["object"] == {
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",

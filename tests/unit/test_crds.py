@@ -260,7 +260,7 @@ def _schema_node(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("crd", "names"),
     [
-        (study_crd(), ["Phase", "Trials", "Running", "Best", "GPU-Hours", "Age"]),
+        (study_crd(), ["Phase", "Trials", "Running", "Best", "Front", "GPU-Hours", "Age"]),
         (trial_crd(), ["Study", "Number", "State", "Value", "Age"]),
     ],
     ids=["study", "trial"],

@@ -453,6 +453,8 @@ class Engine:
     def best_numbers(self) -> list[int]:
         """The best trial's number, or the Pareto front's (ascending); [] before any completes.
 
+        Ties in a single objective go to the lower trial number. The status orders the front
+        itself (kubetune.controller.best.front_order: best first in the first objective).
         Warm-start results are not trials of this study and are never best.
         """
         completed = self._kubetune_trials((OptunaState.COMPLETE,))

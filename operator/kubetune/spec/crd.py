@@ -437,6 +437,14 @@ STUDY_COLUMNS: Final = (
     _column("Trials", "string", ".status.progress", "Finished trials over maxTrials."),
     _column("Running", "integer", ".status.trials.running", "Trials running now."),
     _column("Best", "number", ".status.bestTrial.value", "Best objective value so far."),
+    # With several objectives Best is empty (there is no single best value): Front says how
+    # many trials are on the Pareto front; it reads 0 for a single-objective study.
+    _column(
+        "Front",
+        "integer",
+        ".status.paretoFrontSize",
+        "Trials on the Pareto front (several objectives).",
+    ),
     _column("GPU-Hours", "number", ".status.budget.gpuHours", "GPU-hours used so far."),
     _AGE,
 )

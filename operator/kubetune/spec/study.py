@@ -29,7 +29,11 @@ ParameterValue = StrictBool | StrictInt | StrictFloat | StrictStr
 MAX_OBJECTIVES = 8
 MAX_GRID_POINTS_PER_PARAMETER = 100_000
 """A grid axis larger than this is a mistake (an int range without a step, say)."""
-MAX_PARETO_FRONT_IN_STATUS = 10
+MAX_PARETO_FRONT_IN_STATUS = 50
+"""The most Pareto-optimal trials `status.paretoFront` lists (the first in its order; see
+TuningStudyStatus.pareto_front); `status.paretoFrontSize` counts them all. An entry is a name,
+a number and at most MAX_OBJECTIVES values, so 50 of them stay a few kilobytes, far under
+etcd's object size limit."""
 
 
 # --- objective -------------------------------------------------------------------------------
@@ -629,11 +633,13 @@ class TuningStudyStatus(ApiModel):
     progress: str = ""
     """Finished trials over maxTrials, for kubectl get (for example 12/50)."""
     best_trial: BestTrial | None = None
-    """The best trial so far (single objective), or one Pareto-optimal trial."""
+    """The best trial so far (single objective); with several objectives, the first trial of
+    paretoFront (the best in the first objective)."""
     pareto_front: Annotated[list[ParetoTrial], Field(max_length=MAX_PARETO_FRONT_IN_STATUS)] = []
-    """Up to 10 Pareto-optimal trials (several objectives)."""
+    """The Pareto-optimal trials (several objectives), best first in the first objective's
+    direction, ties by trial number; the first 50 of them when the front is larger."""
     pareto_front_size: int = 0
-    """Trials on the Pareto front, all of them."""
+    """Trials on the Pareto front, all of them (0 with a single objective)."""
     budget: BudgetUsage = BudgetUsage()
     """What the study has used of its budget."""
     importances: dict[str, float] | None = None
