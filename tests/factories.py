@@ -25,6 +25,7 @@ def study_spec(
     search_space: list[dict[str, Any]] | None = None,
     gpus: int = 0,
     warm_start: dict[str, Any] | None = None,
+    grace: int | None = None,
 ) -> TuningStudySpec:
     container: dict[str, Any] = {"name": "trainer", "image": "trainer:1", "command": ["train"]}
     if gpus:
@@ -40,6 +41,8 @@ def study_spec(
         "budget": budget or {},
         "trialTemplate": {"spec": {"containers": [container]}},
     }
+    if grace is not None:
+        document["trialTemplate"]["spec"]["terminationGracePeriodSeconds"] = grace
     if pruner:
         document["pruner"] = pruner
     if warm_start:
@@ -66,6 +69,8 @@ def trial(
     last_report: float | None = None,
     params: dict[str, Any] | None = None,
     study_name: str = "demo",
+    terminating: bool = False,
+    pod_ended: float | None = None,
 ) -> TuningTrial:
     """A trial record; times are seconds after T0."""
     return TuningTrial(
@@ -84,5 +89,7 @@ def trial(
             gpus=gpus,
             last_report_time=None if last_report is None else at(last_report),
             pod_name=f"{study_name}-{number}",
+            pod_terminating=terminating,
+            pod_end_time=None if pod_ended is None else at(pod_ended),
         ),
     )

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubetune.controller import (
+    STOP_DEADLINE_SECONDS,
     MetricReport,
     Plan,
     PodObservation,
@@ -39,6 +40,9 @@ class PodScript:
     """The termination message's metrics; None: nothing written."""
     reason: str | None = None
     """Why it failed (succeeds=False), e.g. OOMKilled or DeadlineExceeded."""
+    exits_after_sigterm: float = 0.0
+    """How long the trainer takes to exit once told to stop; past the pod's grace period it is
+    killed at the grace period (a trainer that ignores SIGTERM: float("inf"))."""
 
 
 Script = Callable[[TuningTrial], PodScript]
@@ -50,6 +54,36 @@ class _Pod:
     script: PodScript
     deadline: float | None = None
     """activeDeadlineSeconds: the kubelet kills the pod this long after it started."""
+    grace: float = 30.0
+    """terminationGracePeriodSeconds."""
+    gpus: int = 0
+    deleted_at: float | None = None
+    """When the pod was deleted, in seconds after it was created."""
+
+    def _stop_requested(self) -> float | None:
+        """When the kubelet tells the trainer to stop: at its deadline, or at its deletion."""
+        start = self.script.start_after
+        times = [start + self.deadline] if self.deadline is not None else []
+        if self.deleted_at is not None:
+            times.append(max(self.deleted_at, start))
+        return min(times, default=None)
+
+    def end(self) -> tuple[float | None, bool]:
+        """When the pod's last process ends (None: not yet known), and whether it was killed."""
+        natural = self.script.end_after
+        requested = self._stop_requested()
+        if requested is None or (natural is not None and natural <= requested):
+            return natural, False
+        return requested + min(self.script.exits_after_sigterm, self.grace), True
+
+    def held_seconds(self, elapsed: float) -> float:
+        """How long its processes have run, as of `elapsed` seconds after it was created."""
+        start = self.script.start_after
+        if self.deleted_at is not None and self.deleted_at < start:
+            return 0.0
+        end, _ = self.end()
+        until = elapsed if end is None else min(end, elapsed)
+        return max(0.0, until - start)
 
 
 @dataclass
@@ -62,6 +96,8 @@ class SimulatedCluster:
     pods: dict[str, _Pod] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)
     plans: list[Plan] = field(default_factory=list)
+    gone: list[_Pod] = field(default_factory=list)
+    """Pods deleted whose processes ended: what they held still counts."""
     now: datetime = T0
     _uid: int = 0
 
@@ -76,6 +112,13 @@ class SimulatedCluster:
         body["status"] = self.status
         return body
 
+    def gpu_seconds_held(self) -> float:
+        """What every pod really held: its GPUs times the time its processes ran."""
+        return sum(
+            pod.gpus * pod.held_seconds((self.now - pod.created).total_seconds())
+            for pod in [*self.pods.values(), *self.gone]
+        )
+
     def observe(self, name: str) -> PodObservation | None:
         pod = self.pods.get(name)
         if pod is None:
@@ -83,6 +126,12 @@ class SimulatedCluster:
         elapsed = (self.now - pod.created).total_seconds()
         script = pod.script
         started = pod.created + timedelta(seconds=script.start_after)
+        end, killed = pod.end()
+        if pod.deleted_at is not None and (
+            pod.deleted_at < script.start_after or (end is not None and elapsed >= end)
+        ):
+            self.gone.append(self.pods.pop(name))  # graceful deletion is over
+            return None
         if elapsed < script.start_after:
             return PodObservation(PodPhase.PENDING, reason="ContainerCreating")
         reports = [r for r in script.reports if r[0] <= elapsed]
@@ -92,20 +141,19 @@ class SimulatedCluster:
             latest = MetricReport(
                 {self.metric: value}, step=step, time=pod.created + timedelta(seconds=at)
             )
-        deadline = None if pod.deadline is None else script.start_after + pod.deadline
-        ends = [t for t in (script.end_after, deadline) if t is not None]
-        if not ends or elapsed < min(ends):
+        if end is None or elapsed < end:
             return PodObservation(PodPhase.RUNNING, started_at=started, latest_report=latest)
-        if deadline is not None and deadline <= min(ends):
+        finished = pod.created + timedelta(seconds=end)
+        if killed:
             return PodObservation(
                 PodPhase.FAILED,
                 started_at=started,
-                finished_at=pod.created + timedelta(seconds=deadline),
+                finished_at=finished,
                 latest_report=latest,
                 reason="DeadlineExceeded",
+                terminated=True,
+                terminated_at=finished,
             )
-        assert script.end_after is not None
-        finished = pod.created + timedelta(seconds=script.end_after)
         final = MetricReport(script.final) if script.final is not None else None
         phase = PodPhase.SUCCEEDED if script.succeeds else PodPhase.FAILED
         return PodObservation(
@@ -116,13 +164,15 @@ class SimulatedCluster:
             final_report=final,
             reason=script.reason,
             exit_code=0 if script.succeeds else 1,
+            terminated=True,
+            terminated_at=finished,
         )
 
     def decide(self, controller: StudyController | None = None) -> Plan:
         """The plan for the cluster as it is now, not applied."""
         observations = {
             name: observation
-            for name in self.pods
+            for name in list(self.pods)
             if (observation := self.observe(name)) is not None
         }
         return (controller or self.controller).reconcile(
@@ -139,8 +189,16 @@ class SimulatedCluster:
         for update in plan.trial_updates:
             old = self.trials[update.name]
             self.trials[update.name] = old.model_copy(update={"status": update.status})
-        for pod in plan.delete_pods:
-            self.pods.pop(pod, None)
+        for name in plan.stop_pods:
+            stopped = self.pods.get(name)
+            # Lowering activeDeadlineSeconds (never raising it), as the API server allows.
+            if stopped is not None and (
+                stopped.deadline is None or stopped.deadline > STOP_DEADLINE_SECONDS
+            ):
+                stopped.deadline = STOP_DEADLINE_SECONDS
+        for name in plan.delete_pods:
+            if (deleted := self.pods.get(name)) is not None and deleted.deleted_at is None:
+                deleted.deleted_at = (self.now - deleted.created).total_seconds()
         for trial in plan.create_trials:
             name = trial.metadata.name or ""
             assert name not in self.trials, f"trial {name} created twice"
@@ -157,8 +215,22 @@ class SimulatedCluster:
         for pod in [*new_pods, *plan.create_pods]:
             name = pod["metadata"]["name"]
             if name not in self.pods:
-                deadline = pod["spec"].get("activeDeadlineSeconds")
-                self.pods[name] = _Pod(self.now, self.script(self.trials[name]), deadline)
+                spec = pod["spec"]
+                gpus = sum(
+                    int(amount)
+                    for container in spec["containers"]
+                    for resource, amount in (container.get("resources") or {})
+                    .get("limits", {})
+                    .items()
+                    if resource.endswith("/gpu")
+                )
+                self.pods[name] = _Pod(
+                    self.now,
+                    self.script(self.trials[name]),
+                    spec.get("activeDeadlineSeconds"),
+                    grace=float(spec.get("terminationGracePeriodSeconds", 30)),
+                    gpus=gpus,
+                )
         self.status = plan.study_status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @property

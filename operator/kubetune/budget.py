@@ -3,20 +3,26 @@ which running trials must stop, and whether the study is over and why.
 
 Pure: no Kubernetes, no Optuna, no clock (callers pass `now`).
 
-The rule for GPU-hours and money (documented in docs/study-spec.md): a trial's worst case is
-    gpus x trialTimeout            GPU-seconds, and
-    gpus x trialTimeout x price    money,
-because its pod is stopped at trialTimeout (activeDeadlineSeconds, and the controller). A trial
+The rule for GPU-hours and money (documented in docs/study-spec.md) counts what the pods held:
+a trial's GPU time runs from its pod's start until its pod has terminated, which for a stopped
+trial is up to its grace period (terminationGracePeriodSeconds) after the stop. Its worst case
+is therefore
+    gpus x (trialTimeout + grace)                          while it is active,
+    gpus x max(ran so far, stopped after + grace)          once stopped, until its pod is gone,
+and never less than what it has used so far (times the price per GPU-hour for money). A trial
 starts only when
-    used by finished trials + worst case of every active trial + worst case of the new trial
-is within the limit. So a trial is never started that the budget cannot pay for, even if every
-running trial runs to its timeout. Active trials reserve their worst case; finished trials count
-what they actually used.
+    used by trials whose pods are gone + worst case of every pod still there
+        + worst case of the new trial
+is within the limit, and only into a parallelism slot that no pod holds, terminating ones
+included. So a trial is never started that the budget cannot pay for, even if every pod runs
+until it is killed. Should what the pods used reach a limit anyway, every running trial is
+stopped, and the reconcile is woken at the moment that happens.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +36,7 @@ from kubetune.spec.study import (
     StudyConditionReason,
     TuningStudySpec,
 )
-from kubetune.spec.trial import TrialState, TuningTrial
+from kubetune.spec.trial import TrialState, TuningTrial, TuningTrialStatus
 
 # Budgets are floats: tolerate rounding when comparing what is used with a limit.
 _EPSILON = 1e-9
@@ -44,32 +50,78 @@ STOPPING_REASONS = frozenset(
         StudyConditionReason.MONEY_EXHAUSTED,
         StudyConditionReason.PATIENCE_EXHAUSTED,
         StudyConditionReason.TOO_MANY_FAILURES,
+        StudyConditionReason.NO_TRIAL_SUCCEEDED,
     }
 )
+FAILING_REASONS = frozenset(
+    {StudyConditionReason.TOO_MANY_FAILURES, StudyConditionReason.NO_TRIAL_SUCCEEDED}
+)
+
+
+SOURCE_ERROR_REASON = "MetricsSourceError"
+"""A trial's reason while (or because) the reads of its study's metrics source fail."""
+
+# Unless maxFailedTrials is set, a study whose first trials all fail stops after this many
+# failures (or `parallelism`, if more), before the typo in its command burns the whole budget.
+FAIL_FAST_FAILURES = 3
 
 
 @dataclass(frozen=True)
 class TrialCost:
-    """What one running hour of a trial costs, from the (immutable) trial template."""
+    """What one running hour of a trial costs, and how long its pod may take to stop, from the
+    (immutable) trial template."""
 
     gpus: int
     money_per_hour: float
+    grace_seconds: float
 
     @classmethod
     def of(cls, spec: TuningStudySpec) -> TrialCost:
         prices = spec.budget.money.price_per_gpu_hour if spec.budget.money else {}
         resources = spec.trial_template.gpu_resources(prices)
         money = sum(count * prices.get(name, 0.0) for name, count in resources.items())
-        return cls(gpus=sum(resources.values()), money_per_hour=money)
+        return cls(
+            gpus=sum(resources.values()),
+            money_per_hour=money,
+            grace_seconds=float(spec.trial_template.spec.grace_seconds),
+        )
 
 
-def running_seconds(trial: TuningTrial, now: datetime) -> float:
-    """How long the trial's pod has run (until it finished, or until now)."""
-    started = trial.status.start_time
-    if started is None:
+def running_seconds(status: TuningTrialStatus, now: datetime) -> float:
+    """How long a trial's pod has held its GPUs: from its start until it terminated, or until
+    now while it may still run (an active trial, or a stopped one whose pod is terminating)."""
+    if status.start_time is None:
         return 0.0
-    ended = trial.status.completion_time or now
-    return max(0.0, (ended - started).total_seconds())
+    ended = now if status.holds_pod else (status.pod_end_time or status.completion_time or now)
+    return max(0.0, (ended - status.start_time).total_seconds())
+
+
+def worst_case_seconds(
+    trial: TuningTrial, cost: TrialCost, trial_timeout: float | None, now: datetime
+) -> float | None:
+    """The most running time the trial's pod can reach, from its start (None: unbounded, an
+    active trial with no trialTimeout). What it has used is a floor: a pod that outlives its
+    bound (a node that does not enforce it) counts what it really holds."""
+    status = trial.status
+    ran = running_seconds(trial.status, now)
+    if not status.holds_pod:
+        return ran
+    if status.state.is_active:
+        if trial_timeout is None:
+            return None
+        return max(ran, trial_timeout + cost.grace_seconds)
+    stopped = status.completion_time or now
+    stopped_after = (stopped - status.start_time).total_seconds() if status.start_time else 0.0
+    return max(ran, max(0.0, stopped_after) + cost.grace_seconds)
+
+
+def format_amount(value: float) -> str:
+    """An amount (GPU-hours, money) with four significant digits and no exponent: 0.003333,
+    36.10, 1234."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, 3 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
 
 
 @dataclass(frozen=True)
@@ -91,7 +143,7 @@ class StudyEnd:
 
     @property
     def failed(self) -> bool:
-        return self.reason is StudyConditionReason.TOO_MANY_FAILURES
+        return self.reason in FAILING_REASONS
 
     @property
     def stops_running_trials(self) -> bool:
@@ -209,7 +261,7 @@ def _limit_stops(
             continue
         if status.start_time is None:
             continue
-        ran = running_seconds(trial, now)
+        ran = running_seconds(trial.status, now)
         if trial_timeout is not None:
             if ran >= trial_timeout:
                 stops.append(
@@ -226,17 +278,43 @@ def _limit_stops(
             last = status.last_report_time or status.start_time
             silent = (now - last).total_seconds()
             if silent >= metrics_timeout:
-                stops.append(
-                    TrialStop(
-                        name,
-                        TrialState.FAILED,
-                        "MetricsTimeout",
-                        f"reported no metrics for metricsTimeout ({budget.metrics_timeout})",
-                    )
-                )
+                stops.append(_metrics_timeout(name, trial, budget))
                 continue
             remaining.append(metrics_timeout - silent)
     return stops, remaining
+
+
+def usage_of(
+    spec: TuningStudySpec,
+    trials: Sequence[TuningTrial],
+    study_start: datetime | None,
+    now: datetime,
+) -> BudgetUsage:
+    """What the study has used as of `now`: pods that may still run count until now."""
+    budget = spec.budget
+    cost = TrialCost.of(spec)
+    running_hours = sum(running_seconds(t.status, now) for t in trials) / 3600.0
+    return BudgetUsage(
+        trials=len(trials),
+        max_trials=budget.max_trials,
+        gpu_hours=running_hours * cost.gpus,
+        max_gpu_hours=budget.max_gpu_hours,
+        money=running_hours * cost.money_per_hour,
+        money_limit=budget.money.limit if budget.money else None,
+        currency=budget.money.currency if budget.money else None,
+        elapsed_seconds=(now - study_start).total_seconds() if study_start else 0.0,
+        max_duration_seconds=_seconds(budget.max_duration),
+    )
+
+
+def _metrics_timeout(name: str, trial: TuningTrial, budget: Budget) -> TrialStop:
+    """A trial silent for metricsTimeout; when the metrics source's reads were failing, that
+    is its cause and its reason (the source's error, not the trainer's silence)."""
+    silent = f"reported no metrics for metricsTimeout ({budget.metrics_timeout})"
+    if trial.status.reason == SOURCE_ERROR_REASON:
+        message = f"{silent}: the metrics source failed: {trial.status.message}"
+        return TrialStop(name, TrialState.FAILED, SOURCE_ERROR_REASON, message)
+    return TrialStop(name, TrialState.FAILED, "MetricsTimeout", silent)
 
 
 def assess(
@@ -252,45 +330,35 @@ def assess(
     applied what the pods showed). Checked in this order, the first that holds wins: too many
     failures, goal reached, patience, max duration, GPU-hours, money (stopping reasons); then
     maxTrials, a GPU-hour or money budget that cannot cover one more trial, an exhausted
-    search space (draining reasons: running trials finish first).
+    search space (draining reasons: the study ends once no pod of it is left running). A study
+    that ends without a single succeeded trial fails (NoTrialSucceeded).
     """
     budget = spec.budget
     cost = TrialCost.of(spec)
     active = [t for t in trials if t.status.state.is_active]
-    finished = [t for t in trials if not t.status.state.is_active]
-    failures = sum(1 for t in trials if t.status.state.is_failure)
-    completed = completed_in_order(trials)
-
-    running_hours = sum(running_seconds(t, now) for t in trials) / 3600.0
-    elapsed = (now - study_start).total_seconds() if study_start else 0.0
+    usage = usage_of(spec, trials, study_start, now)
     max_duration = _seconds(budget.max_duration)
     trial_timeout = _seconds(budget.trial_timeout)
-    usage = BudgetUsage(
-        trials=len(trials),
-        max_trials=budget.max_trials,
-        gpu_hours=running_hours * cost.gpus,
-        max_gpu_hours=budget.max_gpu_hours,
-        money=running_hours * cost.money_per_hour,
-        money_limit=budget.money.limit if budget.money else None,
-        currency=budget.money.currency if budget.money else None,
-        elapsed_seconds=elapsed,
-        max_duration_seconds=max_duration,
-    )
 
-    end = _stopping_end(spec, usage, failures, completed, max_duration)
-    trial_stops, remaining = _limit_stops(budget, active, now)
-    if max_duration is not None and study_start is not None and end is None:
-        remaining.append(max_duration - elapsed)
-    next_deadline = None
-    if remaining and end is None:
-        next_deadline = now + timedelta(seconds=max(0.0, min(remaining)))
+    end = _stopping_end(spec, usage, trials, max_duration)
     if end is not None:
-        return BudgetDecision(usage, 0, (), end, None, None)
+        return BudgetDecision(usage, 0, (), _truthful(end, trials), None, None)
+    trial_stops, remaining = _limit_stops(budget, active, now)
+    if max_duration is not None and study_start is not None:
+        remaining.append(max_duration - usage.elapsed_seconds)
 
-    # How many more trials the budget can pay for, each at its worst case.
+    # Pods that hold GPUs now, trials stopped in this reconcile included: until their pods
+    # have terminated they keep their slot and count toward the budget.
     stopping = {stop.name for stop in trial_stops}
-    still_active = [t for t in active if (t.metadata.name or "") not in stopping]
-    slots = [budget.parallelism - len(still_active)]
+    holders = [
+        _stopped_now(t, now) if (t.metadata.name or "") in stopping else t
+        for t in trials
+        if t.status.holds_pod
+    ]
+    remaining.extend(_seconds_until_spent(budget, cost, usage, holders))
+    next_deadline = now + timedelta(seconds=max(0.0, min(remaining))) if remaining else None
+
+    slots = [budget.parallelism - len(holders)]
     draining: StudyEnd | None = None
     if budget.max_trials is not None:
         slots.append(budget.max_trials - len(trials))
@@ -299,62 +367,126 @@ def assess(
                 StudyConditionReason.MAX_TRIALS_REACHED,
                 f"maxTrials ({budget.max_trials}) trials were started",
             )
-    # Hours committed: what finished trials used, plus the worst case of every active one.
-    worst_hours = (trial_timeout or 0.0) / 3600.0
-    committed_hours = (
-        sum(running_seconds(t, now) for t in finished) / 3600.0 + len(still_active) * worst_hours
-    )
-    for limit, per_hour, reason, what in (
-        (
-            budget.max_gpu_hours,
-            float(cost.gpus),
-            StudyConditionReason.GPU_HOURS_EXHAUSTED,
-            f"maxGpuHours ({budget.max_gpu_hours})",
-        ),
-        (
-            budget.money.limit if budget.money else None,
-            cost.money_per_hour,
-            StudyConditionReason.MONEY_EXHAUSTED,
-            f"the money budget ({budget.money.limit:g} {budget.money.currency})"
-            if budget.money
-            else "",
-        ),
-    ):
-        if limit is None or per_hour == 0 or worst_hours == 0:
-            continue
-        affordable = math.floor(
-            (limit - committed_hours * per_hour) / (worst_hours * per_hour) + _EPSILON
-        )
-        slots.append(affordable)
-        if affordable <= 0 and draining is None:
-            draining = StudyEnd(
-                reason,
-                f"{what} cannot cover another trial's worst case "
-                f"({worst_hours * per_hour:.3g} at trialTimeout)",
+    if trial_timeout is not None:
+        new_worst_hours = (trial_timeout + cost.grace_seconds) / 3600.0
+        # Hours committed: what gone pods used, plus the worst case of every pod still there.
+        committed_hours = (
+            sum(
+                worst_case_seconds(t, cost, trial_timeout, now) or 0.0
+                for t in [*holders, *(t for t in trials if not t.status.holds_pod)]
             )
+            / 3600.0
+        )
+        for limit, per_hour, reason, what in _spend_limits(budget, cost):
+            affordable = math.floor(
+                (limit - committed_hours * per_hour) / (new_worst_hours * per_hour) + _EPSILON
+            )
+            slots.append(affordable)
+            if affordable <= 0 and draining is None:
+                draining = StudyEnd(
+                    reason,
+                    f"{what} cannot cover another trial's worst case "
+                    f"({format_amount(new_worst_hours * per_hour)}: trialTimeout and the "
+                    f"{cost.grace_seconds:g} s grace period)",
+                )
     if draining is None and search_space_exhausted:
         draining = StudyEnd(
             StudyConditionReason.SEARCH_SPACE_EXHAUSTED, "every point of the search space was tried"
         )
     may_start = 0 if draining else max(0, min(slots))
-    if draining is not None and not still_active:
-        return BudgetDecision(usage, 0, tuple(trial_stops), draining, None, None)
+    if draining is not None and not holders:
+        return BudgetDecision(usage, 0, tuple(trial_stops), _truthful(draining, trials), None, None)
     return BudgetDecision(usage, may_start, tuple(trial_stops), None, draining, next_deadline)
+
+
+def _spend_limits(
+    budget: Budget, cost: TrialCost
+) -> list[tuple[float, float, StudyConditionReason, str]]:
+    """(limit, its amount per hour of one trial, reason, what) for each budget on GPU time."""
+    limits = []
+    if budget.max_gpu_hours is not None and cost.gpus:
+        what = f"maxGpuHours ({format_amount(budget.max_gpu_hours)})"
+        limits.append(
+            (budget.max_gpu_hours, float(cost.gpus), StudyConditionReason.GPU_HOURS_EXHAUSTED, what)
+        )
+    if budget.money is not None and cost.money_per_hour:
+        what = f"the money budget ({format_amount(budget.money.limit)} {budget.money.currency})"
+        limits.append(
+            (budget.money.limit, cost.money_per_hour, StudyConditionReason.MONEY_EXHAUSTED, what)
+        )
+    return limits
+
+
+def _seconds_until_spent(
+    budget: Budget, cost: TrialCost, usage: BudgetUsage, holders: Sequence[TuningTrial]
+) -> list[float]:
+    """For each budget on GPU time: the seconds until the pods running now have used it up."""
+    running = sum(1 for t in holders if t.status.start_time is not None)
+    used = {
+        StudyConditionReason.GPU_HOURS_EXHAUSTED: usage.gpu_hours,
+        StudyConditionReason.MONEY_EXHAUSTED: usage.money,
+    }
+    return [
+        (limit - used[reason]) * 3600.0 / (per_hour * running)
+        for limit, per_hour, reason, _ in _spend_limits(budget, cost)
+        if running
+    ]
+
+
+def _stopped_now(trial: TuningTrial, now: datetime) -> TuningTrial:
+    """A trial as it is once stopped in this reconcile: ended, its pod terminating."""
+    status = trial.status.model_copy(
+        update={"state": TrialState.STOPPED, "completion_time": now, "pod_terminating": True}
+    )
+    return trial.model_copy(update={"status": status})
+
+
+def _truthful(end: StudyEnd, trials: Sequence[TuningTrial]) -> StudyEnd:
+    """A study that ran trials and ends without one that succeeded has failed, whatever ended
+    it: it has no result to offer."""
+    if end.failed or not trials or any(t.status.state is TrialState.SUCCEEDED for t in trials):
+        return end
+    return _no_success(trials, f"the study ended: {end.message}")
+
+
+def _no_success(trials: Sequence[TuningTrial], why: str) -> StudyEnd:
+    """NoTrialSucceeded, with the trials' states and the first failure's cause: a wrong command
+    or a missing metrics source shows there."""
+    counts = Counter(t.status.state.value for t in trials)
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+    failed = sorted((t for t in trials if t.status.state.is_failure), key=lambda t: t.spec.number)
+    cause = ""
+    if failed:
+        first = failed[0].status
+        detail = f": {first.message[:300]}" if first.message else ""
+        cause = f"; trial {failed[0].spec.number} {first.state.value} ({first.reason}){detail}"
+    return StudyEnd(
+        StudyConditionReason.NO_TRIAL_SUCCEEDED, f"no trial succeeded ({summary}); {why}{cause}"
+    )
 
 
 def _stopping_end(
     spec: TuningStudySpec,
     usage: BudgetUsage,
-    failures: int,
-    completed: Sequence[TuningTrial],
+    trials: Sequence[TuningTrial],
     max_duration: float | None,
 ) -> StudyEnd | None:
     budget = spec.budget
+    failures = sum(1 for t in trials if t.status.state.is_failure)
     if budget.max_failed_trials is not None and failures > budget.max_failed_trials:
         return StudyEnd(
             StudyConditionReason.TOO_MANY_FAILURES,
             f"{failures} trials failed, more than maxFailedTrials ({budget.max_failed_trials})",
         )
+    fail_fast = max(FAIL_FAST_FAILURES, budget.parallelism)
+    worked = any(t.status.state in (TrialState.SUCCEEDED, TrialState.PRUNED) for t in trials)
+    if budget.max_failed_trials is None and not worked and failures >= fail_fast:
+        return _no_success(
+            trials,
+            f"the first {failures} trials to end all failed (set budget.maxFailedTrials to "
+            "allow more failures before a first success)",
+        )
+    completed = completed_in_order(trials)
     reached = goal_reached(spec.objective, completed)
     if reached is not None:
         return StudyEnd(
@@ -377,11 +509,13 @@ def _stopping_end(
     if budget.max_gpu_hours is not None and usage.gpu_hours >= budget.max_gpu_hours - _EPSILON:
         return StudyEnd(
             StudyConditionReason.GPU_HOURS_EXHAUSTED,
-            f"{usage.gpu_hours:.3g} GPU-hours used of maxGpuHours ({budget.max_gpu_hours})",
+            f"{format_amount(usage.gpu_hours)} GPU-hours used of maxGpuHours "
+            f"({format_amount(budget.max_gpu_hours)})",
         )
     if budget.money is not None and usage.money >= budget.money.limit - _EPSILON:
         return StudyEnd(
             StudyConditionReason.MONEY_EXHAUSTED,
-            f"{usage.money:.2f} {budget.money.currency} spent of {budget.money.limit:g}",
+            f"{format_amount(usage.money)} {budget.money.currency} spent of "
+            f"{format_amount(budget.money.limit)}",
         )
     return None

@@ -21,12 +21,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from kubetune.controller import (
+    STOP_DEADLINE_SECONDS,
     Event,
     Plan,
     PodObservation,
@@ -51,6 +52,8 @@ class _Process:
     log: IO[bytes]
     deadline: datetime | None
     timed_out: bool = False
+    ended: datetime | None = None
+    """When the process was first seen ended."""
 
 
 def _now() -> datetime:
@@ -117,6 +120,12 @@ class LocalRun:
         for update in plan.trial_updates:
             trial = self.trials[update.name]
             self.trials[update.name] = trial.model_copy(update={"status": update.status})
+        for pod_name in plan.stop_pods:
+            # Its activeDeadlineSeconds lowered: the process ends as at a timeout, its log stays.
+            process = self.processes.get(pod_name)
+            if process is not None:
+                lowered = process.started + timedelta(seconds=STOP_DEADLINE_SECONDS)
+                process.deadline = min(process.deadline or lowered, lowered)
         for pod_name in plan.delete_pods:
             self._delete_pod(pod_name, grace=GRACE_PERIOD_SECONDS)
         for trial in plan.create_trials:
@@ -178,39 +187,33 @@ class LocalRun:
             code = process.popen.returncode
         if code is None:
             return PodObservation(PodPhase.RUNNING, started_at=process.started)
-        finished = process.deadline if process.timed_out else now
+        if process.ended is None:
+            process.ended = now
+        finished = process.ended
         text = process.termination_log.read_text() if process.termination_log.exists() else ""
+        failed = PodObservation(
+            PodPhase.FAILED,
+            started_at=process.started,
+            finished_at=finished,
+            terminated=True,
+            terminated_at=finished,
+        )
         if process.timed_out:
-            return PodObservation(
-                PodPhase.FAILED,
-                started_at=process.started,
-                finished_at=finished,
+            return replace(
+                failed,
                 reason="DeadlineExceeded",
                 message="Pod was active on the node longer than the specified deadline",
             )
         if code != 0:
-            return PodObservation(
-                PodPhase.FAILED,
-                started_at=process.started,
-                finished_at=finished,
-                reason="Error",
-                message=text[-4096:] or None,
-                exit_code=code,
-            )
+            return replace(failed, reason="Error", message=text[-4096:] or None, exit_code=code)
+        succeeded = replace(failed, phase=PodPhase.SUCCEEDED)
         if not text.strip():
-            return PodObservation(PodPhase.SUCCEEDED, started_at=process.started, finished_at=now)
+            return succeeded
         try:
             final = parse_termination_message(text)
         except ValueError as error:
-            return PodObservation(
-                PodPhase.SUCCEEDED,
-                started_at=process.started,
-                finished_at=now,
-                report_errors=(str(error),),
-            )
-        return PodObservation(
-            PodPhase.SUCCEEDED, started_at=process.started, finished_at=now, final_report=final
-        )
+            return replace(succeeded, report_errors=(str(error),))
+        return replace(succeeded, final_report=final)
 
     def _delete_pod(self, name: str, grace: float) -> None:
         process = self.processes.pop(name, None)

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubetune.budget import assess, trials_since_improvement
+from kubetune.budget import assess, format_amount, trials_since_improvement
 from kubetune.spec.study import StudyConditionReason, TrialTemplate
-from kubetune.spec.trial import TrialState
+from kubetune.spec.trial import TrialState, TuningTrial
 from tests.factories import at, study_spec, trial
 
 HOUR = 3600.0
@@ -58,8 +58,11 @@ def test_max_trials_drains_then_completes() -> None:
 
 
 def test_gpu_hours_reserve_the_worst_case_of_running_trials() -> None:
-    # 2 GPU-hours, 1 GPU per trial, 1 h timeout: two trials fit at the start, never three.
-    spec = study_spec(budget={"parallelism": 5, "maxGpuHours": 2, "trialTimeout": "1h"}, gpus=1)
+    # 2 GPU-hours, 1 GPU per trial, 1 h timeout, no grace period: two trials fit at the start,
+    # never three.
+    spec = study_spec(
+        budget={"parallelism": 5, "maxGpuHours": 2, "trialTimeout": "1h"}, gpus=1, grace=0
+    )
     assert assess(spec, [], at(0), at(0)).may_start == 2
     # One finished after 30 min, one running: 0.5 used + 1 reserved = 1.5, a third needs 1.
     trials = [trial(0, TrialState.SUCCEEDED, ended=1800, values=[1.0], gpus=1), trial(1, gpus=1)]
@@ -82,6 +85,7 @@ def test_money_budget_uses_the_price_table() -> None:
             "money": {"limit": 12, "currency": "EUR", "pricePerGpuHour": {"nvidia.com/gpu": 2.5}},
         },
         gpus=2,
+        grace=0,
     )
     decision = assess(spec, [], at(0), at(0))
     assert decision.may_start == 2
@@ -92,8 +96,9 @@ def test_money_budget_uses_the_price_table() -> None:
 
 
 def test_used_up_gpu_hours_stop_running_trials() -> None:
-    spec = study_spec(budget={"maxGpuHours": 1, "trialTimeout": "2h", "parallelism": 2}, gpus=1)
-    decision = assess(spec, [trial(0, gpus=1), trial(1, gpus=1)], at(0), at(1800))
+    spec = study_spec(budget={"maxGpuHours": 1, "trialTimeout": "2h", "parallelism": 3}, gpus=1)
+    done = trial(0, TrialState.SUCCEEDED, ended=60, values=[1.0], gpus=1)
+    decision = assess(spec, [done, trial(1, gpus=1), trial(2, gpus=1)], at(0), at(1800))
     assert decision.end is not None
     assert decision.end.reason is StudyConditionReason.GPU_HOURS_EXHAUSTED
     assert decision.end.stops_running_trials
@@ -102,10 +107,11 @@ def test_used_up_gpu_hours_stop_running_trials() -> None:
 
 def test_max_duration_ends_the_study() -> None:
     spec = study_spec(budget={"maxDuration": "1h", "parallelism": 2})
-    before = assess(spec, [trial(0)], at(0), at(HOUR - 10))
+    trials = [trial(0, TrialState.SUCCEEDED, ended=60, values=[1.0]), trial(1)]
+    before = assess(spec, trials, at(0), at(HOUR - 10))
     assert before.end is None
     assert before.next_deadline == at(HOUR)
-    after = assess(spec, [trial(0)], at(0), at(HOUR))
+    after = assess(spec, trials, at(0), at(HOUR))
     assert after.end is not None
     assert after.end.reason is StudyConditionReason.MAX_DURATION_REACHED
 
@@ -209,8 +215,8 @@ def test_trial_limits_stop_single_trials_with_reasons() -> None:
         "demo-1": (TrialState.FAILED, "PendingTimeout"),
         "demo-2": (TrialState.FAILED, "MetricsTimeout"),
     }
-    # Stopped trials free their slots; the fine one holds one.
-    assert decision.may_start == 3
+    # Stopped trials keep their slots until their pods have terminated.
+    assert decision.may_start == 0
     # The next deadline is trial 3's metrics timeout: last report at 560 + 120 s.
     assert decision.next_deadline == at(680)
 
@@ -226,15 +232,19 @@ def test_exhausted_search_space_drains() -> None:
 trial_states = st.sampled_from(list(TrialState))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     parallelism=st.integers(1, 6),
     max_trials=st.integers(1, 12),
     max_gpu_hours=st.floats(0.5, 8),
     timeout_minutes=st.integers(10, 120),
+    grace=st.integers(0, 600),
     gpus=st.integers(1, 4),
     history=st.lists(
-        st.tuples(trial_states, st.integers(0, 7200), st.integers(0, 7200)), max_size=12
+        st.tuples(
+            trial_states, st.integers(0, 7200), st.integers(0, 7200), st.booleans(), st.booleans()
+        ),
+        max_size=12,
     ),
     now=st.integers(0, 20000),
 )
@@ -243,10 +253,13 @@ def test_no_start_exceeds_what_the_budget_can_cover(
     max_trials: int,
     max_gpu_hours: float,
     timeout_minutes: int,
+    grace: int,
     gpus: int,
-    history: list[tuple[TrialState, int, int]],
+    history: list[tuple[TrialState, int, int, bool, bool]],
     now: int,
 ) -> None:
+    """Histories with trials running, ended, stopped with their pods still terminating, pods
+    that outlived their stop, and trials reaching their timeout in this very reconcile."""
     spec = study_spec(
         budget={
             "parallelism": parallelism,
@@ -255,31 +268,217 @@ def test_no_start_exceeds_what_the_budget_can_cover(
             "trialTimeout": f"{timeout_minutes}m",
         },
         gpus=gpus,
+        grace=grace,
     )
     timeout = timeout_minutes * 60
     trials = []
-    for number, (state, start, length) in enumerate(history):
+    for number, (state, start, length, terminating, outlived) in enumerate(history):
         start = min(start, now)
-        # A record never runs past its timeout; a finished one has an end before now.
-        ended = None if state.is_active else min(start + length % timeout, now)
         started = None if state is TrialState.PENDING else start
+        if state.is_active:
+            # A running trial may be past its timeout: it is stopped in this reconcile.
+            trials.append(trial(number, state, started=started, gpus=gpus))
+            continue
+        ended = min(start + length % timeout, now)
+        # A pod ends within its grace period after the stop, or (a node that does not enforce
+        # it) later; a terminating one has not ended yet.
+        pod_end = ended + (length % (grace + 1)) + (length if outlived else 0)
         values = [1.0] if state is TrialState.SUCCEEDED else None
-        trials.append(trial(number, state, started=started, ended=ended, values=values, gpus=gpus))
-    decision = assess(spec, trials, at(0), at(now))
-    stopped = {stop.name for stop in decision.trial_stops}
-    active = [t for t in trials if t.status.state.is_active and t.metadata.name not in stopped]
-    finished_hours = (
-        sum(
-            (t.status.completion_time - t.status.start_time).total_seconds()
-            for t in trials
-            if not t.status.state.is_active and t.status.start_time and t.status.completion_time
+        trials.append(
+            trial(
+                number,
+                state,
+                started=started,
+                ended=ended,
+                values=values,
+                gpus=gpus,
+                terminating=terminating,
+                pod_ended=None if terminating else min(pod_end, now),
+            )
         )
-        / HOUR
-    )
+    decision = assess(spec, trials, at(0), at(now))
+
+    def held_seconds(t: TuningTrial) -> float:
+        status = t.status
+        if status.start_time is None:
+            return 0.0
+        end = at(now) if status.state.is_active or status.pod_terminating else status.pod_end_time
+        assert end is not None
+        return (end - status.start_time).total_seconds()
+
+    def worst_seconds(t: TuningTrial) -> float:
+        """What a pod may still come to hold: until its timeout or stop, plus its grace."""
+        status = t.status
+        start = status.start_time or at(now)
+        if status.state.is_active:
+            return max(held_seconds(t), timeout + grace)
+        if status.pod_terminating:
+            assert status.completion_time is not None
+            return max(held_seconds(t), (status.completion_time - start).total_seconds() + grace)
+        return held_seconds(t)
+
+    holding = [t for t in trials if t.status.state.is_active or t.status.pod_terminating]
     if decision.end is not None:
         assert decision.may_start == 0
-    assert len(active) + decision.may_start <= max(parallelism, len(active))
+    assert len(holding) + decision.may_start <= max(parallelism, len(holding))
     assert len(trials) + decision.may_start <= max(max_trials, len(trials))
-    worst = (len(active) + decision.may_start) * gpus * timeout / HOUR
     if decision.may_start:
-        assert finished_hours * gpus + worst <= max_gpu_hours + 1e-6
+        committed = sum(worst_seconds(t) for t in trials) * gpus
+        new = decision.may_start * (timeout + grace) * gpus
+        assert committed + new <= max_gpu_hours * HOUR + 1e-6
+    assert decision.usage.gpu_hours * HOUR == pytest.approx(
+        sum(held_seconds(t) for t in trials) * gpus
+    )
+
+
+def with_reason(record: TuningTrial, reason: str, message: str) -> TuningTrial:
+    status = record.status.model_copy(update={"reason": reason, "message": message})
+    return record.model_copy(update={"status": status})
+
+
+def test_a_stopped_trial_holds_its_slot_and_gpus_until_its_pod_has_terminated() -> None:
+    spec = study_spec(budget={"parallelism": 2, "maxGpuHours": 1, "trialTimeout": "10m"}, gpus=2)
+    # Trial 0 was pruned at 100 s; its trainer ignores SIGTERM and still runs at 125 s.
+    pruned = trial(0, TrialState.PRUNED, started=0, ended=100, gpus=2, terminating=True)
+    trials = [pruned, trial(1, started=50, gpus=2)]
+    decision = assess(spec, trials, at(0), at(125))
+    assert decision.may_start == 0
+    assert decision.usage.gpu_hours == pytest.approx(2 * (125 + 75) / HOUR)
+    # Its pod terminated at 110 s (SIGKILL after a 10 s grace period): 110 s are counted.
+    ended = trial(0, TrialState.PRUNED, started=0, ended=100, gpus=2, pod_ended=110)
+    decision = assess(spec, [ended, trials[1]], at(0), at(125))
+    assert decision.may_start == 1
+    assert decision.usage.gpu_hours == pytest.approx(2 * (110 + 75) / HOUR)
+
+
+def test_the_worst_case_of_a_trial_includes_its_grace_period() -> None:
+    # Five worst cases of a 3 s trialTimeout with the default 10 s grace period, parallelism 2.
+    limit = 5 * 13 / HOUR
+    spec = study_spec(budget={"parallelism": 2, "maxGpuHours": limit, "trialTimeout": "3s"}, gpus=1)
+    assert assess(spec, [], at(0), at(0)).may_start == 2
+    # Two ran 3 s and were stopped; their pods ignore SIGTERM: each may hold 13 s. Three
+    # worst cases are left, and the two slots are taken until the pods are gone.
+    stopped = [
+        trial(n, TrialState.TIMED_OUT, started=0, ended=3, gpus=1, terminating=True)
+        for n in range(2)
+    ]
+    assert assess(spec, stopped, at(0), at(5)).may_start == 0
+    gone = [
+        trial(n, TrialState.TIMED_OUT, started=0, ended=3, gpus=1, pod_ended=13) for n in (0, 1)
+    ]
+    assert assess(spec, gone, at(0), at(13)).may_start == 2
+    # A longer grace period in the template is a larger worst case.
+    slow = study_spec(
+        budget={"parallelism": 2, "maxGpuHours": limit, "trialTimeout": "3s"}, gpus=1, grace=30
+    )
+    assert assess(slow, [], at(0), at(0)).may_start == 1
+
+
+def test_a_trial_stopped_in_this_reconcile_still_counts() -> None:
+    # Budget for exactly two worst cases (3 s + 10 s grace); trial 0 reaches its timeout now.
+    spec = study_spec(
+        budget={"parallelism": 3, "maxGpuHours": 2 * 13 / HOUR, "trialTimeout": "3s"}, gpus=1
+    )
+    decision = assess(spec, [trial(0, gpus=1)], at(0), at(3))
+    assert [stop.reason for stop in decision.trial_stops] == ["TrialTimeout"]
+    assert decision.may_start == 1  # trial 0's pod may hold 3 s + its grace period: one more fits
+    tighter = spec.model_copy(
+        update={"budget": spec.budget.model_copy(update={"max_gpu_hours": 2 * 13 / HOUR - 1e-4})}
+    )
+    assert assess(tighter, [trial(0, gpus=1)], at(0), at(3)).may_start == 0
+
+
+def test_the_reconcile_wakes_when_running_pods_use_up_the_budget() -> None:
+    # Two running 1-GPU pods have used 1200 GPU-seconds of 3600: the limit falls at 1800 s,
+    # before either trial's 2 h timeout.
+    spec = study_spec(budget={"parallelism": 2, "maxGpuHours": 1, "trialTimeout": "2h"}, gpus=1)
+    decision = assess(spec, [trial(0, gpus=1), trial(1, gpus=1)], at(0), at(600))
+    assert decision.next_deadline == at(1800)
+    money = study_spec(
+        budget={
+            "parallelism": 2,
+            "trialTimeout": "2h",
+            "money": {"limit": 1, "pricePerGpuHour": {"nvidia.com/gpu": 2.0}},
+        },
+        gpus=1,
+    )
+    # 2 pods at 2.0 per hour each: 1.0 is spent at 900 s.
+    assert assess(money, [trial(0, gpus=1), trial(1, gpus=1)], at(0), at(0)).next_deadline == at(
+        900
+    )
+
+
+def test_a_study_whose_first_trials_all_fail_fails_at_once() -> None:
+    spec = study_spec(budget={"parallelism": 1, "maxTrials": 20})
+    failed = [trial(n, TrialState.FAILED, ended=n + 1) for n in range(3)]
+    assert assess(spec, failed[:2], at(0), at(5)).end is None
+    decision = assess(spec, failed, at(0), at(5))
+    assert decision.end is not None
+    assert decision.end.failed
+    assert decision.end.reason is StudyConditionReason.NO_TRIAL_SUCCEEDED
+    assert "3 Failed" in decision.end.message
+    assert "maxFailedTrials" in decision.end.message
+    # A trial that worked (succeeded or pruned) shows the setup is sound: failures go on.
+    pruned = trial(3, TrialState.PRUNED, ended=4)
+    assert assess(spec, [*failed, pruned], at(0), at(5)).end is None
+    # With more trials running at once, that many must fail.
+    wide = study_spec(budget={"parallelism": 5, "maxTrials": 20})
+    assert assess(wide, failed, at(0), at(5)).end is None
+    # An explicit maxFailedTrials replaces the rule.
+    allowing = study_spec(budget={"parallelism": 1, "maxFailedTrials": 10})
+    assert assess(allowing, failed, at(0), at(5)).end is None
+
+
+def test_a_study_that_ends_without_a_succeeded_trial_fails() -> None:
+    spec = study_spec(budget={"parallelism": 2, "maxTrials": 2, "maxFailedTrials": 5})
+    trials = [
+        trial(0, TrialState.FAILED, ended=3),
+        trial(1, TrialState.METRICS_UNAVAILABLE, ended=4),
+    ]
+    trials[0] = with_reason(trials[0], "Error", "exit code 127")
+    decision = assess(spec, trials, at(0), at(5))
+    assert decision.end is not None
+    assert decision.end.reason is StudyConditionReason.NO_TRIAL_SUCCEEDED
+    assert decision.end.failed
+    assert "trial 0 Failed (Error): exit code 127" in decision.end.message
+    assert "maxTrials (2)" in decision.end.message
+    # The same ending with one success completes.
+    trials[1] = trial(1, TrialState.SUCCEEDED, ended=4, values=[1.0])
+    decision = assess(spec, trials, at(0), at(5))
+    assert decision.end is not None
+    assert decision.end.reason is StudyConditionReason.MAX_TRIALS_REACHED
+
+
+def test_draining_waits_for_terminating_pods() -> None:
+    spec = study_spec(budget={"maxTrials": 2, "parallelism": 2})
+    done = trial(0, TrialState.SUCCEEDED, ended=3, values=[1.0])
+    pruned = trial(1, TrialState.PRUNED, ended=4, terminating=True)
+    decision = assess(spec, [done, pruned], at(0), at(5))
+    assert decision.end is None
+    assert decision.draining is not None
+    gone = trial(1, TrialState.PRUNED, ended=4, pod_ended=6)
+    decision = assess(spec, [done, gone], at(0), at(7))
+    assert decision.end is not None
+    assert decision.end.reason is StudyConditionReason.MAX_TRIALS_REACHED
+
+
+def test_a_metrics_timeout_caused_by_the_source_says_so() -> None:
+    spec = study_spec(budget={"metricsTimeout": "1m", "maxFailedTrials": 5})
+    silent = with_reason(
+        trial(0, started=0),
+        "MetricsSourceError",
+        "MetricsSourceUnreachable: Secret prometheus-token not found",
+    )
+    (stop,) = assess(spec, [silent], at(0), at(60)).trial_stops
+    assert (stop.state, stop.reason) == (TrialState.FAILED, "MetricsSourceError")
+    assert "Secret prometheus-token not found" in stop.message
+    (plain,) = assess(spec, [trial(0, started=0)], at(0), at(60)).trial_stops
+    assert plain.reason == "MetricsTimeout"
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [(0.00333333, "0.003333"), (36.1, "36.10"), (1234.5, "1234"), (0.0, "0"), (2.5, "2.500")],
+)
+def test_amounts_are_shown_with_four_significant_digits(amount: float, shown: str) -> None:
+    assert format_amount(amount) == shown

@@ -87,7 +87,10 @@ else:
     )
     run = LocalRun(document, tmp_path, echo=print)
     status = run.run()
-    assert status.phase is StudyPhase.COMPLETED
+    # No trial succeeded: the study failed, and says what the first failure was.
+    assert status.phase is StudyPhase.FAILED
+    assert "NoTrialSucceeded" in {c.reason for c in status.conditions}
+    assert "trial 0 Failed (Error): exit code 3" in status.message
     for trial in run.trials.values():
         x = float(trial.spec.params["x"])  # type: ignore[arg-type]
         state, reason = trial.status.state, trial.status.reason

@@ -81,11 +81,12 @@ release's and trials.namespaces. */}}
 
 {{/* The operator's rules in a watched namespace (templates/rbac.yaml). */}}
 {{- define "kubetune.namespacedRules" -}}
-# Trial pods: created per trial, deleted when pruned or timed out (all of a study's at once
-# when it is deleted), listed and watched to follow the trials.
+# Trial pods: created per trial; patched to stop one (its activeDeadlineSeconds lowered, so
+# that its logs stay); deleted past the study's podRetention (all of a study's at once when it
+# is deleted); listed and watched to follow the trials.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [create, delete, deletecollection, list, watch]
+  verbs: [create, patch, delete, deletecollection, list, watch]
 # A study with a Prometheus metrics source: its bearer token (a Secret) and CA bundle (a
 # ConfigMap or Secret), read by name in the study's namespace.
 - apiGroups: [""]

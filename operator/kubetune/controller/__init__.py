@@ -2,9 +2,10 @@
 
 from kubetune.controller.core import Event, Plan, StudyController, TrialUpdate
 from kubetune.controller.observation import MetricReport, PodObservation, PodPhase
-from kubetune.controller.pod import with_owner_uid
+from kubetune.controller.pod import STOP_DEADLINE_SECONDS, with_owner_uid
 
 __all__ = [
+    "STOP_DEADLINE_SECONDS",
     "Event",
     "MetricReport",
     "Plan",

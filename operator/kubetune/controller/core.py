@@ -19,10 +19,18 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from kubetune.budget import BudgetDecision, StudyEnd, TrialCost, assess, running_seconds
+from kubetune.budget import (
+    SOURCE_ERROR_REASON,
+    BudgetDecision,
+    StudyEnd,
+    TrialCost,
+    assess,
+    running_seconds,
+    usage_of,
+)
 from kubetune.controller.best import best_and_front
 from kubetune.controller.metrics_source import SourceReads, due_reads, prometheus_of
 from kubetune.controller.observation import (
@@ -60,6 +68,10 @@ from kubetune.spec.trial import (
 )
 from kubetune.spec.validation import immutable_changes, parse_study, spec_fingerprints
 
+# A stopped pod that has not terminated this long after its grace period ran out (its node does
+# not answer, say) is deleted: its slot must come free some time.
+STOP_ESCALATION_SECONDS = 30.0
+
 # Importances are recomputed as trials complete, less often as a study grows (they cost
 # O(trials) and change little from one trial to the next).
 _IMPORTANCES_MIN_TRIALS = 5
@@ -85,12 +97,18 @@ class TrialUpdate:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the operator is to do, in this order: update trial statuses, delete pods, create
-    trials, create pods, write the study status, emit events."""
+    """What the operator is to do, in this order: update trial statuses, stop pods, delete
+    pods, create trials, create pods, write the study status, emit events."""
 
     study_status: TuningStudyStatus
     trial_updates: tuple[TrialUpdate, ...] = ()
+    stop_pods: tuple[str, ...] = ()
+    """Running pods to stop where they are: their activeDeadlineSeconds is lowered to
+    STOP_DEADLINE_SECONDS, so that the kubelet ends them (SIGTERM, the grace period, SIGKILL)
+    and the pod object and its logs stay."""
     delete_pods: tuple[str, ...] = ()
+    """Pods to delete: pending ones being stopped, stopped ones that outlived their grace
+    period, and ended ones past the study's podRetention."""
     create_trials: tuple[TuningTrial, ...] = ()
     new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The pod of each trial in create_trials, by trial name, to create right after it with
@@ -124,7 +142,10 @@ class _Work:
 
     trials: dict[int, TuningTrial]
     cost: TrialCost
+    pod_names: frozenset[str] = frozenset()
+    """The trial pods that exist."""
     updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
+    stop_pods: list[str] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
     create_trials: list[TuningTrial] = field(default_factory=list)
     create_pods: list[dict[str, Any]] = field(default_factory=list)
@@ -137,6 +158,8 @@ class _Work:
     next_read: datetime | None = None
     """When the next read of the metrics source falls due."""
     ask_seconds: list[float] = field(default_factory=list)
+    wake_at: list[datetime] = field(default_factory=list)
+    """Times to look again at even if nothing changes (a stopped pod's escalation)."""
 
     def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
         updated = trial.model_copy(update={"status": status})
@@ -197,7 +220,14 @@ class StudyController:
         if changed:
             return _invalid(previous, document, "; ".join(str(problem) for problem in changed), now)
 
-        work = _Work(trials={t.spec.number: t for t in trials}, cost=TrialCost.of(study.spec))
+        work = _Work(
+            trials={t.spec.number: t for t in trials},
+            cost=TrialCost.of(study.spec),
+            pod_names=frozenset(pods),
+        )
+        for trial in trials:
+            if trial.status.pod_terminating:
+                self._observe_termination(work, trial, pods.get(trial.metadata.name or ""), now)
         fingerprints = spec_fingerprints(study.spec)
         status = previous.model_copy(update={"spec_fingerprints": fingerprints})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
@@ -209,6 +239,10 @@ class StudyController:
                         self._stop(
                             work, trial, TrialState.STOPPED, end.reason.value, end.message, now
                         )
+                # What pods that outlived the end held still counts; the clock does not.
+                usage = usage_of(study.spec, list(work.trials.values()), status.start_time, now)
+                usage = usage.model_copy(update={"elapsed_seconds": status.budget.elapsed_seconds})
+                status = status.model_copy(update={"budget": usage})
                 return self._plan(study, None, work, status, now, None)
             status = _resumed(status)
             work.events.append(
@@ -223,6 +257,7 @@ class StudyController:
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
                 self._observe(study, engine, work, trial, pods, now)
+                _record_pod_end(work, trial.spec.number, pods.get(trial.metadata.name or ""))
         if prometheus_of(study) is not None:
             active = {t.metadata.name for t in work.trials.values() if t.status.state.is_active}
             self._polled = {k: v for k, v in self._polled.items() if k in active}
@@ -420,19 +455,19 @@ class StudyController:
                 ended = pod.finished_at or now
                 failure = f"the final read failed: {message}"
                 self._finish(
-                    engine, work, trial, TrialState.FAILED, "MetricsSourceError", failure, ended
+                    engine, work, trial, TrialState.FAILED, SOURCE_ERROR_REASON, failure, ended
                 )
                 return
             if pod.phase is PodPhase.RUNNING and trial.status.message != message:
                 status = trial.status.model_copy(
-                    update={"reason": "MetricsSourceError", "message": message}
+                    update={"reason": SOURCE_ERROR_REASON, "message": message}
                 )
                 trial = work.update(trial, status)
                 text = f"trial {trial.spec.number}: {message}"
-                work.events.append(Event("Warning", "MetricsSourceError", text, name))
+                work.events.append(Event("Warning", SOURCE_ERROR_REASON, text, name))
         elif reading is not None:
             work.source_read = True
-            if trial.status.reason == "MetricsSourceError":
+            if trial.status.reason == SOURCE_ERROR_REASON:
                 status = trial.status.model_copy(update={"reason": None, "message": None})
                 trial = work.update(trial, status)
             # An empty read (nothing scraped yet) is no report: metricsTimeout still counts.
@@ -542,15 +577,7 @@ class StudyController:
                 "system_attrs": engine.system_attrs(trial.spec.number),
             }
         )
-        finished = trial.model_copy(update={"status": status})
-        seconds = running_seconds(finished, ended)
-        status = status.model_copy(
-            update={
-                "gpu_seconds": seconds * status.gpus,
-                "cost": seconds / 3600 * work.cost.money_per_hour,
-            }
-        )
-        work.update(trial, status)
+        work.update(trial, _with_cost(status, work.cost, ended))
         event_type: Literal["Normal", "Warning"] = "Warning" if state.is_failure else "Normal"
         text = f"trial {trial.spec.number} {state.value}"
         if values is not None:
@@ -569,11 +596,13 @@ class StudyController:
         now: datetime,
         engine: Engine | None = None,
     ) -> None:
-        """Stop an active trial: delete its pod and record why."""
-        if trial.status.pod_name is not None:
-            work.delete_pods.append(trial.status.pod_name)
+        """Stop an active trial and record why. A started pod is stopped where it is (its logs
+        stay), a pending one is deleted; until the pod has terminated the trial holds its
+        GPUs (pod_terminating)."""
+        name = trial.metadata.name or ""
+        work.create_pods = [p for p in work.create_pods if p["metadata"]["name"] != name]
         if engine is None:
-            work.update(
+            trial = work.update(
                 trial,
                 trial.status.model_copy(
                     update={
@@ -584,8 +613,44 @@ class StudyController:
                     }
                 ),
             )
+        else:
+            self._finish(engine, work, trial, state, reason, message, now)
+            trial = work.trials[trial.spec.number]
+        if trial.status.pod_name is None:
             return
-        self._finish(engine, work, trial, state, reason, message, now)
+        if trial.status.start_time is None:
+            work.delete_pods.append(trial.status.pod_name)
+        else:
+            work.stop_pods.append(trial.status.pod_name)
+        work.update(
+            trial,
+            trial.status.model_copy(update={"pod_terminating": True, "pod_end_time": None}),
+        )
+
+    def _observe_termination(
+        self, work: _Work, trial: TuningTrial, pod: PodObservation | None, now: datetime
+    ) -> None:
+        """A stopped trial whose pod may still run: once it has terminated (or is gone), its
+        GPU time ends; a pod that outlives its grace period by far is deleted."""
+        status = trial.status
+        if pod is not None and status.start_time is None and pod.started_at is not None:
+            status = status.model_copy(update={"start_time": pod.started_at})  # it did start
+        if pod is None or pod.terminated:
+            ended = (pod.terminated_at if pod is not None else None) or now
+            if status.start_time is not None:
+                ended = max(ended, status.start_time)
+            status = status.model_copy(update={"pod_terminating": False, "pod_end_time": ended})
+            work.update(trial, _with_cost(status, work.cost, ended))
+            return
+        if status is not trial.status:
+            trial = work.update(trial, status)
+        give_up = (status.completion_time or now) + timedelta(
+            seconds=work.cost.grace_seconds + STOP_ESCALATION_SECONDS
+        )
+        if now >= give_up:
+            work.delete_pods.append(status.pod_name or trial.metadata.name or "")
+        else:
+            work.wake_at.append(give_up)
 
     def _enforce(
         self,
@@ -666,6 +731,8 @@ class StudyController:
         best, front, front_size = previous_best, status.pareto_front, status.pareto_front_size
         if engine is not None:
             best, front, front_size = best_and_front(study.spec, engine, work.trials)
+        kept = {t.name for t in front} | ({best.name} if best is not None else set())
+        work.delete_pods.extend(_past_retention(study, trials, work.pod_names, kept))
         events = list(work.events)
         if (
             best is not None
@@ -764,12 +831,13 @@ class StudyController:
         requeue = None
         if decision is not None and decision.next_deadline is not None:
             requeue = max(0.0, (decision.next_deadline - now).total_seconds())
-        if work.next_read is not None:
-            until_read = max(0.0, (work.next_read - now).total_seconds())
-            requeue = until_read if requeue is None else min(requeue, until_read)
+        for wake in [*work.wake_at, *([work.next_read] if work.next_read else [])]:
+            until = max(0.0, (wake - now).total_seconds())
+            requeue = until if requeue is None else min(requeue, until)
         return Plan(
             study_status=new_status,
             trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
+            stop_pods=tuple(p for p in dict.fromkeys(work.stop_pods) if p not in work.delete_pods),
             delete_pods=tuple(dict.fromkeys(work.delete_pods)),
             create_trials=tuple(work.create_trials),
             new_trial_pods=work.new_trial_pods,
@@ -792,6 +860,61 @@ _BUDGET_REASONS = frozenset(
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+_SUCCESSFUL_ENDINGS = frozenset({TrialState.SUCCEEDED, TrialState.PRUNED})
+
+
+def _past_retention(
+    study: TuningStudy, trials: Sequence[TuningTrial], pod_names: frozenset[str], kept: set[str]
+) -> list[str]:
+    """Pods of ended trials that the study's podRetention no longer keeps: of each kind
+    (succeeded or pruned; every other ending) the most recently ended stay, and the best
+    trial's. Only terminated pods are removed: a stopping one is still counted."""
+    retention = study.spec.pod_retention
+    ended = sorted(
+        (
+            t
+            for t in trials
+            if not t.status.holds_pod and t.status.pod_name in pod_names and t.status.pod_name
+        ),
+        key=lambda t: (t.status.completion_time or datetime.min.replace(tzinfo=UTC), t.spec.number),
+        reverse=True,
+    )
+    removed: list[str] = []
+    for successful, keep in ((True, retention.succeeded), (False, retention.failed)):
+        of_kind = [
+            t
+            for t in ended
+            if (t.status.state in _SUCCESSFUL_ENDINGS) == successful
+            and (t.metadata.name or "") not in kept
+        ]
+        removed.extend(t.status.pod_name or "" for t in of_kind[keep:])
+    return removed
+
+
+def _with_cost(status: TuningTrialStatus, cost: TrialCost, now: datetime) -> TuningTrialStatus:
+    """The status with the GPU time and money its pod has used as of `now`."""
+    seconds = running_seconds(status, now)
+    return status.model_copy(
+        update={"gpu_seconds": seconds * status.gpus, "cost": seconds / 3600 * cost.money_per_hour}
+    )
+
+
+def _record_pod_end(work: _Work, number: int, pod: PodObservation | None) -> None:
+    """A trial that ended in this reconcile with its pod: when the pod's GPU time ended (its
+    last container may end after the trainer)."""
+    trial = work.trials[number]
+    status = trial.status
+    if status.holds_pod or status.pod_end_time is not None:
+        return
+    ended = (pod.terminated_at if pod is not None else None) or status.completion_time
+    if ended is None:
+        return
+    if status.start_time is not None:
+        ended = max(ended, status.start_time)
+    status = status.model_copy(update={"pod_end_time": ended})
+    work.update(trial, _with_cost(status, work.cost, ended))
 
 
 def _previous_status(document: Mapping[str, Any]) -> TuningStudyStatus:

@@ -74,6 +74,11 @@ class PodObservation:
     """The final report (termination message, or the annotation's final document)."""
     report_errors: tuple[str, ...] = field(default=())
     """Reports that could not be read (not JSON, wrong shape): the trial fails with these."""
+    terminated: bool = False
+    """Every container of the pod has ended (phase Succeeded or Failed, none running): it holds
+    its node's resources no more."""
+    terminated_at: datetime | None = None
+    """When the last of its containers ended, once terminated."""
     source_reading: SourceReading | None = None
     """The latest read of the study's metrics source (Prometheus) for this trial, when the
     study has one; its reports (annotation, termination message) are then not used."""

@@ -24,6 +24,10 @@ from kubetune.spec.study import ParameterValue, TuningStudy
 from kubetune.spec.trial import TuningTrial
 
 PLACEHOLDER = re.compile(api.PARAM_PLACEHOLDER)
+STOP_DEADLINE_SECONDS = 1
+"""The activeDeadlineSeconds a running trial pod is given to stop it where it is: Kubernetes lets
+a pod's deadline be lowered (never raised), the kubelet then ends it as at a timeout, and the pod
+object and its logs stay."""
 
 
 def format_value(value: ParameterValue) -> str:
@@ -98,6 +102,7 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
     ]
     pod_spec = template.spec.to_manifest()
     pod_spec.setdefault("restartPolicy", "Never")
+    pod_spec["terminationGracePeriodSeconds"] = template.spec.grace_seconds
     if study.spec.budget.trial_timeout is not None:
         pod_spec["activeDeadlineSeconds"] = max(
             1, round(parse_duration(study.spec.budget.trial_timeout))

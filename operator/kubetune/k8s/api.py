@@ -15,7 +15,7 @@ from typing import Any
 
 import kubernetes
 
-from kubetune.controller import Plan, with_owner_uid
+from kubetune.controller import STOP_DEADLINE_SECONDS, Plan, with_owner_uid
 from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
 
@@ -103,9 +103,9 @@ class KubeApi:
         return patched
 
     async def apply(self, plan: Plan, study: Mapping[str, Any]) -> Written:
-        """The plan's steps in its order: trial statuses, pod deletions, new trials (each with
-        its pod), pods of older trials, then the study status (only when it changed). The
-        calls of one step are independent of each other and run concurrently."""
+        """The plan's steps in its order: trial statuses, pods stopped, pod deletions, new
+        trials (each with its pod), pods of older trials, then the study status (only when it
+        changed). The calls of one step are independent of each other and run concurrently."""
         namespace = study["metadata"]["namespace"]
         written = Written()
         patched = await asyncio.gather(
@@ -117,6 +117,15 @@ class KubeApi:
                     update.status.model_dump(mode="json", by_alias=True),
                 )
                 for update in plan.trial_updates
+            )
+        )
+        stopping = {"spec": {"activeDeadlineSeconds": STOP_DEADLINE_SECONDS}}
+        await asyncio.gather(
+            *(
+                self._quietly(
+                    _NOT_FOUND, self.core.patch_namespaced_pod, pod_name, namespace, stopping
+                )
+                for pod_name in plan.stop_pods
             )
         )
         await asyncio.gather(

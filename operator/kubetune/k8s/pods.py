@@ -66,6 +66,8 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
       did not fail (a failed container's message may be log text, never metrics), else the
       annotation's final document.
     - report_errors: what could not be read in the annotation or the termination message.
+    - terminated: the phase is Succeeded or Failed and no container runs; terminated_at the
+      latest finishedAt of its containers (the end of the pod's GPU time).
 
     Raises ValueError when the pod has no containers, or none named `container`.
     """
@@ -105,8 +107,11 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
             final_report = parse_termination_message(text)
         except ValueError as error:
             errors.append(str(error))
+    pod_terminated, terminated_at = _termination(status, phase)
     return PodObservation(
         phase=phase,
+        terminated=pod_terminated,
+        terminated_at=terminated_at,
         started_at=started_at,
         finished_at=_time(terminated.get("finishedAt")),
         reason=reason,
@@ -116,6 +121,27 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
         final_report=final_report or annotation_final,
         report_errors=tuple(errors),
     )
+
+
+def _termination(status: Mapping[str, Any], phase: PodPhase) -> tuple[bool, datetime | None]:
+    """Whether every container of the pod has ended, and when the last one did."""
+    if phase not in (PodPhase.SUCCEEDED, PodPhase.FAILED):
+        return False, None
+    states = [
+        _mapping(_mapping(s).get("state"))
+        for s in [
+            *_sequence(status.get("initContainerStatuses")),
+            *_sequence(status.get("containerStatuses")),
+        ]
+    ]
+    if any(state.get("running") for state in states):
+        return False, None
+    ends = [
+        moment
+        for state in states
+        if (moment := _time(_mapping(state.get("terminated")).get("finishedAt"))) is not None
+    ]
+    return True, max(ends, default=None)
 
 
 def _main_container(pod: Mapping[str, Any], container: str | None) -> str:

@@ -324,10 +324,12 @@ class Pruner(ApiModel):
     upper: float | None = None
     """Prune a trial that reports a value above this (threshold)."""
     patience: Annotated[int, Field(ge=0)] | None = None
-    """Wrap the pruner so a trial is pruned only after this many steps without improvement
-    (required for patient; optional for every other pruner)."""
+    """Prune once this many reported steps in a row brought no improvement of at least
+    minDelta over the trial's best value (required for patient; on another pruner, that pruner
+    then decides)."""
     min_delta: Annotated[float, Field(ge=0)] | None = None
-    """Smallest change that counts as an improvement for patience (default 0)."""
+    """Smallest improvement over the trial's best value that counts, for patience (default 0:
+    any strict improvement)."""
 
 
 PRUNER_SETTINGS: dict[PrunerName, frozenset[str]] = {
@@ -423,11 +425,27 @@ class Container(OpenModel):
     """Resources; GPUs requested here are what GPU-hour and money budgets count."""
 
 
+DEFAULT_TRIAL_GRACE_SECONDS = 10
+"""terminationGracePeriodSeconds of a trial pod whose template sets none (Kubernetes' own default
+is 30): a stopped trainer's GPUs count until its pod has terminated, so the grace period is
+part of every trial's worst case."""
+
+
 class PodSpec(OpenModel):
     containers: Annotated[list[Container], Field(min_length=1)]
     """The containers of a trial pod; the first one is the trainer."""
     restart_policy: Literal["Never", "OnFailure"] | None = None
     """Never (default) or OnFailure; Always would keep a trial from ever finishing."""
+    termination_grace_period_seconds: Annotated[int, Field(ge=0)] | None = None
+    """Seconds a stopped trainer gets between SIGTERM and SIGKILL; 10 when not set. Counted in
+    each trial's worst case for GPU-hour and money budgets."""
+
+    @property
+    def grace_seconds(self) -> int:
+        """The grace period trial pods get."""
+        if self.termination_grace_period_seconds is None:
+            return DEFAULT_TRIAL_GRACE_SECONDS
+        return self.termination_grace_period_seconds
 
 
 class TemplateMetadata(ApiModel):
@@ -466,6 +484,14 @@ class TrialTemplate(ApiModel):
         return gpus
 
 
+class PodRetention(ApiModel):
+    succeeded: Annotated[int, Field(ge=0)] = 20
+    """Pods kept of trials that ended Succeeded or Pruned, the most recently ended ones."""
+    failed: Annotated[int, Field(ge=0)] = 100
+    """Pods kept of trials that ended Failed, TimedOut, MetricsUnavailable or Stopped, the most
+    recently ended ones: their logs are what debugging needs."""
+
+
 # --- the study -------------------------------------------------------------------------------
 
 
@@ -484,6 +510,9 @@ class TuningStudySpec(ApiModel):
     """Configurations to try first and results of earlier runs."""
     trial_template: TrialTemplate
     """The pod each trial runs."""
+    pod_retention: PodRetention = PodRetention()
+    """How many pods of ended trials stay in the cluster (with their logs); older ones are
+    deleted, the best trial's always stays. May change while the study runs."""
     metrics_source: MetricsSource | None = None
     """Where trial metrics come from: by default the trainer's reports (pod annotation,
     termination message); with prometheus, PromQL queries. May change while the study runs
@@ -532,6 +561,7 @@ class StudyConditionReason(StrEnum):
     PATIENCE_EXHAUSTED = "PatienceExhausted"
     SEARCH_SPACE_EXHAUSTED = "SearchSpaceExhausted"
     TOO_MANY_FAILURES = "TooManyFailures"
+    NO_TRIAL_SUCCEEDED = "NoTrialSucceeded"
     METRICS_SOURCE_READY = "MetricsSourceReady"
     METRICS_QUERY_INVALID = "MetricsQueryInvalid"
     METRICS_SOURCE_UNREACHABLE = "MetricsSourceUnreachable"

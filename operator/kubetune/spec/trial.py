@@ -34,7 +34,8 @@ class TrialState(StrEnum):
 
     @property
     def is_active(self) -> bool:
-        """The trial holds a pod that counts toward parallelism."""
+        """The trial is pending or running. (A stopped trial's pod may still hold its GPUs for
+        its grace period: see TuningTrialStatus.holds_pod.)"""
         return self in (TrialState.PENDING, TrialState.RUNNING)
 
     @property
@@ -71,7 +72,13 @@ class TuningTrialStatus(ApiModel):
     start_time: datetime | None = None
     """When the pod started running."""
     completion_time: datetime | None = None
-    """When the trial finished."""
+    """When the trial finished (or was stopped)."""
+    pod_terminating: bool = False
+    """The trial was stopped and its pod has not terminated yet (a trainer within its grace
+    period): its GPUs stay counted, and its parallelism slot taken, until it has."""
+    pod_end_time: datetime | None = None
+    """When the trial's pod terminated (its last container ended, or the pod was gone): the end
+    of its GPU time."""
     last_report_time: datetime | None = None
     """When the trainer last reported a value."""
     intermediate_values: Annotated[
@@ -92,6 +99,12 @@ class TuningTrialStatus(ApiModel):
     """Money spent on this trial."""
     system_attrs: dict[str, Any] = {}
     """Optuna's sampler and pruner state for this trial, kept to rebuild the study exactly."""
+
+    @property
+    def holds_pod(self) -> bool:
+        """Its pod may still run and hold its GPUs: the trial is active, or it was stopped and
+        its pod is terminating."""
+        return self.state.is_active or self.pod_terminating
 
 
 class TuningTrial(ApiModel):
