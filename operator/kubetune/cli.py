@@ -478,6 +478,178 @@ def trials(
     _print_trials(models, title=f"Trials of {study}")
 
 
+class _LogsError(Exception):
+    """What `kubetune logs` prints before it exits 1."""
+
+
+def _number_ranges(numbers: list[int]) -> str:
+    """Trial numbers as ranges: [0, 1, 2, 5] -> "0-2, 5"."""
+    ranges: list[str] = []
+    ordered = sorted(set(numbers))
+    start = previous = ordered[0]
+    for number in [*ordered[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        ranges.append(str(start) if start == previous else f"{start}-{previous}")
+        if number is not None:
+            start = previous = number
+    return ", ".join(ranges)
+
+
+def _find_trial(custom: Any, namespace: str, study: str, trial: str) -> dict[str, Any]:
+    """The TuningTrial of `study` named `trial`, or numbered `trial`."""
+    import kubernetes
+
+    try:
+        custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.STUDY_PLURAL, study
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            raise _LogsError(
+                f"no TuningStudy {study} in namespace {namespace} "
+                f"(kubectl get tuningstudies -n {namespace} lists them)"
+            ) from None
+        raise
+    listing = custom.list_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        api.TRIAL_PLURAL,
+        label_selector=f"{api.STUDY_LABEL}={study}",
+    )
+    items: list[dict[str, Any]] = listing["items"]
+    wanted = int(trial) if trial.isdigit() else None
+    for item in items:
+        number = (item.get("spec") or {}).get("number")
+        if item["metadata"]["name"] == trial or (wanted is not None and number == wanted):
+            return item
+    numbers = [
+        item["spec"]["number"]
+        for item in items
+        if isinstance((item.get("spec") or {}).get("number"), int)
+    ]
+    if not numbers:
+        raise _LogsError(f"TuningStudy {study} has no trials yet")
+    raise _LogsError(
+        f"TuningStudy {study} has no trial {trial}: give a trial number "
+        f"({_number_ranges(numbers)}) or a TuningTrial name (kubetune trials {study} "
+        "lists them)"
+    )
+
+
+@app.command()
+def logs(
+    study: Annotated[str, typer.Argument(help="The TuningStudy's name.")],
+    trial: Annotated[str, typer.Argument(help="The trial's number, or its TuningTrial's name.")],
+    container: Annotated[
+        str | None,
+        typer.Option("--container", "-c", help="The container (default: the pod's first)."),
+    ] = None,
+    tail: Annotated[
+        int | None, typer.Option(min=0, help="Only the last N lines of the log.")
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
+    ] = None,
+) -> None:
+    """Print a trial's log: what its pod's container printed, running, finished or stopped."""
+    import json
+    import os
+
+    import kubernetes
+
+    config = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
+    # The `kubernetes` client has no type annotations.
+    try:
+        client = kubernetes.config.new_client_from_config(config_file=config)  # type: ignore[no-untyped-call]
+        if namespace is None:
+            _, active = kubernetes.config.list_kube_config_contexts(config_file=config)  # type: ignore[no-untyped-call]
+            namespace = (active or {}).get("context", {}).get("namespace") or "default"
+    except (kubernetes.config.ConfigException, OSError) as error:
+        typer.echo(f"kubetune logs: cannot read the kubeconfig: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        text = _trial_log(client, namespace, study, trial, container, tail)
+    except _LogsError as error:
+        typer.echo(f"kubetune logs: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    except kubernetes.client.ApiException as error:
+        try:
+            said = json.loads(error.body or "{}").get("message") or error.reason
+        except ValueError:
+            said = error.body or error.reason
+        typer.echo(f"kubetune logs: the API server said {error.status}: {said}", err=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        client.close()
+    typer.echo(text, nl=False)
+
+
+def _trial_log(
+    client: Any, namespace: str, study: str, trial: str, container: str | None, tail: int | None
+) -> str:
+    """The log of a trial's pod's container; _LogsError says why there is none."""
+    import json
+
+    import kubernetes
+
+    found = _find_trial(kubernetes.client.CustomObjectsApi(client), namespace, study, trial)
+    name, number = found["metadata"]["name"], found["spec"]["number"]
+    status = found.get("status") or {}
+    state = status.get("state") or "Pending"
+    pod_name = status.get("podName")
+    if not pod_name and state == "Pending":
+        raise _LogsError(
+            f"trial {number} ({name}) has no pod yet: it is Pending; its log exists once its "
+            f"pod runs (kubectl get tuningtrial {name} -n {namespace} shows its state)"
+        )
+    if not pod_name:
+        why = status.get("message") or status.get("reason") or "no reason recorded"
+        raise _LogsError(f"trial {number} ({name}) ended {state} without a pod: {why}")
+    core = kubernetes.client.CoreV1Api(client)
+    try:
+        pod = json.loads(
+            _data(core.read_namespaced_pod(pod_name, namespace, _preload_content=False))
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status != 404:
+            raise
+        why = status.get("message") or status.get("reason") or "none recorded"
+        raise _LogsError(
+            f"the pod {pod_name} of trial {number} ({name}, {state}) no longer exists: pods "
+            "of ended trials are removed by the study's pod retention rule "
+            "(spec.podRetention). The trial's status.message keeps why it ended: "
+            f"{why}"
+        ) from None
+    spec = pod.get("spec") or {}
+    names = [str(c.get("name")) for c in spec.get("containers") or []]
+    every = names + [str(c.get("name")) for c in spec.get("initContainers") or []]
+    chosen = container or names[0]
+    if chosen not in every:
+        raise _LogsError(
+            f"the pod {pod_name} of trial {number} has no container {chosen}: give "
+            f"--container one of {', '.join(every)}"
+        )
+    options: dict[str, Any] = {"container": chosen}
+    if tail is not None:
+        options["tail_lines"] = tail
+    # Unparsed (_preload_content=False): the client would decode a log that happens to be
+    # JSON into a dict.
+    log = core.read_namespaced_pod_log(pod_name, namespace, _preload_content=False, **options)
+    return _data(log).decode("utf-8", "replace")
+
+
+def _data(response: Any) -> bytes:
+    """The body of a `kubernetes` client call made with _preload_content=False."""
+    return bytes(response.data)
+
+
 cluster_app = typer.Typer(help="A local Kubernetes control plane, for trying Kubetune.")
 app.add_typer(cluster_app, name="cluster")
 

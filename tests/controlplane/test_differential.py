@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -306,3 +307,64 @@ def test_list_and_watch_with_selectors(planes: dict[str, Kube]) -> None:
         "both": ["sel-c"],
         "watch": [("MODIFIED", "sel-a")],
     }
+
+
+def test_a_pods_active_deadline_may_only_be_set_or_lowered(planes: dict[str, Kube]) -> None:
+    """How the operator stops a trial and keeps its pod: it lowers activeDeadlineSeconds."""
+    pods = "/api/v1/namespaces/default/pods"
+    merge = {"Content-Type": "application/merge-patch+json"}
+    sleeper = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "deadline"},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3.12-slim",
+                    "command": [sys.executable, "-c", "import time; time.sleep(60)"],
+                }
+            ],
+        },
+    }
+
+    def run(kube: Kube) -> list[Any]:
+        answers: list[Any] = []
+        with client(kube) as api:
+            created = api.post(pods, json=sleeper)
+            assert created.status_code == 201, created.text
+            for deadline in (600, 900, None, 300, 0, -1):
+                body = {"spec": {"activeDeadlineSeconds": deadline}}
+                answer = api.patch(f"{pods}/deadline", content=json.dumps(body), headers=merge)
+                details = answer.json().get("details") or {}
+                answers.append((answer.status_code, details.get("causes")))
+            stored = api.get(f"{pods}/deadline").json()["spec"]["activeDeadlineSeconds"]
+            answers.append(stored)
+            api.request("DELETE", f"{pods}/deadline", params={"gracePeriodSeconds": "0"})
+        return answers
+
+    def invalid(value: str, message: str) -> list[Json]:
+        field = "spec.activeDeadlineSeconds"
+        return [
+            {
+                "reason": "FieldValueInvalid",
+                "field": field,
+                "message": f"Invalid value: {value}: {message}",
+            }
+        ]
+
+    assert on_both(planes, run) == [
+        (200, None),  # set where there was none
+        (422, invalid("900", "must be less than or equal to previous value")),
+        (422, invalid("null", "must not update from a positive integer to nil value")),
+        (200, None),  # lowered
+        (422, invalid("0", "must be between 1 and 2147483647, inclusive")),
+        (
+            422,
+            invalid("-1", "must be between 1 and 2147483647, inclusive")
+            + invalid("-1", "must be between 0 and 2147483647, inclusive"),
+        ),
+        300,
+    ]

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,16 @@ class Api:
         path = f"/api/v1/namespaces/{namespace}/pods/{name}"
         async with self.client.delete(path, params=params) as response:
             assert response.status in (200, 202), await response.text()
+
+    async def patch_pod(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A merge patch of a pod: the status and the answer."""
+        async with self.client.patch(
+            f"/api/v1/namespaces/default/pods/{name}",
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json"},
+        ) as response:
+            answer: dict[str, Any] = await response.json()
+            return response.status, answer
 
     async def log(self, name: str, container: str | None = None) -> tuple[int, str]:
         params = {"container": container} if container else {}
@@ -613,6 +624,98 @@ async def test_active_deadline_fails_the_pod_and_stops_its_process(cluster: Clus
     terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 128 + signal.SIGTERM
     assert not alive(pid)
+
+
+async def test_a_lowered_deadline_stops_a_running_pod_and_keeps_its_object_and_log(
+    cluster: Cluster,
+) -> None:
+    """How the operator stops a trial and keeps its pod for debugging: it lowers the running
+    pod's activeDeadlineSeconds, which the API allows only downwards."""
+    api = cluster.api
+    script = "import time; print('training step 1', flush=True); time.sleep(60)"
+    await api.create("pods", python_pod("lowered", script, terminationGracePeriodSeconds=1))
+    await cluster.logged("lowered", "training step 1")
+    pid = pid_of(await phase_is(api, "lowered", "Running"))
+
+    # From none to a deadline, then only downwards.
+    status, _ = await api.patch_pod("lowered", {"spec": {"activeDeadlineSeconds": 3600}})
+    assert status == 200
+    status, refused = await api.patch_pod("lowered", {"spec": {"activeDeadlineSeconds": 7200}})
+    assert (status, refused["reason"]) == (422, "Invalid"), refused
+    assert refused["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "field": "spec.activeDeadlineSeconds",
+            "message": "Invalid value: 7200: must be less than or equal to previous value",
+        }
+    ]
+    status, refused = await api.patch_pod("lowered", {"spec": {"activeDeadlineSeconds": None}})
+    assert status == 422, refused
+    assert "must not update from a positive integer to nil value" in refused["message"]
+    assert alive(pid)  # neither refused change reached the kubelet
+
+    # 1 s from startTime: past already, or within the second; either way it ends soon.
+    status, _ = await api.patch_pod("lowered", {"spec": {"activeDeadlineSeconds": 1}})
+    assert status == 200
+    failed = await phase_is(api, "lowered", "Failed")
+    assert (failed["status"]["reason"], failed["status"]["message"]) == (
+        "DeadlineExceeded",
+        "Pod was active on the node longer than the specified deadline",
+    )
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 128 + signal.SIGTERM
+    assert not alive(pid)
+    # The object stays (it is not deleted), and so does its log.
+    assert await api.pod("lowered") is not None
+    assert await api.log("lowered") == (200, "training step 1\n")
+
+
+TERM_LOGGER = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: print('got SIGTERM', flush=True))\n"
+    "print('ready', flush=True)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+async def test_a_lowered_deadline_gives_a_process_ignoring_sigterm_its_grace_period(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    grace = 2
+    await api.create(
+        "pods",
+        python_pod(
+            "ignores-term",
+            TERM_LOGGER,
+            activeDeadlineSeconds=3600,
+            terminationGracePeriodSeconds=grace,
+        ),
+    )
+    await cluster.logged("ignores-term", "ready")
+    pid = pid_of(await phase_is(api, "ignores-term", "Running"))
+    patched_at = int(time.time())  # timestamps are whole seconds: this second, rounded down
+    status, _ = await api.patch_pod("ignores-term", {"spec": {"activeDeadlineSeconds": 1}})
+    assert status == 200
+
+    await cluster.logged("ignores-term", "got SIGTERM")
+    # Within its grace period: the process lives on and the pod is not terminal yet (the
+    # kubelet reports Failed only once every container has ended).
+    during = await api.pod("ignores-term")
+    assert during is not None
+    assert during["status"]["phase"] == "Running"
+    assert "reason" not in during["status"]
+    assert alive(pid)
+
+    failed = await phase_is(api, "ignores-term", "Failed")
+    assert failed["status"]["reason"] == "DeadlineExceeded"
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 128 + signal.SIGKILL
+    finished = datetime.fromisoformat(terminated["finishedAt"].replace("Z", "+00:00"))
+    assert finished.timestamp() - patched_at >= grace
+    assert not alive(pid)
+    status, log = await api.log("ignores-term")
+    assert (status, log) == (200, "ready\ngot SIGTERM\n")
 
 
 async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(

@@ -48,7 +48,12 @@ What it emulates, and how it differs from a real node:
   127.0.0.1. restartPolicy OnFailure and Always restart containers with a back-off starting at
   1 s (Kubernetes starts at 10 s) and doubling up to 5 minutes, counting restartCount.
   activeDeadlineSeconds counts from startTime: the processes are stopped (SIGTERM, then
-  SIGKILL after the grace period) and the pod fails with reason DeadlineExceeded.
+  SIGKILL after the spec's terminationGracePeriodSeconds, at least 1 s as a kubelet gives) and
+  the pod fails with reason DeadlineExceeded, its object and logs kept. A running pod's
+  deadline may be lowered (the API refuses raising or removing it): the kubelet re-arms it
+  from startTime, or stops the pod at once when the new deadline is already past. As the
+  kubelet's status manager does, the phase stays Running until every process has ended;
+  Failed and the reason come together.
 - Deletion: once a pod has a deletionTimestamp its process groups get SIGTERM, then SIGKILL
   after deletionGracePeriodSeconds (else terminationGracePeriodSeconds, else 30), as the
   kubelet does; the final status is written and the pod object deleted with
@@ -564,6 +569,8 @@ class _Pod:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     deadline: asyncio.TimerHandle | None = None
+    armed_deadline: int | None = None
+    """The activeDeadlineSeconds the `deadline` timer was armed for."""
     host_ports: dict[tuple[str, int], int] = field(default_factory=dict)
     """(container, containerPort) -> the loopback port given to it."""
 
@@ -622,8 +629,8 @@ class _Pod:
         if self.done:
             succeeded = self.reason is None and main and all(c.succeeded for c in main)
             return "Succeeded" if succeeded else "Failed"
-        if self.reason is not None:
-            return "Failed"  # e.g. DeadlineExceeded while the processes are being stopped
+        # A pod stopped for its deadline stays Running until its processes have ended: the
+        # kubelet's status manager never reports a terminal phase while containers may run.
         if any(c.running or c.terminated or c.restart_count for c in main):
             return "Running"
         return "Pending"
@@ -684,10 +691,10 @@ class _Pod:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         if self.start_time is not None:
             status["startTime"] = timestamp(self.start_time)
-        if self.reason:
+        if self.reason and self.done:  # with the terminal phase, as the kubelet writes it
             status["reason"] = self.reason
-        if self.message:
-            status["message"] = self.message
+            if self.message:
+                status["message"] = self.message
         return status
 
 
@@ -1137,6 +1144,7 @@ class Kubelet:
         pod = self._pods.get(uid)
         if pod is not None:
             pod.obj = obj
+            self._deadline_changed(pod)
             if metadata.get("deletionTimestamp") and (
                 not pod.deleting or _grace_seconds(obj) < pod.grace
             ):
@@ -1342,6 +1350,7 @@ class Kubelet:
         uid = str(metadata["uid"])
         if uid in self._pods:
             self._pods[uid].obj = obj
+            self._deadline_changed(self._pods[uid])
             return
         spec = obj.get("spec") or {}
         folder = (
@@ -1392,17 +1401,39 @@ class Kubelet:
             await self._finish(pod)
 
     def _arm_deadline(self, pod: _Pod) -> None:
+        """Arm (or re-arm) the pod's activeDeadlineSeconds, counted from its startTime as the
+        kubelet does: a deadline already past fires at once."""
+        if pod.deadline is not None:
+            pod.deadline.cancel()
+            pod.deadline = None
         deadline = pod.spec.get("activeDeadlineSeconds")
-        if deadline is None or pod.start_time is None:
+        pod.armed_deadline = deadline if isinstance(deadline, int) else None
+        if pod.armed_deadline is None or pod.start_time is None or pod.done:
             return
 
         def expire() -> None:
-            if not pod.done and not pod.stopping.is_set():
+            pod.deadline = None
+            if not pod.done and not pod.stopping.is_set() and pod.reason is None:
                 pod.reason, pod.message = "DeadlineExceeded", DEADLINE_MESSAGE
                 self._event(pod.obj, "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
-                self._spawn(self._end(pod, _grace_seconds({"spec": pod.spec})))
+                # The grace period the spec has now, as the kubelet reads it when it kills,
+                # and never under 1 s ("we always supply a grace period of 1").
+                grace = max(1.0, _grace_seconds({"spec": pod.spec}))
+                self._spawn(self._end(pod, grace))
 
-        pod.deadline = asyncio.get_running_loop().call_later(float(deadline), expire)
+        elapsed = (_now() - pod.start_time).total_seconds()
+        remaining = max(0.0, pod.armed_deadline - elapsed)
+        pod.deadline = asyncio.get_running_loop().call_later(remaining, expire)
+
+    def _deadline_changed(self, pod: _Pod) -> None:
+        """The pod's object was updated: a changed activeDeadlineSeconds (the API allows only
+        lowering it, or setting one) re-arms the deadline on a pod that runs. Before the pod
+        has started, `_run` arms whatever the spec then says."""
+        deadline = pod.spec.get("activeDeadlineSeconds")
+        if pod.start_time is None or pod.done or pod.stopping.is_set() or pod.reason is not None:
+            return
+        if (deadline if isinstance(deadline, int) else None) != pod.armed_deadline:
+            self._arm_deadline(pod)
 
     async def _run_containers(self, pod: _Pod) -> None:
         pod.refresh_conditions(_now())

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from kubetune.controlplane.resources import CRD_STORAGE, Registry, Resource
 
@@ -286,10 +286,53 @@ def _pod_defaults(pod: Object) -> Object:
     return {**pod, "spec": spec, "status": {"phase": "Pending", "qosClass": _qos(spec)}}
 
 
+MAX_INT32 = 2**31 - 1
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_pod_spec(spec: Any) -> list[dict[str, str]]:
+    """ValidatePodSpec's rules the emulator applies (on create and update)."""
+    deadline = spec.get("activeDeadlineSeconds") if isinstance(spec, dict) else None
+    if _is_int(deadline) and not 1 <= deadline <= MAX_INT32:
+        return [
+            {
+                "reason": "FieldValueInvalid",
+                "field": "spec.activeDeadlineSeconds",
+                "message": f"Invalid value: {deadline}: must be between 1 and {MAX_INT32}, "
+                "inclusive",
+            }
+        ]
+    return []
+
+
+def _check_pod_update(new: Object, old: Object) -> list[dict[str, str]]:
+    """ValidatePodUpdate's rule for spec.activeDeadlineSeconds: it may be set where it was
+    not, and lowered, never raised or removed. (The rest of that rule, that a pod's spec is
+    otherwise immutable but for images and added tolerations, is not emulated.)"""
+    deadline = (new.get("spec") or {}).get("activeDeadlineSeconds")
+    before = (old.get("spec") or {}).get("activeDeadlineSeconds")
+    field = "spec.activeDeadlineSeconds"
+    if _is_int(deadline):
+        if not 0 <= deadline <= MAX_INT32:
+            message = f"Invalid value: {deadline}: must be between 0 and {MAX_INT32}, inclusive"
+        elif _is_int(before) and before < deadline:
+            message = f"Invalid value: {deadline}: must be less than or equal to previous value"
+        else:
+            return []
+    elif deadline is None and before is not None:
+        message = "Invalid value: null: must not update from a positive integer to nil value"
+    else:
+        return []
+    return [{"reason": "FieldValueInvalid", "field": field, "message": message}]
+
+
 def _check_builtin(resource: Resource, obj: Object) -> list[dict[str, str]]:
     """The cheap checks made on built-in kinds (they are otherwise stored as given)."""
     causes = []
-    if resource.plural == "pods":
+    if resource.plural == "pods" and not resource.group:
         containers = (obj.get("spec") or {}).get("containers")
         if not isinstance(containers, list) or not containers:
             causes.append(
@@ -309,6 +352,7 @@ def _check_builtin(resource: Resource, obj: Object) -> list[dict[str, str]]:
                             "field": f"spec.containers[{i}].name",
                         }
                     )
+        causes.extend(_check_pod_spec(obj.get("spec")))
     if resource.storage == CRD_STORAGE:
         spec = obj.get("spec") or {}
         names = spec.get("names") or {}
@@ -548,6 +592,9 @@ class Store:
         name = str(_meta(obj).get("name", ""))
         if not resource.custom:
             causes = _check_builtin(resource, obj)
+            pod = resource.plural == "pods" and not resource.group
+            if pod and old is not None and subresource is None:
+                causes.extend(_check_pod_update(obj, old))
             if causes:
                 raise invalid(resource, name, causes)
             return obj, []
