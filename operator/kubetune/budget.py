@@ -58,6 +58,10 @@ FAILING_REASONS = frozenset(
 )
 
 
+# The kubelet gives a container at least this long between SIGTERM and SIGKILL, whatever the
+# pod's grace period says (kuberuntime's minimumGracePeriodInSeconds).
+KUBELET_MINIMUM_GRACE_SECONDS = 2
+
 SOURCE_ERROR_REASON = "MetricsSourceError"
 """A trial's reason while (or because) the reads of its study's metrics source fail."""
 
@@ -83,7 +87,9 @@ class TrialCost:
         return cls(
             gpus=sum(resources.values()),
             money_per_hour=money,
-            grace_seconds=float(spec.trial_template.spec.grace_seconds),
+            grace_seconds=float(
+                max(spec.trial_template.spec.grace_seconds, KUBELET_MINIMUM_GRACE_SECONDS)
+            ),
         )
 
 
@@ -116,12 +122,13 @@ def worst_case_seconds(
 
 
 def format_amount(value: float) -> str:
-    """An amount (GPU-hours, money) with four significant digits and no exponent: 0.003333,
-    36.10, 1234."""
+    """An amount (GPU-hours, money) to four significant digits, with no exponent and no
+    trailing zeros: 0.003333, 36.1, 1234."""
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
     decimals = max(0, 3 - math.floor(math.log10(abs(value))))
-    return f"{value:.{decimals}f}"
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kubetune.budget import format_amount
 from kubetune.controlplane.cluster import DEFAULT_CAPACITY, install_crds, make_cluster
 from kubetune.controlplane.kubelet import parse_quantity, pod_requests
 from kubetune.spec import api
@@ -664,11 +665,12 @@ def budget_used(budget: Mapping[str, Any]) -> str:
     if budget.get("maxDurationSeconds"):
         parts[0] += f" of {_duration(budget['maxDurationSeconds'])}"
     if budget.get("maxGpuHours") or budget.get("gpuHours"):
-        limit = f"/{budget['maxGpuHours']:g}" if budget.get("maxGpuHours") else ""
-        parts.append(f"{budget.get('gpuHours', 0.0):.3f}{limit} GPU-h")
+        limit = f"/{format_amount(budget['maxGpuHours'])}" if budget.get("maxGpuHours") else ""
+        parts.append(f"{format_amount(budget.get('gpuHours', 0.0))}{limit} GPU-h")
     if budget.get("moneyLimit") or budget.get("money"):
-        limit = f"/{budget['moneyLimit']:g}" if budget.get("moneyLimit") else ""
-        parts.append(f"{budget.get('money', 0.0):.2f}{limit} {budget.get('currency') or ''}")
+        limit = f"/{format_amount(budget['moneyLimit'])}" if budget.get("moneyLimit") else ""
+        spent = format_amount(budget.get("money", 0.0))
+        parts.append(f"{spent}{limit} {budget.get('currency') or ''}")
     return ", ".join(part.strip() for part in parts)
 
 

@@ -58,10 +58,12 @@ def test_max_trials_drains_then_completes() -> None:
 
 
 def test_gpu_hours_reserve_the_worst_case_of_running_trials() -> None:
-    # 2 GPU-hours, 1 GPU per trial, 1 h timeout, no grace period: two trials fit at the start,
-    # never three.
+    # 1 GPU per trial, 1 h timeout, no grace period (the kubelet still gives 2 s): a budget of
+    # two worst cases fits two trials at the start, never three.
     spec = study_spec(
-        budget={"parallelism": 5, "maxGpuHours": 2, "trialTimeout": "1h"}, gpus=1, grace=0
+        budget={"parallelism": 5, "maxGpuHours": 2 * (HOUR + 2) / HOUR, "trialTimeout": "1h"},
+        gpus=1,
+        grace=0,
     )
     assert assess(spec, [], at(0), at(0)).may_start == 2
     # One finished after 30 min, one running: 0.5 used + 1 reserved = 1.5, a third needs 1.
@@ -478,7 +480,15 @@ def test_a_metrics_timeout_caused_by_the_source_says_so() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "shown"),
-    [(0.00333333, "0.003333"), (36.1, "36.10"), (1234.5, "1234"), (0.0, "0"), (2.5, "2.500")],
+    [
+        (0.00333333, "0.003333"),
+        (0.0100417, "0.01004"),
+        (36.1, "36.1"),
+        (1234.5, "1234"),
+        (98765.4, "98765"),
+        (0.0, "0"),
+        (2.5, "2.5"),
+    ],
 )
 def test_amounts_are_shown_with_four_significant_digits(amount: float, shown: str) -> None:
     assert format_amount(amount) == shown

@@ -473,3 +473,31 @@ def test_pending_pods_show_why_they_wait() -> None:
     update = plan.trial_updates[0]
     assert (update.status.state, update.status.reason) == (TrialState.FAILED, "PendingTimeout")
     assert "Unschedulable" in (update.status.message or "")
+
+
+def test_pod_retention_keeps_the_latest_pods_of_each_kind_and_the_best() -> None:
+    spec = study_spec(budget={"parallelism": 1, "maxTrials": 12, "maxFailedTrials": 12})
+    spec = spec.model_copy(
+        update={
+            "pod_retention": spec.pod_retention.model_copy(update={"succeeded": 2, "failed": 1})
+        }
+    )
+
+    def script(trial: TuningTrial) -> PodScript:
+        number = trial.spec.number
+        if number % 3 == 2:  # every third trial fails
+            return PodScript(end_after=1, succeeds=False, reason="Error")
+        return PodScript(end_after=1, final={"loss": 1.0 if number == 0 else 2.0 + number})
+
+    cluster = SimulatedCluster.of(spec, script)
+    status = cluster.run()
+    assert status.best_trial is not None
+    assert status.best_trial.number == 0
+    deleted = [pod for plan in cluster.plans for pod in plan.delete_pods]
+    assert len(deleted) == len(set(deleted))
+    kept = {t.status.pod_name for t in cluster.trials.values()} - set(deleted)
+    # The best trial (0), the 2 latest other succeeded ones (10, 9), the latest failed one (11).
+    assert kept == {"demo-0", "demo-10", "demo-9", "demo-11"}
+    # The trial records all stay, with the pod names they had.
+    assert len(cluster.trials) == 12
+    assert all(t.status.pod_name for t in cluster.trials.values())

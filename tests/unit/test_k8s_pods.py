@@ -671,3 +671,20 @@ def test_a_crashed_pod_the_kubelet_ran_shows_its_log_not_metrics(cluster: Local)
     assert observation.message == 'epoch 1: loss 0.9\n{"val_loss": 0.5}'
     assert observation.final_report is None
     assert observation.report_errors == ()
+
+
+def test_a_pod_has_terminated_once_every_container_has_ended() -> None:
+    assert not observe_pod(trial_pod(RUNNING_STATUS)).terminated
+    done = observe_pod(trial_pod(ended("Failed", terminated(137, "Error"))))
+    assert (done.terminated, done.terminated_at) == (True, at(FINISHED))
+    # A sidecar that ended later: the pod held its node until then.
+    later = "2026-11-26T05:42:29Z"
+    sidecar = container_status(terminated(0, "Completed"))
+    sidecar["name"] = "exporter"
+    sidecar["state"]["terminated"]["finishedAt"] = later
+    status = ended("Succeeded", terminated(0, "Completed"))
+    status["containerStatuses"].append(sidecar)
+    assert observe_pod(trial_pod(status, sidecar=True)).terminated_at == at(later)
+    # Failed by its deadline while a container still runs (the kubelet is killing it).
+    still = ended("Failed", {"running": {"startedAt": STARTED}}, reason="DeadlineExceeded")
+    assert not observe_pod(trial_pod(still)).terminated

@@ -114,6 +114,11 @@ def test_pod_spec_keeps_unmodelled_fields_and_gets_trial_defaults() -> None:
     assert "activeDeadlineSeconds" not in without_timeout
     on_failure = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "OnFailure"}}
     assert render(on_failure, PARAMS)["spec"]["restartPolicy"] == "OnFailure"
+    # A stopped trainer's grace period is part of every worst case: 10 s unless the template
+    # says otherwise.
+    assert spec["terminationGracePeriodSeconds"] == 10
+    patient = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "terminationGracePeriodSeconds": 120}}
+    assert render(patient, PARAMS)["spec"]["terminationGracePeriodSeconds"] == 120
 
 
 def test_rendering_does_not_change_the_study() -> None:
