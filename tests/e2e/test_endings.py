@@ -346,15 +346,22 @@ def test_too_many_failed_trials_fail_the_study(
 def test_max_duration_stops_the_running_trials(
     kube: Kube, client: kubernetes.client.ApiClient
 ) -> None:
-    # Trials that would outlive the study: the operator stops them at maxDuration.
+    # Trial 0 succeeds at once; the next would outlive the study: the operator stops it at
+    # maxDuration.
     code = """
-        import time
-        time.sleep(60)
+        import json, os, time
+        print("training", flush=True)
+        loss = 1.0
+        if os.environ["KUBETUNE_TRIAL_NUMBER"] != "0":
+            time.sleep(60)
     """
     apply(
         kube,
         study(
-            "deadline", trainer(code), [X], {"maxTrials": 10, "parallelism": 2, "maxDuration": "3s"}
+            "deadline",
+            trainer(code, WRITE_LOSS),
+            [X],
+            {"maxTrials": 10, "parallelism": 2, "maxDuration": "3s"},
         ),
     )
     document = finish(kube, "deadline")
@@ -365,28 +372,35 @@ def test_max_duration_stops_the_running_trials(
     elapsed = (moment(status["completionTime"]) - moment(status["startTime"])).total_seconds()
     assert 3 <= elapsed < 10
     assert status["budget"]["maxDurationSeconds"] == 3
-    trials = trials_of(kube, "deadline")
-    assert len(trials) == 2
-    for trial in trials:
+    first, *stopped = trials_of(kube, "deadline")
+    assert first["status"]["state"] == "Succeeded"
+    assert stopped
+    for trial in stopped:
         assert trial["status"]["state"] == "Stopped"
         assert trial["status"]["reason"] == "MaxDurationReached"
         assert trial["status"]["message"] == "the study ran for maxDuration (3s)"
-    # Their pods are deleted (the kubelet stops the processes first).
-    for trial in trials:
-        kube.kubectl("wait", "--for=delete", f"pod/{trial['metadata']['name']}", "--timeout=20s")
-    assert pods_of(kube, "deadline") == []
-    assert status["trials"]["stopped"] == 2
+    # Their pods are stopped where they ran and stay, with their logs, after the study ended.
+    for trial in stopped:
+        name = trial["metadata"]["name"]
+        kube.kubectl(
+            "wait",
+            "--for=jsonpath={.status.reason}=DeadlineExceeded",
+            f"pod/{name}",
+            "--timeout=30s",
+        )
+        assert "training" in kube.kubectl("logs", f"pod/{name}").stdout
+    assert status["trials"]["stopped"] == len(stopped)
     wait_for_events(client, "deadline", {"TrialStopped", "StudySucceeded"})
 
 
 def test_the_gpu_hour_budget_stops_starting_trials_it_cannot_cover(
     kube: Kube, client: kubernetes.client.ApiClient
 ) -> None:
-    # A trial's worst case is 1 GPU x trialTimeout (10 s); the budget is that plus 1.5 s. So,
-    # although parallelism is 2, one trial at a time fits, and no trial starts once the GPU
-    # time used leaves less than a worst case. (A generous trialTimeout: a loaded machine must
-    # not time a trial out.)
-    worst_case = 10.0
+    # A trial's worst case is 1 GPU x (trialTimeout + the 10 s grace period): 20 s; the budget
+    # is that plus 1.5 s. So, although parallelism is 2, one trial at a time fits, and no trial
+    # starts once the GPU time used leaves less than a worst case. (A generous trialTimeout: a
+    # loaded machine must not time a trial out.)
+    worst_case = 20.0
     limit = worst_case + 1.5
     apply(
         kube,
@@ -429,9 +443,9 @@ def test_the_gpu_hour_budget_stops_starting_trials_it_cannot_cover(
 
 
 def test_the_money_budget_stops_starting_trials_it_cannot_cover(kube: Kube) -> None:
-    # 36 EUR per GPU-hour is 0.01 EUR per second: a trial's worst case (10 s) costs 0.10 EUR,
-    # and the budget covers that and 1.5 s more.
-    price, worst_case, limit = 36.0, 0.10, 0.115
+    # 36 EUR per GPU-hour is 0.01 EUR per second: a trial's worst case (10 s trialTimeout and
+    # the 10 s grace period) costs 0.20 EUR, and the budget covers that and 1.5 s more.
+    price, worst_case, limit = 36.0, 0.20, 0.215
     apply(
         kube,
         study(
@@ -452,7 +466,7 @@ def test_the_money_budget_stops_starting_trials_it_cannot_cover(kube: Kube) -> N
     assert status["phase"] == "Completed"
     completed = condition(document, "Completed")
     assert completed["reason"] == "MoneyExhausted"
-    assert "the money budget (0.115 EUR) cannot cover" in completed["message"]
+    assert "the money budget (0.215 EUR) cannot cover" in completed["message"]
     budget = status["budget"]
     assert budget["currency"] == "EUR"
     assert budget["moneyLimit"] == limit
@@ -573,13 +587,18 @@ def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
         assert record.get("values") is None
         assert record["message"] == f"pruned by the median pruner at step {steps[-1]}"
         assert trial["spec"]["params"]["x"] > best_x
-        kube.kubectl("wait", "--for=delete", f"pod/{trial['metadata']['name']}", "--timeout=20s")
-    # The completed trials ran every step (their final value is the last step's), and kept
-    # their pods.
+        # Stopped where it ran (its activeDeadlineSeconds lowered, unless it ended first): the
+        # pod stays, ended.
+        name = trial["metadata"]["name"]
+        kube.kubectl("wait", "--for=jsonpath={.status.podTerminating}=false", f"tuningtrial/{name}")
+        phase = get_json(kube, "pod", name)["status"]["phase"]
+        assert phase in ("Failed", "Succeeded")
+    # The completed trials ran every step (their final value is the last step's); every trial
+    # kept its pod.
     for trial in succeeded:
         assert trial["status"]["values"] == [10 * trial["spec"]["params"]["x"] + 1 / 6]
     remaining = {pod["metadata"]["name"] for pod in pods_of(kube, "pruning")}
-    assert remaining == {t["metadata"]["name"] for t in succeeded}
+    assert remaining == {t["metadata"]["name"] for t in trials}
     reasons = {
         e["reason"] for e in wait_for_events(client, "pruning", {"TrialPruned", "StudySucceeded"})
     }
