@@ -107,6 +107,36 @@ def test_up_runs_the_study_to_its_end_and_prints_it_as_json(tmp_path: Path, plan
     assert abs(best["value"] - expected) < 1e-9
 
 
+def test_up_exits_1_when_no_trial_succeeds(tmp_path: Path) -> None:
+    # A typo in the command: every trial fails. The study fails fast (three failures before any
+    # success) instead of burning its 40 trials, and `kubetune up` says so with status 1.
+    path, document = study_file(tmp_path, name="typo", parallelism=1)
+    document["spec"]["budget"].pop("maxFailedTrials", None)  # the default: fail fast
+    (container,) = document["spec"]["trialTemplate"]["spec"]["containers"]
+    container["command"] = [sys.executable, "-c", "import sys; sys.exit(127)"]
+    path.write_text(json.dumps(document))
+    marker = str(uuid.uuid4())
+    try:
+        result = subprocess.run(
+            [KUBETUNE, "up", "--json", "--kubeconfig", str(tmp_path / "kubeconfig"), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"},
+            check=False,
+        )
+    finally:
+        kill_leftovers(marker)
+    assert result.returncode == 1, result.stderr[-5000:]
+    (study,) = json.loads(result.stdout)["items"]
+    status = study["status"]
+    assert status["phase"] == "Failed"
+    assert status["trials"]["total"] == 3, status
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Failed"]["reason"] == "NoTrialSucceeded"
+    assert "trial 0 Failed (Error): exit code 127" in conditions["Failed"]["message"]
+
+
 def test_ctrl_c_stops_the_operator_and_every_pod(tmp_path: Path) -> None:
     path, document = study_file(tmp_path, name="sleepy", maxTrials=2, parallelism=2)
     container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
