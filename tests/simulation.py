@@ -59,11 +59,16 @@ class _Pod:
     gpus: int = 0
     deleted_at: float | None = None
     """When the pod was deleted, in seconds after it was created."""
+    lowered_deadline_at: float | None = None
+    """When its lowered activeDeadlineSeconds fires, in seconds after it was created: a deadline
+    already past when it was lowered fires then, not earlier."""
 
     def _stop_requested(self) -> float | None:
         """When the kubelet tells the trainer to stop: at its deadline, or at its deletion."""
         start = self.script.start_after
         times = [start + self.deadline] if self.deadline is not None else []
+        if self.lowered_deadline_at is not None:
+            times.append(self.lowered_deadline_at)
         if self.deleted_at is not None:
             times.append(max(self.deleted_at, start))
         return min(times, default=None)
@@ -192,10 +197,10 @@ class SimulatedCluster:
         for name in plan.stop_pods:
             stopped = self.pods.get(name)
             # Lowering activeDeadlineSeconds (never raising it), as the API server allows.
-            if stopped is not None and (
-                stopped.deadline is None or stopped.deadline > STOP_DEADLINE_SECONDS
-            ):
-                stopped.deadline = STOP_DEADLINE_SECONDS
+            if stopped is not None and stopped.lowered_deadline_at is None:
+                elapsed = (self.now - stopped.created).total_seconds()
+                lowered = stopped.script.start_after + STOP_DEADLINE_SECONDS
+                stopped.lowered_deadline_at = max(lowered, elapsed)
         for name in plan.delete_pods:
             if (deleted := self.pods.get(name)) is not None and deleted.deleted_at is None:
                 deleted.deleted_at = (self.now - deleted.created).total_seconds()

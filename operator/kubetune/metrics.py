@@ -298,11 +298,15 @@ class OperatorMetrics:
             parallelism=parallelism_of(document),
             oldest_pending=oldest_pending(trials, plan, now),
         )
-        before = {t.metadata.name: t.status.state for t in trials}
+        before = {t.metadata.name: t.status for t in trials}
         for update in plan.trial_updates:
             status = update.status
-            was = before.get(update.name)
-            if was is None or not was.is_active or status.state.is_active:
+            old = before.get(update.name)
+            if old is not None and old.pod_terminating and not status.pod_terminating:
+                # A stopped trial's pod has terminated: the GPU time it held after the stop.
+                tail = max(0.0, status.gpu_seconds - old.gpu_seconds)
+                self.gpu_seconds.labels(namespace, study).inc(tail)
+            if old is None or not old.state.is_active or status.state.is_active:
                 continue
             duration = None
             if status.start_time is not None and status.completion_time is not None:

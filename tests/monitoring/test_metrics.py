@@ -222,3 +222,26 @@ def test_a_pending_trial_ages_from_its_creation() -> None:
 def test_ask_durations_do_not_change_what_a_plan_equals() -> None:
     status = TuningStudyStatus()
     assert Plan(study_status=status, ask_seconds=(0.5,)) == Plan(study_status=status)
+
+
+def test_the_gpu_seconds_of_a_stopped_pod_count_until_it_has_terminated() -> None:
+    # Trials are stopped at a 3 s trialTimeout; the trainers ignore SIGTERM and are killed at
+    # the end of a 5 s grace period: each pod holds its GPU 8 s, not 3.
+    metrics = OperatorMetrics()
+    spec = study_spec(
+        budget={"maxTrials": 2, "parallelism": 2, "trialTimeout": "3s", "maxFailedTrials": 2},
+        gpus=1,
+        grace=5,
+    )
+    cluster = SimulatedCluster.of(
+        spec, lambda t: PodScript(start_after=0, end_after=None, exits_after_sigterm=float("inf"))
+    )
+    labels = {"namespace": "default", "study": "demo"}
+    for _ in range(30):
+        before = list(cluster.trials.values())
+        plan = cluster.reconcile()
+        metrics.observe_plan("default", "demo", cluster.document(), before, plan, cluster.now)
+        cluster.now = cluster.now + (at(1) - at(0))
+    assert cluster.gpu_seconds_held() == 2 * 8
+    assert value(metrics, "kubetune_gpu_seconds_total", **labels) == 2 * 8
+    assert sum(t.status.gpu_seconds for t in cluster.trials.values()) == 2 * 8

@@ -420,7 +420,7 @@ def test_what_the_pods_held_never_passes_the_budget(
 
     cluster = SimulatedCluster.of(spec, script)
     finished_at: int | None = None
-    for index, tick in enumerate([*ticks, *[30] * 20]):  # then long enough for pods to end
+    for index, tick in enumerate([*ticks, *[30] * 40]):  # then long enough for pods to end
         if index == raise_at:  # a live budget patch: more parallelism, a larger GPU budget
             budget["parallelism"] += raise_by[0]
             budget["maxGpuHours"] *= raise_by[1]
