@@ -202,7 +202,7 @@ class OperatorMetrics:
         )
         self.gpu_seconds = Counter(
             f"{PREFIX}_gpu_seconds",
-            "GPU-seconds consumed by finished trials.",
+            "GPU-seconds held by the pods of finished trials (a stopped one until it terminated).",
             list(_STUDY_LABELS),
             registry=self.registry,
         )

@@ -158,6 +158,8 @@ def study(name: str, namespace: str) -> dict[str, Any]:
                 "parallelism": 1,
                 "maxFailedTrials": 2,
             },
+            # Keep no pod but the best trial's: the operator deletes the others' (pods delete).
+            "podRetention": {"succeeded": 0, "failed": 0},
             "trialTemplate": {
                 "spec": {
                     "restartPolicy": "Never",

@@ -10,14 +10,15 @@ until SIGKILL at the end of the grace period.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes
 import pytest
 
 from tests.controlplane.conftest import PLANES, Kube, local_kube
 from tests.e2e.conftest import Operator
+from tests.e2e.test_demo import KUBETUNE
 from tests.e2e.test_endings import (
     GPU,
     WRITE_LOSS,
@@ -165,10 +166,14 @@ def test_trainers_that_ignore_sigterm_are_paid_until_sigkill(
     # Stopped where they ran: the pods stay, Failed by their deadline, with their logs.
     assert len(pods) == len(trials)
     assert {p["status"]["reason"] for p in pods} == {"DeadlineExceeded"}
-    client = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
-    try:
-        core = kubernetes.client.CoreV1Api(client)
-        log = core.read_namespaced_pod_log(pods[0]["metadata"]["name"], "default")
-    finally:
-        client.close()
-    assert "ignoring SIGTERM" in log
+    # `kubetune logs` reads a timed-out trial's log after its study has ended.
+    result = subprocess.run(
+        [KUBETUNE, "logs", "stubborn", "0", "--kubeconfig", str(kube.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert trials[0]["status"]["state"] == "TimedOut"
+    assert "ignoring SIGTERM" in result.stdout

@@ -193,7 +193,14 @@ def test_prometheus_down_fails_the_trial_with_the_documented_status(operator: Op
         "tuningstudy/prometheus-down",
         "jsonpath={.status.conditions[?(@.type=='MetricsSource')].reason}=MetricsSourceUnreachable",
     )
-    wait_for(kube, "tuningstudy/prometheus-down", "jsonpath={.status.phase}=Completed")
+    # Its only trial failed: the study has no result and fails, naming the cause.
+    wait_for(kube, "tuningstudy/prometheus-down", "jsonpath={.status.phase}=Failed")
+    failed = {
+        c["type"]: c
+        for c in get_json(kube, "tuningstudy", "prometheus-down")["status"]["conditions"]
+    }["Failed"]
+    assert failed["reason"] == "NoTrialSucceeded"
+    assert "(MetricsSourceError)" in failed["message"]
     (trial,) = trials_of(kube, "prometheus-down").values()
     status = trial["status"]
     # Never a value: the trial failed, saying why.
@@ -216,7 +223,7 @@ def test_a_bad_query_shows_in_the_status_and_is_never_a_value(
     document["spec"]["searchSpace"][0]["choices"] = [3.0]
     document["spec"]["budget"].update(maxTrials=1, parallelism=1)
     apply(kube, document)
-    wait_for(kube, "tuningstudy/bad-query", "jsonpath={.status.phase}=Completed")
+    wait_for(kube, "tuningstudy/bad-query", "jsonpath={.status.phase}=Failed")
     study_status = get_json(kube, "tuningstudy", "bad-query")["status"]
     condition = {c["type"]: c for c in study_status["conditions"]}["MetricsSource"]
     assert condition["status"] == "False"
@@ -228,3 +235,7 @@ def test_a_bad_query_shows_in_the_status_and_is_never_a_value(
     assert "MetricsQueryInvalid" in trial["status"]["message"]
     assert study_status["trials"]["failed"] == 1
     assert study_status.get("bestTrial") is None
+    assert (
+        "MetricsQueryInvalid"
+        in {c["type"]: c for c in study_status["conditions"]}["Failed"]["message"]
+    )
