@@ -413,18 +413,9 @@ def front_lines(
     return lines
 
 
-@app.command()
-def trials(
-    study: Annotated[str, typer.Argument(help="The TuningStudy's name.")],
-    namespace: Annotated[
-        str | None,
-        typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
-    ] = None,
-    kubeconfig: Annotated[
-        Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
-    ] = None,
-) -> None:
-    """Print a study's trials as a table, from any cluster the kubeconfig reaches."""
+def _client_for(command: str, kubeconfig: Path | None, namespace: str | None) -> tuple[Any, str]:
+    """An API client from the kubeconfig, and the namespace (the context's unless given); exit 1
+    saying why when the kubeconfig cannot be read."""
     import os
 
     import kubernetes
@@ -438,8 +429,26 @@ def trials(
             _, active = kubernetes.config.list_kube_config_contexts(config_file=config)  # type: ignore[no-untyped-call]
             namespace = (active or {}).get("context", {}).get("namespace") or "default"
     except (kubernetes.config.ConfigException, OSError) as error:
-        typer.echo(f"kubetune trials: cannot read the kubeconfig: {error}", err=True)
+        typer.echo(f"kubetune {command}: cannot read the kubeconfig: {error}", err=True)
         raise typer.Exit(code=1) from None
+    return client, namespace
+
+
+@app.command()
+def trials(
+    study: Annotated[str, typer.Argument(help="The TuningStudy's name.")],
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
+    ] = None,
+) -> None:
+    """Print a study's trials as a table, from any cluster the kubeconfig reaches."""
+    import kubernetes
+
+    client, namespace = _client_for("trials", kubeconfig, namespace)
     custom = kubernetes.client.CustomObjectsApi(client)
     try:
         custom.get_namespaced_custom_object(
@@ -560,20 +569,10 @@ def logs(
 ) -> None:
     """Print a trial's log: what its pod's container printed, running, finished or stopped."""
     import json
-    import os
 
     import kubernetes
 
-    config = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
-    # The `kubernetes` client has no type annotations.
-    try:
-        client = kubernetes.config.new_client_from_config(config_file=config)  # type: ignore[no-untyped-call]
-        if namespace is None:
-            _, active = kubernetes.config.list_kube_config_contexts(config_file=config)  # type: ignore[no-untyped-call]
-            namespace = (active or {}).get("context", {}).get("namespace") or "default"
-    except (kubernetes.config.ConfigException, OSError) as error:
-        typer.echo(f"kubetune logs: cannot read the kubeconfig: {error}", err=True)
-        raise typer.Exit(code=1) from None
+    client, namespace = _client_for("logs", kubeconfig, namespace)
     try:
         text = _trial_log(client, namespace, study, trial, container, tail)
     except _LogsError as error:
