@@ -413,6 +413,15 @@ def front_lines(
     return lines
 
 
+StudyNamespace = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
+]
+Kubeconfig = Annotated[
+    Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
+]
+
+
 def _client_for(command: str, kubeconfig: Path | None, namespace: str | None) -> tuple[Any, str]:
     """An API client from the kubeconfig, and the namespace (the context's unless given); exit 1
     saying why when the kubeconfig cannot be read."""
@@ -437,13 +446,8 @@ def _client_for(command: str, kubeconfig: Path | None, namespace: str | None) ->
 @app.command()
 def trials(
     study: Annotated[str, typer.Argument(help="The TuningStudy's name.")],
-    namespace: Annotated[
-        str | None,
-        typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
-    ] = None,
-    kubeconfig: Annotated[
-        Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
-    ] = None,
+    namespace: StudyNamespace = None,
+    kubeconfig: Kubeconfig = None,
 ) -> None:
     """Print a study's trials as a table, from any cluster the kubeconfig reaches."""
     import kubernetes
@@ -559,13 +563,8 @@ def logs(
     tail: Annotated[
         int | None, typer.Option(min=0, help="Only the last N lines of the log.")
     ] = None,
-    namespace: Annotated[
-        str | None,
-        typer.Option("--namespace", "-n", help="Its namespace (default: the context's)."),
-    ] = None,
-    kubeconfig: Annotated[
-        Path | None, typer.Option(help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
-    ] = None,
+    namespace: StudyNamespace = None,
+    kubeconfig: Kubeconfig = None,
 ) -> None:
     """Print a trial's log: what its pod's container printed, running, finished or stopped."""
     import json

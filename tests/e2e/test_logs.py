@@ -15,6 +15,8 @@ from typing import Any
 from kubetune.spec import api
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
+from tests.e2e.test_endings import X
+from tests.e2e.test_endings import study as endings_study
 
 TRAINER = """\
     import json, os, pathlib, time
@@ -30,31 +32,11 @@ TRAINER = """\
 
 
 def study(name: str, release: Path) -> dict[str, Any]:
+    """Two trials, one at a time, each waiting for `release` to exist before it finishes."""
     code = textwrap.dedent(TRAINER).replace("RELEASE", repr(str(release)))
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": api.STUDY_KIND,
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"metrics": [{"name": "loss", "direction": "minimize"}]},
-            "searchSpace": [{"name": "x", "type": "float", "low": 0.0, "high": 1.0}],
-            "algorithm": {"name": "random", "seed": 7},
-            "budget": {"maxTrials": 2, "parallelism": 1},
-            "trialTemplate": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "trainer",
-                            "image": "python:3.12-slim",
-                            "command": [sys.executable, "-c", code],
-                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-                        }
-                    ],
-                }
-            },
-        },
-    }
+    return endings_study(
+        name, [sys.executable, "-c", code], [X], {"maxTrials": 2, "parallelism": 1}
+    )
 
 
 def kubetune(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:

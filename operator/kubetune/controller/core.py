@@ -637,10 +637,7 @@ class StudyController:
             status = status.model_copy(update={"start_time": pod.started_at})  # it did start
         if pod is None or pod.terminated:
             ended = (pod.terminated_at if pod is not None else None) or now
-            if status.start_time is not None:
-                ended = max(ended, status.start_time)
-            status = status.model_copy(update={"pod_terminating": False, "pod_end_time": ended})
-            work.update(trial, _with_cost(status, work.cost, ended))
+            work.update(trial, _pod_ended(status, work.cost, ended))
             return
         if status is not trial.status:
             trial = work.update(trial, status)
@@ -873,11 +870,7 @@ def _past_retention(
     trial's. Only terminated pods are removed: a stopping one is still counted."""
     retention = study.spec.pod_retention
     ended = sorted(
-        (
-            t
-            for t in trials
-            if not t.status.holds_pod and t.status.pod_name in pod_names and t.status.pod_name
-        ),
+        (t for t in trials if not t.status.holds_pod and t.status.pod_name in pod_names),
         key=lambda t: (t.status.completion_time or datetime.min.replace(tzinfo=UTC), t.spec.number),
         reverse=True,
     )
@@ -891,6 +884,14 @@ def _past_retention(
         ]
         removed.extend(t.status.pod_name or "" for t in of_kind[keep:])
     return removed
+
+
+def _pod_ended(status: TuningTrialStatus, cost: TrialCost, ended: datetime) -> TuningTrialStatus:
+    """The status once the trial's pod has terminated at `ended`: its GPU time ends there."""
+    if status.start_time is not None:
+        ended = max(ended, status.start_time)
+    status = status.model_copy(update={"pod_terminating": False, "pod_end_time": ended})
+    return _with_cost(status, cost, ended)
 
 
 def _with_cost(status: TuningTrialStatus, cost: TrialCost, now: datetime) -> TuningTrialStatus:
@@ -909,12 +910,8 @@ def _record_pod_end(work: _Work, number: int, pod: PodObservation | None) -> Non
     if status.holds_pod or status.pod_end_time is not None:
         return
     ended = (pod.terminated_at if pod is not None else None) or status.completion_time
-    if ended is None:
-        return
-    if status.start_time is not None:
-        ended = max(ended, status.start_time)
-    status = status.model_copy(update={"pod_end_time": ended})
-    work.update(trial, _with_cost(status, work.cost, ended))
+    if ended is not None:
+        work.update(trial, _pod_ended(status, work.cost, ended))
 
 
 def _previous_status(document: Mapping[str, Any]) -> TuningStudyStatus:
