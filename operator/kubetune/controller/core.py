@@ -190,8 +190,8 @@ class StudyController:
         PodObservation.source_reading."""
         if not (document.get("spec") or {}).get("metricsSource"):
             return None
-        study, problems = parse_study({k: v for k, v in document.items() if k != "status"})
-        if study is None or problems:
+        study, _ = _parse(document)
+        if study is None:
             return None
         source = prometheus_of(study)
         reads, _ = due_reads(study, trials, pods, self._polled, now)
@@ -208,13 +208,10 @@ class StudyController:
     ) -> Plan:
         """The plan for a study manifest (as read from the API), its trials and their pods
         (keyed by pod name), at time `now` (timezone-aware)."""
-        # The status is ours and is read on its own: a field an older operator wrote there must
-        # not make the spec Invalid.
-        study, problems = parse_study({k: v for k, v in document.items() if k != "status"})
+        study, invalid = _parse(document)
         previous = _previous_status(document)
-        if study is None or problems:
-            message = "; ".join(str(problem) for problem in problems)
-            return _invalid(previous, document, message, now)
+        if study is None:
+            return _invalid(previous, document, invalid, now)
 
         changed = immutable_changes(previous.spec_fingerprints, study.spec)
         if changed:
@@ -536,7 +533,8 @@ class StudyController:
                 "metrics": metrics,
                 "intermediate_values": intermediate,
                 "reported_steps": reported,
-                "last_report_time": report.time or now,
+                # A trainer's clock may run ahead: a future time would defeat metricsTimeout.
+                "last_report_time": min(report.time, now) if report.time else now,
                 "system_attrs": engine.system_attrs(trial.spec.number),
             }
         )
@@ -912,6 +910,21 @@ def _record_pod_end(work: _Work, number: int, pod: PodObservation | None) -> Non
     ended = (pod.terminated_at if pod is not None else None) or status.completion_time
     if ended is not None:
         work.update(trial, _pod_ended(status, work.cost, ended))
+
+
+def _parse(document: Mapping[str, Any]) -> tuple[TuningStudy | None, str]:
+    """The study's spec parsed, or None and why it is invalid. The status is ours and is read
+    on its own: a field an older operator wrote there must not make the spec Invalid. A rule
+    that fails unexpectedly makes the study Invalid with the error, rather than failing every
+    reconcile."""
+    try:
+        study, problems = parse_study({k: v for k, v in document.items() if k != "status"})
+    except Exception as error:  # any input must end in a verdict, never in a retry loop
+        first_line = (str(error).splitlines() or [""])[0][:500]
+        return None, f"the spec could not be checked ({type(error).__name__}: {first_line})"
+    if study is None or problems:
+        return None, "; ".join(str(problem) for problem in problems)
+    return study, ""
 
 
 def _previous_status(document: Mapping[str, Any]) -> TuningStudyStatus:

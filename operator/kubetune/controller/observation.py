@@ -10,8 +10,18 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any, Final
+
+REPORT_SIZE_LIMIT: Final = 65536
+"""Characters of a report document (annotation or termination message) the operator reads.
+The reporting helper keeps the annotation under 8 KiB and Kubernetes cuts termination
+messages at 4 KiB; a larger document is a trainer's mistake, refused before it is parsed."""
+MAX_STEP: Final = 2**63 - 1
+"""The largest step: status.intermediateValues[].step is an int64 in the API."""
+_SHOWN: Final = 200
+"""Characters of a rejected value quoted in an error."""
 
 
 class PodPhase(StrEnum):
@@ -88,49 +98,101 @@ class InvalidMetricError(ValueError):
     """A trainer reported something that is not a finite number for a recorded metric."""
 
 
+def shown(value: object) -> str:
+    """A value as an error quotes it: its repr, cut to a few hundred characters (a trainer may
+    send megabytes, and the error goes into the trial's status)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past Python's digit limit, deep nesting
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
 def metric_value(name: str, value: object) -> float:
     """A reported metric as a float, or InvalidMetricError naming the metric and what was sent."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidMetricError(f"metric {name!r} reported {value!r}, which is not a number")
-    number = float(value)
+        raise InvalidMetricError(
+            f"metric {shown(name)} reported {shown(value)}, which is not a number"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the largest float (1.8e308)
+        raise InvalidMetricError(
+            f"metric {shown(name)} reported {shown(value)}, an integer beyond the largest "
+            "float (about 1.8e308)"
+        ) from None
     if not math.isfinite(number):
-        raise InvalidMetricError(f"metric {name!r} reported {value!r}, which is not finite")
+        raise InvalidMetricError(
+            f"metric {shown(name)} reported {shown(value)}, which is not finite"
+        )
     return number
+
+
+def _load(text: str, what: str) -> Any:
+    """A report document parsed as JSON, or ValueError saying what is wrong with it. Whatever
+    a trainer writes ends here: too large, too deep, an integer past Python's digit limit."""
+    if len(text) > REPORT_SIZE_LIMIT:
+        raise ValueError(
+            f"{what} is {len(text)} characters long, over the {REPORT_SIZE_LIMIT} the operator "
+            f"reads: report fewer metrics: {text[:_SHOWN]!r}"
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} is not JSON ({error}): {text[:_SHOWN]!r}") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to read: {text[:_SHOWN]!r}") from None
+    except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string ..."
+        raise ValueError(f"{what} is not readable ({error}): {text[:_SHOWN]!r}") from None
+
+
+def _report_time(value: object) -> datetime | None:
+    """The time of an annotation report, in UTC; ValueError when it is not RFC 3339 with an
+    offset (a time without one could be any zone, and cannot be compared with the operator's)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"metrics annotation time {shown(value)} is not an RFC 3339 string")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"metrics annotation time {shown(value)} is not RFC 3339") from None
+    if moment.tzinfo is None:
+        raise ValueError(
+            f"metrics annotation time {shown(value)} has no timezone: end it with Z (UTC) "
+            "or an offset such as +00:00"
+        )
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"metrics annotation time {shown(value)} is out of range") from None
 
 
 def parse_termination_message(text: str) -> MetricReport:
     """The final report in a container's termination message: a flat JSON object of metric
     name to number (docs/trial-contract.md). Raises ValueError saying what is wrong with it;
     values are checked later, against the metrics the study records."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"termination message is not JSON ({error}): {text[:200]!r}") from None
+    document = _load(text, "termination message")
     if not isinstance(document, dict):
-        raise ValueError(f"termination message is not a JSON object: {text[:200]!r}")
+        raise ValueError(f"termination message is not a JSON object: {text[:_SHOWN]!r}")
     return MetricReport(document)
 
 
 def parse_metrics_annotation(text: str) -> MetricReport:
     """The latest report in the kubetune.io/metrics pod annotation:
     {"step": int, "metrics": {name: number}, "time": RFC 3339, "final": bool}.
-    A final document (final: true) has no step. Raises ValueError saying what is wrong."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"metrics annotation is not JSON ({error}): {text[:200]!r}") from None
+    A final document (final: true) has no step. The time, when given, must carry a timezone;
+    it is returned in UTC. Raises ValueError saying what is wrong."""
+    document = _load(text, "metrics annotation")
     if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict):
-        raise ValueError(f'metrics annotation has no "metrics" object: {text[:200]!r}')
+        raise ValueError(f'metrics annotation has no "metrics" object: {text[:_SHOWN]!r}')
     final = document.get("final") is True
     step = document.get("step")
-    if not final and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-        raise ValueError(f'metrics annotation has no whole, non-negative "step": {step!r}')
-    time = None
-    if isinstance(document.get("time"), str):
-        try:
-            time = datetime.fromisoformat(document["time"].replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"metrics annotation time {document['time']!r} is not RFC 3339"
-            ) from None
+    if not final and (
+        isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP
+    ):
+        raise ValueError(
+            f'metrics annotation has no whole "step" from 0 to {MAX_STEP}: {shown(step)}'
+        )
+    time = _report_time(document.get("time"))
     return MetricReport(document["metrics"], step=None if final else step, time=time)
