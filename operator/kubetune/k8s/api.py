@@ -1,7 +1,8 @@
 """The operator's Kubernetes calls, in one place: carry out a Plan, stop a deleted study's pods.
 
 Thin on purpose: no decision is made here (kubetune.controller makes them all). The
-`kubernetes` client is synchronous, so each call runs in a worker thread; objects are read as
+`kubernetes` client is synchronous, so each call runs in a thread of the API's own pool (never
+the default executor: the studies' decisions must not be able to fill it); objects are read as
 the API returns them (plain dicts, camelCase), not as the client's models.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import kubernetes
 
@@ -23,6 +26,8 @@ from kubetune.spec.trial import TuningTrial
 # step of a plan is idempotent by name.
 _ALREADY_EXISTS = 409
 _NOT_FOUND = 404
+API_THREADS: Final = 16
+"""Threads for the client's calls: requests in flight at once, for all studies together."""
 
 
 def merge_patch_to(old: Any, new: Any) -> Any:
@@ -57,6 +62,7 @@ class KubeApi:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
+        self._threads = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubetune-api")
 
     @classmethod
     def from_environment(cls) -> KubeApi:
@@ -68,7 +74,8 @@ class KubeApi:
         return cls(kubernetes.client.ApiClient())
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(function, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, partial(function, *args, **kwargs))
 
     async def _quietly(
         self, ignored: int, function: Callable[..., Any], *args: Any, **kwargs: Any
@@ -101,6 +108,13 @@ class KubeApi:
                 raise
             return None
         return patched
+
+    async def patch_study_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A merge patch of a study's status (the operator's own mark of a failing reconcile):
+        the study as patched, or None when it is gone."""
+        return await self._patch_status(namespace, api.STUDY_PLURAL, name, status)
 
     async def apply(self, plan: Plan, study: Mapping[str, Any]) -> Written:
         """The plan's steps in its order: trial statuses, pods stopped, pod deletions, new
