@@ -192,7 +192,7 @@ def parse_metrics_annotation(text: str) -> MetricReport:
         isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP
     ):
         raise ValueError(
-            f'metrics annotation has no whole "step" from 0 to {MAX_STEP}: {shown(step)}'
+            f'metrics annotation has no whole, non-negative "step" up to {MAX_STEP}: {shown(step)}'
         )
     time = _report_time(document.get("time"))
     return MetricReport(document["metrics"], step=None if final else step, time=time)

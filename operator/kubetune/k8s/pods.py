@@ -248,9 +248,9 @@ def _time(value: object) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: before year 1 once in UTC
         return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return moment if moment.timestamp() > 0 else None
 
 
@@ -259,7 +259,8 @@ def _truncate(value: object) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    text = text.rstrip()
+    # A lone surrogate (a "\ud800" escape in the JSON) cannot be encoded: it becomes "?".
+    text = text.rstrip().encode("utf-8", "replace").decode()
     data = text.encode()
     if len(data) <= MESSAGE_LIMIT:
         return text or None
