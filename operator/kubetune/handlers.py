@@ -1,9 +1,13 @@
 """The kopf handlers of the operator: thin, they only wire cluster events to the controller.
 
 One daemon per TuningStudy runs its reconcile loop: it reads the study, its TuningTrials and
-its pods, asks kubetune.controller for a Plan (in a worker thread: Optuna work stays off the
-event loop), and carries the plan out through kubetune.k8s.api. The daemon is the study's one
-lock: reconciles of a study never overlap, and studies never wait for each other. Events on
+its pods, asks kubetune.controller for a Plan, and carries the plan out through
+kubetune.k8s.api. The daemon is the study's one lock: reconciles of a study never overlap, and
+studies never wait for each other. Each study decides in a thread of its own (parsing its
+trials and pods, Optuna's ask, importances), so a slow study holds one thread, never a pool
+that the other studies or the API calls (KubeApi's own pool) need. A study whose reconcile
+keeps raising is backed off (kubetune.k8s.backoff) and marked with a ReconcileFailed
+condition naming the error. Events on
 its trials and pods, and changes of the study's spec or deletion, wake the daemon at once (a
 reaction, not a polling interval); a plan's requeue_after wakes it for timeouts. The study's
 own status writes do not wake it: they would make every reconcile cause the next.
@@ -20,24 +24,31 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import kopf
+import kubernetes
 
-from kubetune.controller import StudyController
+from kubetune.controller import PodObservation, StudyController
 from kubetune.k8s.api import KubeApi
+from kubetune.k8s.backoff import Backoff, first_line
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
 from kubetune.k8s.pods import observe_pod, pod_essentials
 from kubetune.k8s.prometheus import observe_source
 from kubetune.metrics import METRICS
 from kubetune.spec import api
+from kubetune.spec.trial import TuningTrial
 
 FINALIZER = f"{api.GROUP}/finalizer"
-RETRY_SECONDS = 5.0
-"""How soon a reconcile that failed (API error, ...) is tried again."""
+RECONCILE_FAILED = "ReconcileFailed"
+"""The study condition (and event reason) of a reconcile that raised."""
+DELETE_RETRIES = 5
+"""Tries of the delete handler on a transient error before the deletion goes ahead anyway."""
 
 StudyKey = tuple[str, str]
 """(namespace, name) of a study."""
@@ -145,13 +156,17 @@ async def run_study(
     assert namespace is not None  # TuningStudy is namespaced
     view = _views[(namespace, name)] = StudyView()
     wakeup = _wakeups[(namespace, name)]
+    backoff = Backoff()
+    # The study's own thread for its decisions: a slow one delays this study only.
+    worker = ThreadPoolExecutor(1, thread_name_prefix=f"kubetune-study-{name[:20]}")
 
     async def reconcile_now() -> float | None:
         key = (namespace, name)
         trials = list(trials_by_study.get(key, []))
         pods = list(pods_by_study.get(key, []))
-        return await reconcile(kube, controller, view, body, trials, pods, logger)
+        return await reconcile(kube, controller, view, body, trials, pods, logger, worker)
 
+    loop = asyncio.get_running_loop()
     stop = asyncio.ensure_future(stopped.wait())
     try:
         while not stopped:
@@ -159,21 +174,106 @@ async def run_study(
             try:
                 with METRICS.handler("reconcile"):
                     requeue_after = await reconcile_now()
-            except Exception as error:  # shown to the user as an event, then retried
-                logger.exception("reconcile failed")
-                kopf.event(
-                    body, type="Warning", reason="ReconcileFailed", message=str(error)[:1024]
-                )
-                requeue_after = RETRY_SECONDS
-            woken = asyncio.ensure_future(wakeup.wait())
-            await asyncio.wait({woken, stop}, timeout=requeue_after, return_when="FIRST_COMPLETED")
-            woken.cancel()
+                backoff.succeeded()
+            except Exception as error:
+                requeue_after = await _reconcile_failed(kube, view, body, backoff, error, logger)
+            deadline = None if requeue_after is None else loop.time() + requeue_after
+            while not stopped:
+                woken = asyncio.ensure_future(wakeup.wait())
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                await asyncio.wait({woken, stop}, timeout=timeout, return_when="FIRST_COMPLETED")
+                woken.cancel()
+                meta = body.metadata
+                if not wakeup.is_set() or meta.get("deletionTimestamp"):
+                    break
+                if not backoff.holds(meta.get("generation")):
+                    break
+                wakeup.clear()  # a trial or pod changed: a failing study still waits its turn
     finally:
         stop.cancel()
+        worker.shutdown(wait=False, cancel_futures=True)
         _wakeups.pop((namespace, name), None)
         _generations.pop((namespace, name), None)
         _views.pop((namespace, name), None)
         METRICS.forget_study(namespace, name)  # deleted, or no longer run by this replica
+
+
+async def _reconcile_failed(
+    kube: KubeApi,
+    view: StudyView,
+    body: kopf.Body,
+    backoff: Backoff,
+    error: Exception,
+    logger: kopf.Logger,
+) -> float:
+    """A reconcile raised: back off, and on a new error say so once (log with the traceback,
+    a Warning event, the study's ReconcileFailed condition). Returns the delay to wait."""
+    reason = first_line(error)
+    delay, is_new = backoff.failed(reason, body.metadata.get("generation"))
+    if not is_new:
+        logger.warning(f"reconcile failed again ({reason}); next try in {delay:.0f} s")
+        return delay
+    logger.exception(f"reconcile failed; next try in {delay:.0f} s")
+    kopf.event(body, type="Warning", reason=RECONCILE_FAILED, message=reason[:1024])
+    study = view.study_writes.newest(dict(body))
+    conditions = [c for c in _conditions(study) if c.get("type") != RECONCILE_FAILED]
+    conditions.append(
+        {
+            "type": RECONCILE_FAILED,
+            "status": "True",
+            "reason": type(error).__name__,
+            "message": reason,
+            "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "observedGeneration": body.metadata.get("generation"),
+        }
+    )
+    try:
+        written = await kube.patch_study_status(
+            body.metadata.namespace or "", body.metadata.name or "", {"conditions": conditions}
+        )
+    except Exception as patch_error:  # the API itself may be what fails: the event says it
+        logger.warning(f"could not mark the study {RECONCILE_FAILED}: {first_line(patch_error)}")
+    else:
+        if written is not None:
+            view.study_writes.remember(written)
+    return delay
+
+
+def _conditions(study: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    status = study.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    if not isinstance(conditions, list):
+        return []
+    return [c for c in conditions if isinstance(c, Mapping)]
+
+
+def _without_failure_mark(study: Mapping[str, Any]) -> dict[str, Any]:
+    """The study as the controller reads it: without the ReconcileFailed condition, which is
+    the daemon's and not the controller's, so the plan's status drops it once a reconcile
+    succeeds."""
+    conditions = _conditions(study)
+    kept = [c for c in conditions if c.get("type") != RECONCILE_FAILED]
+    if len(kept) == len(conditions):
+        return dict(study)
+    return {**study, "status": {**study["status"], "conditions": kept}}
+
+
+def _read(
+    parsed: ParsedTrials,
+    trial_objects: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+) -> tuple[list[TuningTrial], dict[str, str], dict[str, PodObservation]]:
+    """The trials parsed (and the errors of those that do not parse) and the pods observed
+    (and the errors of those that cannot be: a pod without containers is no trial's pod)."""
+    trials, unreadable = parsed.parse(trial_objects)
+    observations: dict[str, PodObservation] = {}
+    for pod in pods:
+        pod_name = str(pod["metadata"]["name"])
+        try:
+            observations[pod_name] = observe_pod(pod)
+        except ValueError as error:
+            unreadable[pod_name] = str(error)
+    return trials, unreadable, observations
 
 
 async def reconcile(
@@ -184,30 +284,38 @@ async def reconcile(
     trial_objects: list[dict[str, Any]],
     pods: list[dict[str, Any]],
     logger: kopf.Logger,
+    worker: ThreadPoolExecutor,
 ) -> float | None:
-    """One reconcile: read, decide, act. Returns when to look again with nothing changing."""
+    """One reconcile: read, decide, act. Returns when to look again with nothing changing.
+    The parsing and the decision run in `worker` (the study's thread), the API calls in
+    KubeApi's pool; only merging the operator's own writes runs on the event loop."""
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     study = dict(view.study_writes.newest(dict(body)))
     if study["metadata"].get("deletionTimestamp"):
         return None
-    trials, unreadable = view.parsed.parse(view.trial_writes.merged(trial_objects))
-    for trial_name, error in unreadable.items():
-        logger.warning(f"ignoring unreadable trial {trial_name}: {error}")
-    observations = {
-        pod["metadata"]["name"]: observe_pod(pod) for pod in view.pod_writes.merged(pods)
-    }
+    loop = asyncio.get_running_loop()
+    trials, unreadable, observations = await loop.run_in_executor(
+        worker,
+        _read,
+        view.parsed,
+        view.trial_writes.merged(trial_objects),
+        view.pod_writes.merged(pods),
+    )
+    for object_name, error in unreadable.items():
+        logger.warning(f"ignoring unreadable {object_name}: {error}")
+    decided_on = _without_failure_mark(study)
     # A study with a Prometheus metrics source: the reads the controller asks for (polls of
     # running trials every pollInterval, final reads) become the pods' readings.
     observations = await observe_source(
         controller,
-        study,
+        decided_on,
         trials,
         observations,
         datetime.now(UTC),
         partial(kube.read_object, namespace),
     )
-    plan = await asyncio.to_thread(
-        controller.reconcile, study, trials, observations, datetime.now(UTC)
+    plan = await loop.run_in_executor(
+        worker, controller.reconcile, decided_on, trials, observations, datetime.now(UTC)
     )
     written = await kube.apply(plan, study)
     for trial in written.trials:
@@ -222,9 +330,36 @@ async def reconcile(
     return plan.requeue_after
 
 
-@kopf.on.delete(api.GROUP, api.VERSION, api.STUDY_PLURAL)
-async def study_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Stop the study's running pods at once; owner references remove trials and pods."""
+@kopf.on.delete(api.GROUP, api.VERSION, api.STUDY_PLURAL, retries=DELETE_RETRIES, backoff=5)
+async def study_deleted(
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    body: kopf.Body,
+    logger: kopf.Logger,
+    retry: int,
+    **_: Any,
+) -> None:
+    """Stop the study's running pods at once; owner references remove trials and pods. The
+    deletion never hangs on this: an error the API will repeat (400, 403, 404, 422: a
+    selector it refuses, say) or one that outlasts the retries is logged and shown as an event,
+    and the finalizer goes (the pods then end with their trials, by owner reference)."""
     kube: KubeApi = memo.api
     with METRICS.handler("delete"):
-        await kube.delete_study_pods(namespace or "", name)
+        try:
+            await kube.delete_study_pods(namespace or "", name)
+        except Exception as error:
+            permanent = (
+                isinstance(error, kubernetes.client.ApiException)
+                and error.status is not None
+                and 400 <= error.status < 500
+                and error.status != 429
+            )
+            if not permanent and retry + 1 < DELETE_RETRIES:
+                raise kopf.TemporaryError(first_line(error), delay=5) from error
+            message = (
+                f"could not stop the study's pods ({first_line(error)}); the deletion goes "
+                "ahead and they are removed with their trials"
+            )
+            logger.warning(message)
+            kopf.event(body, type="Warning", reason="DeleteFailed", message=message[:1024])
