@@ -190,7 +190,7 @@ class StudyController:
         PodObservation.source_reading."""
         if not (document.get("spec") or {}).get("metricsSource"):
             return None
-        study, _ = _parse(document)
+        study, _, _ = _parse(document)
         if study is None:
             return None
         source = prometheus_of(study)
@@ -208,7 +208,7 @@ class StudyController:
     ) -> Plan:
         """The plan for a study manifest (as read from the API), its trials and their pods
         (keyed by pod name), at time `now` (timezone-aware)."""
-        study, invalid = _parse(document)
+        study, fingerprints, invalid = _parse(document)
         previous = _previous_status(document)
         if study is None:
             return _invalid(previous, document, invalid, now)
@@ -225,7 +225,6 @@ class StudyController:
         for trial in trials:
             if trial.status.pod_terminating:
                 self._observe_termination(work, trial, pods.get(trial.metadata.name or ""), now)
-        fingerprints = spec_fingerprints(study.spec)
         status = previous.model_copy(update={"spec_fingerprints": fingerprints})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
             end = _end_of(status)
@@ -912,19 +911,20 @@ def _record_pod_end(work: _Work, number: int, pod: PodObservation | None) -> Non
         work.update(trial, _pod_ended(status, work.cost, ended))
 
 
-def _parse(document: Mapping[str, Any]) -> tuple[TuningStudy | None, str]:
-    """The study's spec parsed, or None and why it is invalid. The status is ours and is read
-    on its own: a field an older operator wrote there must not make the spec Invalid. A rule
-    that fails unexpectedly makes the study Invalid with the error, rather than failing every
-    reconcile."""
+def _parse(document: Mapping[str, Any]) -> tuple[TuningStudy | None, dict[str, str], str]:
+    """The study's spec parsed and its fingerprints, or None and why it is invalid. The status
+    is ours and is read on its own: a field an older operator wrote there must not make the
+    spec Invalid. A rule that fails unexpectedly (or a spec too deep to fingerprint) makes the
+    study Invalid with the error, rather than failing every reconcile."""
     try:
         study, problems = parse_study({k: v for k, v in document.items() if k != "status"})
+        fingerprints = spec_fingerprints(study.spec) if study is not None else {}
     except Exception as error:  # any input must end in a verdict, never in a retry loop
         first_line = (str(error).splitlines() or [""])[0][:500]
-        return None, f"the spec could not be checked ({type(error).__name__}: {first_line})"
+        return None, {}, f"the spec could not be checked ({type(error).__name__}: {first_line})"
     if study is None or problems:
-        return None, "; ".join(str(problem) for problem in problems)
-    return study, ""
+        return None, {}, "; ".join(str(problem) for problem in problems)
+    return study, dict(fingerprints), ""
 
 
 def _previous_status(document: Mapping[str, Any]) -> TuningStudyStatus:
