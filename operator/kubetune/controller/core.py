@@ -16,6 +16,7 @@ duplicates nor skips a trial number.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,26 @@ class StudyController:
         # When each running trial was last read from the metrics source: a cache like the
         # engine (after a restart every running trial is simply read at once).
         self._polled: dict[str, datetime] = {}
+        # The last manifest parsed, by its JSON text: a study reconciles many times per spec
+        # version, and a large spec costs far more to check than to compare.
+        self._parsed: tuple[str, tuple[TuningStudy | None, dict[str, str], str]] | None = None
+
+    def _parse(self, document: Mapping[str, Any]) -> tuple[TuningStudy | None, dict[str, str], str]:
+        """_parse, once per version of the manifest. The resourceVersion (which each status
+        write changes) is left out of the comparison, so the parsed study's metadata may
+        hold an older one: the adapters read it from the document."""
+        metadata = document.get("metadata")
+        if isinstance(metadata, Mapping):
+            volatile = ("resourceVersion", "managedFields")
+            metadata = {k: v for k, v in metadata.items() if k not in volatile}
+        manifest = {k: v for k, v in document.items() if k not in ("status", "metadata")}
+        try:
+            key = json.dumps({**manifest, "metadata": metadata}, sort_keys=True)
+        except (TypeError, ValueError, RecursionError):  # not JSON: parse_study says why
+            return _parse(document)
+        if self._parsed is None or self._parsed[0] != key:
+            self._parsed = (key, _parse(document))
+        return self._parsed[1]
 
     def metrics_reads(
         self,
@@ -190,7 +211,7 @@ class StudyController:
         PodObservation.source_reading."""
         if not (document.get("spec") or {}).get("metricsSource"):
             return None
-        study, _, _ = _parse(document)
+        study, _, _ = self._parse(document)
         if study is None:
             return None
         source = prometheus_of(study)
@@ -208,7 +229,7 @@ class StudyController:
     ) -> Plan:
         """The plan for a study manifest (as read from the API), its trials and their pods
         (keyed by pod name), at time `now` (timezone-aware)."""
-        study, fingerprints, invalid = _parse(document)
+        study, fingerprints, invalid = self._parse(document)
         previous = _previous_status(document)
         if study is None:
             return _invalid(previous, document, invalid, now)
