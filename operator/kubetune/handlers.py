@@ -23,6 +23,7 @@ imports it and runs kopf.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,8 @@ RECONCILE_FAILED = "ReconcileFailed"
 """The study condition (and event reason) of a reconcile that raised."""
 DELETE_RETRIES = 5
 """Tries of the delete handler on a transient error before the deletion goes ahead anyway."""
+SWITCH_INTERVAL_SECONDS = 0.0005
+"""How often a thread that holds the GIL is asked to hand it over (Python's default: 5 ms)."""
 
 StudyKey = tuple[str, str]
 """(namespace, name) of a study."""
@@ -91,6 +94,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=api.GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
+    # A thread that computes holds the GIL for up to the switch interval each time the event
+    # loop wants it back (after every socket read): at the 5 ms default, six studies deciding
+    # at once slowed every other study's API calls 40-fold. 0.5 ms hands it back sooner.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     memo.api = KubeApi.from_environment()
 
 
