@@ -1,6 +1,7 @@
-"""`kubetune cluster up` as a user runs it, on each control plane: it writes a kubeconfig,
-installs the CRDs, runs pods, and on Ctrl-C (SIGINT) exits 0 promptly, leaving no pod process
-(and on the real plane no etcd, kube-apiserver, controller manager or scheduler) behind."""
+"""`kubetune cluster up` as a user runs it, on each control plane: it writes a kubeconfig
+(mode 0600), installs the CRDs, runs pods, and on Ctrl-C (SIGINT) exits 0 promptly, leaving no
+pod process (and on the real plane no etcd, kube-apiserver, controller manager or scheduler)
+behind."""
 
 from __future__ import annotations
 
@@ -83,7 +84,9 @@ async def test_cluster_up_serves_kubectl_and_stops_on_ctrl_c(tmp_path: Path, pla
                 printed.append(line)
         text = "".join(printed)
         assert f"export KUBECONFIG={kubeconfig.resolve()}" in text
-        assert kubeconfig.exists()
+        # It holds the admin's credentials: readable by its owner alone, as kubeadm writes
+        # admin.conf.
+        assert kubeconfig.stat().st_mode & 0o777 == 0o600
 
         env = {
             **os.environ,

@@ -29,6 +29,7 @@ import aiohttp
 import yaml
 
 from kubetune.controlplane.apiserver import ApiServer
+from kubetune.controlplane.certificates import write_private
 from kubetune.controlplane.images import PROJECT_IMAGES
 from kubetune.controlplane.kubelet import Kubelet
 from kubetune.controlplane.real import RealCluster
@@ -89,9 +90,8 @@ class LocalCluster:
         return aiohttp.ClientSession(self.url, headers=headers, **options)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False))
-        return path
+        document = yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False)
+        return write_private(path, document.encode())
 
     async def __aenter__(self) -> LocalCluster:
         await self.start()

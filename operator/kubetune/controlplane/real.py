@@ -33,7 +33,12 @@ from typing import Any, Final
 import aiohttp
 import yaml
 
-from kubetune.controlplane.certificates import CertificateAuthority, KeyPair, signing_key
+from kubetune.controlplane.certificates import (
+    CertificateAuthority,
+    KeyPair,
+    signing_key,
+    write_private,
+)
 from kubetune.controlplane.images import PROJECT_IMAGES, Image
 from kubetune.controlplane.kubelet import DEFAULT_NODE_NAME, NODE_IP, Kubelet, free_port
 
@@ -193,10 +198,8 @@ class RealCluster:
         return aiohttp.ClientSession(self.url, connector=connector, **options)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False))
-        path.chmod(0o600)
-        return path
+        document = yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False)
+        return write_private(path, document.encode())
 
     async def __aenter__(self) -> RealCluster:
         await self.start()
