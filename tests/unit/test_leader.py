@@ -143,7 +143,7 @@ async def test_of_two_candidates_that_read_a_free_lease_only_one_takes_it() -> N
     a, b = elector(store, clock, "a"), elector(store, clock, "b")
     won = await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew())
     assert sorted(won) == [False, True]
-    assert [e.holds() for e in (a, b)] == won
+    assert [e.holds() for e in (a, b)] == list(won)
     assert store.lease is not None
     assert store.lease.holder in ("a", "b")
 
