@@ -36,9 +36,10 @@ import kopf
 import kubernetes
 
 from kubetune.controller import PodObservation, StudyController
-from kubetune.k8s.api import KubeApi
+from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.backoff import Backoff, first_line
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
+from kubetune.k8s.leader import NotLeadingError
 from kubetune.k8s.pods import observe_pod, pod_essentials
 from kubetune.k8s.prometheus import observe_source
 from kubetune.metrics import METRICS
@@ -52,6 +53,9 @@ DELETE_RETRIES = 5
 """Tries of the delete handler on a transient error before the deletion goes ahead anyway."""
 SWITCH_INTERVAL_SECONDS = 0.0005
 """How often a thread that holds the GIL is asked to hand it over (Python's default: 5 ms)."""
+STALE_RETRY_SECONDS = 1.0
+"""How soon a study whose plan met a newer version of its objects decides again (its watches
+usually deliver that version first, and wake it)."""
 
 StudyKey = tuple[str, str]
 """(namespace, name) of a study."""
@@ -98,7 +102,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # loop wants it back (after every socket read): at the 5 ms default, six studies deciding
     # at once slowed every other study's API calls 40-fold. 0.5 ms hands it back sooner.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    memo.api = KubeApi.from_environment()
+    # With --leader-elect, `kubetune operator` puts the lease's fence in the memo.
+    memo.api = KubeApi.from_environment(memo.get("fence") or (lambda: None))
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.STUDY_PLURAL)
@@ -301,12 +306,9 @@ async def reconcile(
     if study["metadata"].get("deletionTimestamp"):
         return None
     loop = asyncio.get_running_loop()
+    decided_trials = view.trial_writes.merged(trial_objects)
     trials, unreadable, observations = await loop.run_in_executor(
-        worker,
-        _read,
-        view.parsed,
-        view.trial_writes.merged(trial_objects),
-        view.pod_writes.merged(pods),
+        worker, _read, view.parsed, decided_trials, view.pod_writes.merged(pods)
     )
     for object_name, error in unreadable.items():
         logger.warning(f"ignoring unreadable {object_name}: {error}")
@@ -324,7 +326,16 @@ async def reconcile(
     plan = await loop.run_in_executor(
         worker, controller.reconcile, decided_on, trials, observations, datetime.now(UTC)
     )
-    written = await kube.apply(plan, study)
+    # The status writes are conditional on the versions this plan was decided on.
+    versions = {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in decided_trials}
+    try:
+        written = await kube.apply(plan, study, versions)
+    except StaleViewError as error:
+        logger.info(f"the plan was based on a stale view ({error}); deciding again")
+        return STALE_RETRY_SECONDS
+    except NotLeadingError as error:
+        logger.error(f"not carrying out the plan: {error}")
+        return None  # the process is leaving (kubetune.cli), with nothing more written
     for trial in written.trials:
         view.trial_writes.remember(trial)
     for pod in written.pods:

@@ -1,21 +1,26 @@
 """The operator's adapter (kubetune.k8s.api.KubeApi) against the embedded control plane: a
-plan's new trials are created with their pods in one apply, and a repeated plan is harmless."""
+plan's new trials are created with their pods in one apply; a plan decided on an old view
+(repeated, or with an outdated trial or study) fails with StaleViewError and overwrites
+nothing; a fence that refuses stops every write."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import kubernetes
+import pytest
 
 from kubetune.controller import StudyController
-from kubetune.k8s.api import KubeApi
+from kubetune.k8s.api import KubeApi, StaleViewError
+from kubetune.k8s.leader import NotLeadingError
 from kubetune.spec import api
 from tests.controlplane.conftest import Kube
 from tests.e2e.test_operator import example
 
 
-async def test_new_trials_come_with_their_pods_and_a_repeated_plan_is_harmless(
+async def test_new_trials_come_with_their_pods_and_a_repeated_plan_overwrites_nothing(
     crds: Kube,
 ) -> None:
     client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
@@ -29,7 +34,7 @@ async def test_new_trials_come_with_their_pods_and_a_repeated_plan_is_harmless(
     plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
     assert len(plan.create_trials) == 2
 
-    written = await kube.apply(plan, study)
+    written = await kube.apply(plan, study, {})
 
     # What the apply returns is what the API server stored: trials with their status.
     assert sorted(t["metadata"]["name"] for t in written.trials) == ["adapter-0", "adapter-1"]
@@ -43,14 +48,92 @@ async def test_new_trials_come_with_their_pods_and_a_repeated_plan_is_harmless(
     owners = {p.metadata.name: p.metadata.owner_references[0].uid for p in pods.items}
     assert owners == {name: t["metadata"]["uid"] for name, t in trials.items()}
 
-    # The same plan again (a crash before the operator saw its own writes): no error, no
-    # second pod, the trials unchanged.
-    again = await kube.apply(plan, written.study)
-    assert {t["metadata"]["uid"] for t in again.trials} == {
-        t["metadata"]["uid"] for t in written.trials
-    }
+    # The same plan again (a replica whose view missed these trials): refused, no second
+    # pod, the trials unchanged.
+    with pytest.raises(StaleViewError, match="already exists"):
+        await kube.apply(plan, written.study, {})
     pods = kubernetes.client.CoreV1Api(client).list_namespaced_pod(
         "default", label_selector=f"{api.STUDY_LABEL}=adapter"
     )
     assert len(pods.items) == 2
+    now = [
+        custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, "default", api.TRIAL_PLURAL, name
+        )
+        for name in trials
+    ]
+    assert [t["metadata"]["resourceVersion"] for t in now] == [
+        trials[t["metadata"]["name"]]["metadata"]["resourceVersion"] for t in now
+    ]
+    client.close()
+
+
+async def test_a_status_write_decided_on_an_old_version_is_refused(crds: Kube) -> None:
+    """A trial that moved on (here: to Succeeded) since the plan read it keeps its status."""
+    client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
+    kube = KubeApi(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    manifest = example("synthetic-quadratic.yaml", parallelism=1)
+    manifest["metadata"]["name"] = "stale"
+    study = custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
+    )
+    controller = StudyController()
+    written = await kube.apply(controller.reconcile(study, [], {}, datetime.now(UTC)), study, {})
+    (trial,) = written.trials
+    name = trial["metadata"]["name"]
+    old_version = trial["metadata"]["resourceVersion"]
+    succeeded = custom.patch_namespaced_custom_object_status(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.TRIAL_PLURAL,
+        name,
+        {"status": {"state": "Succeeded", "reason": "by the other replica"}},
+    )
+    # A plan decided on the trial as it was: stop it.
+    with pytest.raises(StaleViewError, match=f"changed since version {old_version}"):
+        await kube._patch_status(
+            "default", api.TRIAL_PLURAL, name, {"state": "Stopped"}, based_on=old_version
+        )
+    now = custom.get_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.TRIAL_PLURAL, name
+    )
+    assert now["status"]["state"] == "Succeeded"
+    assert now["metadata"]["resourceVersion"] == succeeded["metadata"]["resourceVersion"]
+    # The study's status too: a plan decided on the study before its last status write.
+    assert written.study is not None
+    plan = controller.reconcile(study, [], {}, datetime.now(UTC))
+    with pytest.raises(StaleViewError, match="tuningstudies"):
+        await kube.apply(replace(plan, create_trials=[], new_trial_pods={}), study, {})
+    now_study = custom.get_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, "stale"
+    )
+    assert now_study["metadata"]["resourceVersion"] == written.study["metadata"]["resourceVersion"]
+    client.close()
+
+
+async def test_a_closed_fence_stops_every_write(crds: Kube) -> None:
+    def not_leading() -> None:
+        raise NotLeadingError("this replica no longer holds the lease")
+
+    client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
+    kube = KubeApi(client, fence=not_leading)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    manifest = example("synthetic-quadratic.yaml", parallelism=2)
+    manifest["metadata"]["name"] = "fenced"
+    study = custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
+    )
+    plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
+    with pytest.raises(NotLeadingError):
+        await kube.apply(plan, study, {})
+    trials = custom.list_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.TRIAL_PLURAL,
+        label_selector=f"{api.STUDY_LABEL}=fenced",
+    )
+    assert trials["items"] == []
     client.close()

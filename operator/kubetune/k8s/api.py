@@ -4,6 +4,14 @@ Thin on purpose: no decision is made here (kubetune.controller makes them all). 
 `kubernetes` client is synchronous, so each call runs in a thread of the API's own pool (never
 the default executor: the studies' decisions must not be able to fill it); objects are read as
 the API returns them (plain dicts, camelCase), not as the client's models.
+
+Every decisive write is conditional on what its plan read, so that a replica with a stale view
+(one that was paused, or lost its lease) can only fail, never overwrite: a status patch carries
+the resourceVersion the plan was based on (a 409 if the object changed since), and a trial
+whose create finds it already there is someone else's (its status is not written). Either
+raises StaleViewError: stop the plan, re-read, decide again. Before each write the `fence`
+(kubetune.k8s.leader's, with --leader-elect) is checked in the calling thread, so a replica
+that no longer holds the lease writes nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +30,22 @@ from kubetune.controller import STOP_DEADLINE_SECONDS, Plan, with_owner_uid
 from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
 
-# Objects that are already there (a repeated plan) or already gone are not errors: every
-# step of a plan is idempotent by name.
+# Objects already gone are not errors; one already there is a stale view (StaleViewError),
+# except a pod (its trial's create decided who owns it).
 _ALREADY_EXISTS = 409
+_CONFLICT = 409
 _NOT_FOUND = 404
 API_THREADS: Final = 16
 """Threads for the client's calls: requests in flight at once, for all studies together."""
+
+
+class StaleViewError(Exception):
+    """A conditional write was refused (409): the plan was based on an old view of its
+    objects. Nothing of it was overwritten; re-read and decide again."""
+
+
+def _no_fence() -> None:
+    """Without leader election every write may go ahead."""
 
 
 def merge_patch_to(old: Any, new: Any) -> Any:
@@ -59,21 +77,34 @@ class Written:
 class KubeApi:
     """The calls the operator makes, through one `kubernetes` ApiClient."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self, client: kubernetes.client.ApiClient, fence: Callable[[], None] = _no_fence
+    ) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
+        self.fence = fence
         self._threads = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubetune-api")
 
     @classmethod
-    def from_environment(cls) -> KubeApi:
+    def from_environment(cls, fence: Callable[[], None] = _no_fence) -> KubeApi:
         """In a pod, the service account; elsewhere $KUBECONFIG or ~/.kube/config."""
         try:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()
-        return cls(kubernetes.client.ApiClient())
+        return cls(kubernetes.client.ApiClient(), fence)
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A write: the fence is checked in the API thread, just before the request."""
+
+        def fenced() -> Any:
+            self.fence()
+            return function(*args, **kwargs)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, fenced)
+
+    async def _read(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, partial(function, *args, **kwargs))
 
@@ -89,10 +120,19 @@ class KubeApi:
     # --- carrying out a plan -----------------------------------------------------------------
 
     async def _patch_status(
-        self, namespace: str, plural: str, name: str, status: dict[str, Any]
+        self,
+        namespace: str,
+        plural: str,
+        name: str,
+        status: dict[str, Any],
+        based_on: str | None = None,
     ) -> dict[str, Any] | None:
         """A merge patch of an object's status subresource: the object as patched, or None
-        when it is gone (no error)."""
+        when it is gone (no error). With `based_on` (the resourceVersion the decision read)
+        the patch is refused with StaleViewError if the object changed since."""
+        body: dict[str, Any] = {"status": status}
+        if based_on is not None:
+            body["metadata"] = {"resourceVersion": based_on}
         try:
             patched: dict[str, Any] = await self._call(
                 self.custom.patch_namespaced_custom_object_status,
@@ -101,9 +141,13 @@ class KubeApi:
                 namespace,
                 plural,
                 name,
-                {"status": status},
+                body,
             )
         except kubernetes.client.ApiException as error:
+            if error.status == _CONFLICT and based_on is not None:
+                raise StaleViewError(
+                    f"{plural} {namespace}/{name} changed since version {based_on}"
+                ) from error
             if error.status != _NOT_FOUND:
                 raise
             return None
@@ -116,10 +160,14 @@ class KubeApi:
         the study as patched, or None when it is gone."""
         return await self._patch_status(namespace, api.STUDY_PLURAL, name, status)
 
-    async def apply(self, plan: Plan, study: Mapping[str, Any]) -> Written:
+    async def apply(
+        self, plan: Plan, study: Mapping[str, Any], trial_versions: Mapping[str, str]
+    ) -> Written:
         """The plan's steps in its order: trial statuses, pods stopped, pod deletions, new
         trials (each with its pod), pods of older trials, then the study status (only when it
-        changed). The calls of one step are independent of each other and run concurrently."""
+        changed). The calls of one step are independent of each other and run concurrently.
+        `study` and `trial_versions` (resourceVersion by trial name) are what the plan was
+        decided on: the status writes are conditional on them (StaleViewError)."""
         namespace = study["metadata"]["namespace"]
         written = Written()
         patched = await asyncio.gather(
@@ -129,6 +177,7 @@ class KubeApi:
                     api.TRIAL_PLURAL,
                     update.name,
                     update.status.model_dump(mode="json", by_alias=True),
+                    based_on=trial_versions.get(update.name),
                 )
                 for update in plan.trial_updates
             )
@@ -169,6 +218,7 @@ class KubeApi:
                 api.STUDY_PLURAL,
                 study["metadata"]["name"],
                 merge_patch_to(current, status),
+                based_on=study["metadata"].get("resourceVersion"),
             )
         return written
 
@@ -192,15 +242,18 @@ class KubeApi:
         except kubernetes.client.ApiException as error:
             if error.status != _ALREADY_EXISTS:
                 raise
-            created = None  # a repeated plan: the next reconcile sees the trial as it is
-        # The API server drops status on create (status subresource): write it after.
+            # Created by an earlier plan or another replica: its status is not ours to write.
+            raise StaleViewError(f"trial {namespace}/{name} already exists") from error
+        # The API server drops status on create (status subresource): write it after, on
+        # the version just created.
         status_write = self._patch_status(
             namespace,
             api.TRIAL_PLURAL,
             name,
             trial.status.model_dump(mode="json", by_alias=True),
+            based_on=created["metadata"]["resourceVersion"],
         )
-        if created is None or pod is None:
+        if pod is None:
             return await status_write, None
         with_status, created_pod = await asyncio.gather(
             status_write,
@@ -229,7 +282,7 @@ class KubeApi:
             "configmaps": self.core.read_namespaced_config_map,
         }[plural]
         try:
-            response = await self._call(read, name, namespace, _preload_content=False)
+            response = await self._read(read, name, namespace, _preload_content=False)
         except kubernetes.client.ApiException as error:
             if error.status == _NOT_FOUND:
                 return None
