@@ -2,9 +2,11 @@
 
 The controller makes every decision, exactly as in the operator. This module does what the API
 server and the kubelet would do: it keeps the TuningTrial records in memory and runs the first
-container of each trial pod as a local process. The command and args come from the rendered pod,
-and so does the env, with `valueFrom.fieldRef` resolved for the pod's name and namespace. The
-image is not pulled: the command must exist here.
+container of each trial pod as a local process, under the kubelet's init
+(controlplane/processes.py), so nothing the trainer starts outlives its trial or the run. The
+command and args come from the rendered pod, and so does the env, with `valueFrom.fieldRef`
+resolved for the pod's name and namespace. The image is not pulled: the command must exist
+here.
 
 It is meant for trying a study and its trainer before a cluster is at hand. Only the
 termination-message route of the trial contract works here: the process writes its final
@@ -16,7 +18,6 @@ embedded control plane.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -36,11 +37,12 @@ from kubetune.controller import (
     with_owner_uid,
 )
 from kubetune.controller.observation import parse_termination_message
+from kubetune.controlplane import processes
 from kubetune.spec import api
 from kubetune.spec.study import StudyPhase, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 
-# How long a deleted pod's process has between SIGTERM and SIGKILL (Kubernetes' default).
+# How long a deleted pod's processes have between SIGTERM and SIGKILL (Kubernetes' default).
 GRACE_PERIOD_SECONDS = 30.0
 
 
@@ -171,9 +173,16 @@ class LocalRun:
                 env[variable["name"]] = value
         env[api.TERMINATION_LOG_ENV] = str(termination_log)
         log = (folder / "log").open("wb")
-        popen = subprocess.Popen(
-            argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        try:
+            popen = processes.start_sync(argv, cwd=folder, env=env, log=log)
+        except (OSError, processes.StartError) as error:
+            log.close()
+            reason = error.strerror if isinstance(error, OSError) else error
+            raise SystemExit(
+                f"pod {name}: container {container['name']!r} cannot run {argv[0]!r}: {reason}; "
+                "a local run executes the command on this machine, so install it or fix command "
+                "in the trial template"
+            ) from None
         deadline_seconds = pod["spec"].get("activeDeadlineSeconds")
         deadline = None if deadline_seconds is None else now + timedelta(seconds=deadline_seconds)
         self.processes[name] = _Process(popen, now, termination_log, log, deadline)
@@ -183,7 +192,7 @@ class LocalRun:
         code = process.popen.poll()
         if code is None and process.deadline is not None and now >= process.deadline:
             process.timed_out = True
-            _end(process.popen, grace=1.0)
+            processes.end_sync(process.popen, grace=1.0)
             code = process.popen.returncode
         if code is None:
             return PodObservation(PodPhase.RUNNING, started_at=process.started)
@@ -218,20 +227,8 @@ class LocalRun:
     def _delete_pod(self, name: str, grace: float) -> None:
         process = self.processes.pop(name, None)
         if process is not None:
-            _end(process.popen, grace)
+            processes.end_sync(process.popen, grace)
             process.log.close()
-
-
-def _end(popen: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the process group, then SIGKILL after the grace period, as the kubelet does."""
-    if popen.poll() is not None:
-        return
-    os.killpg(popen.pid, signal.SIGTERM)
-    try:
-        popen.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait()
 
 
 def _format_event(event: Event) -> str:

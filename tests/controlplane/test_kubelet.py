@@ -25,7 +25,6 @@ from kubetune.controlplane.kubelet import (
     ContainerConfigError,
     Kubelet,
     container_env,
-    end_processes,
     env_references,
     expand,
     insufficient,
@@ -36,6 +35,8 @@ from kubetune.controlplane.kubelet import (
     termination_message,
     unschedulable_message,
 )
+from tests import escapees
+from tests.escapees import alive
 
 PY = sys.executable
 
@@ -236,7 +237,7 @@ def test_termination_messages_keep_the_last_4096_bytes_or_fall_back_to_logs() ->
     assert termination_message(b"", log, "File", 1) == ""
 
 
-# --- process supervision -----------------------------------------------------------------
+# --- end to end, through the API server ---
 
 STUBBORN = (
     "import signal, sys, time\n"
@@ -244,22 +245,6 @@ STUBBORN = (
     "print('ready', flush=True)\n"
     "time.sleep(60)\n"
 )
-
-
-async def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period() -> None:
-    process = await asyncio.create_subprocess_exec(
-        PY, "-c", STUBBORN, stdout=asyncio.subprocess.PIPE, start_new_session=True
-    )
-    assert process.stdout is not None
-    assert await process.stdout.readline() == b"ready\n"  # the handler is in place
-    began = time.monotonic()
-    await end_processes([process], grace=0.5)
-    elapsed = time.monotonic() - began
-    assert process.returncode == -signal.SIGKILL
-    assert 0.4 <= elapsed < 5
-
-
-# --- end to end, through the API server ---------------------------------------------------
 
 
 class Api:
@@ -352,14 +337,6 @@ def python_pod(name: str, script: str, *, gpus: int = 0, **spec: Any) -> dict[st
 
 def pid_of(pod: dict[str, Any], index: int = 0) -> int:
     return int(pod["status"]["containerStatuses"][index]["containerID"].removeprefix("process://"))
-
-
-def alive(pid: int) -> bool:
-    """Whether a process runs (a zombie waiting for its parent counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 class Cluster:
@@ -758,6 +735,66 @@ async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
     assert cluster.kubelet.logs("default", "stubborn", None) is None
 
 
+def pod_folder(cluster: Cluster, name: str) -> Path:
+    (folder,) = cluster.kubelet.workdir.glob(f"default/{name}-*")
+    return folder
+
+
+async def test_a_pod_that_ends_leaves_none_of_its_processes(cluster: Cluster) -> None:
+    """Children that setsid or double-fork end with the pod's main process, as the rest of a
+    container's PID namespace does."""
+    api = cluster.api
+    await api.create("pods", python_pod("leaves", escapees.script(exits=True)))
+    done = await phase_is(api, "leaves", "Succeeded", "Failed")
+    terminated = done["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    # Written once every process of the container was reaped: none is left, at once.
+    pids = escapees.pids(pod_folder(cluster, "leaves"))
+    assert [pid for pid in pids if alive(pid)] == []
+
+
+async def test_a_deadline_sends_sigterm_to_every_process_of_the_pod_then_sigkill(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    pod = python_pod(
+        "deadline",
+        escapees.script(exits=False),
+        activeDeadlineSeconds=3600,
+        terminationGracePeriodSeconds=1,
+    )
+    await api.create("pods", pod)
+    await cluster.logged("deadline", escapees.READY)
+    pids = escapees.pids(pod_folder(cluster, "deadline"))
+    assert all(alive(pid) for pid in pids)
+    status, _ = await api.patch_pod("deadline", {"spec": {"activeDeadlineSeconds": 1}})
+    assert status == 200
+    failed = await phase_is(api, "deadline", "Failed")
+    assert failed["status"]["reason"] == "DeadlineExceeded"
+    terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 128 + signal.SIGKILL
+    assert [pid for pid in pids if alive(pid)] == []
+    _, log = await api.log("deadline")
+    for who in ("main", "setsid", "double-forked"):
+        assert f"{who} got SIGTERM" in log
+
+
+async def test_deleting_a_pod_ends_every_process_it_started(cluster: Cluster) -> None:
+    api = cluster.api
+    family = escapees.script(exits=False)
+    await api.create("pods", python_pod("deleted", family, terminationGracePeriodSeconds=1))
+    await cluster.logged("deleted", escapees.READY)
+    pids = escapees.pids(pod_folder(cluster, "deleted"))
+    await api.delete_pod("deleted")
+
+    async def gone() -> bool:
+        return await api.pod("deleted") is None
+
+    await eventually(gone, what="the deleted pod removed")
+    # Removed only once its processes ended.
+    assert [pid for pid in pids if alive(pid)] == []
+
+
 CALLER = """
 import json, os, pathlib, urllib.request
 config = json.loads(pathlib.Path(os.environ["KUBECONFIG"]).read_text())
@@ -790,14 +827,7 @@ async def test_a_kubelet_without_the_token_cannot_start(tmp_path: Path) -> None:
 
 
 async def test_no_process_outlives_stop(tmp_path: Path) -> None:
-    family = (
-        "import os, pathlib, signal, subprocess, sys, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        "pathlib.Path('child.pid').write_text(str(child.pid))\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
-    )
+    family = escapees.script(exits=False)
     async with ApiServer() as server:
         kubelet = Kubelet(server.url, workdir=tmp_path, token=server.token)
         await kubelet.start()
@@ -806,12 +836,12 @@ async def test_no_process_outlives_stop(tmp_path: Path) -> None:
             await api.create("pods", python_pod("family", family, terminationGracePeriodSeconds=1))
             running = await phase_is(api, "family", "Running")
             cluster = Cluster(server.url, kubelet, api)
-            await cluster.logged("family", "ready")
-        (pid_file,) = tmp_path.glob("default/family-*/child.pid")
-        pids = [pid_of(running), int(pid_file.read_text())]
+            await cluster.logged("family", escapees.READY)
+        (folder,) = tmp_path.glob("default/family-*")
+        pids = [pid_of(running), *escapees.pids(folder)]
         assert all(alive(pid) for pid in pids)
         await kubelet.stop()
-        assert not any(alive(pid) for pid in pids)
+        assert [pid for pid in pids if alive(pid)] == []
 
 
 async def test_the_kubelet_relists_when_the_api_server_comes_back(tmp_path: Path) -> None:

@@ -18,8 +18,11 @@ What it emulates, and how it differs from a real node:
   already bound to this node is admitted, or rejected (phase Failed, reason OutOf<resource>)
   when it does not fit, as the kubelet's admission does.
 - Containers: the image is not pulled; each container's `command` + `args` run as a local
-  process (in its own session, so the whole process group is signalled), init containers one
-  after the other, then all containers at once. A container without `command` cannot fall back
+  process, init containers one after the other, then all containers at once. Each runs under
+  an init of its own (processes.py, podinit.py), a subreaper that stands in for the
+  container's PID namespace: what the command starts stays below it, children that setsid or
+  double-fork included, and when the command's process ends the rest are killed; the
+  containerID is process://<the init's pid>. A container without `command` cannot fall back
   to an image's entrypoint: the pod fails, the container terminated with exit code 128 and
   reason CommandRequired. An executable that cannot be started gives reason StartError, exit
   code 128, as containerd does. `workingDir`, volumes, probes, resource limits and sidecar
@@ -54,11 +57,12 @@ What it emulates, and how it differs from a real node:
   from startTime, or stops the pod at once when the new deadline is already past. As the
   kubelet's status manager does, the phase stays Running until every process has ended;
   Failed and the reason come together.
-- Deletion: once a pod has a deletionTimestamp its process groups get SIGTERM, then SIGKILL
+- Deletion: once a pod has a deletionTimestamp every process of it gets SIGTERM, then SIGKILL
   after deletionGracePeriodSeconds (else terminationGracePeriodSeconds, else 30), as the
   kubelet does; the final status is written and the pod object deleted with
   gracePeriodSeconds=0. A pod that disappears outright is killed at once. `stop()` ends every
-  process (SIGTERM, then SIGKILL after at most STOP_GRACE_SECONDS): none outlives it.
+  process (SIGTERM, then SIGKILL after at most STOP_GRACE_SECONDS): none outlives it, nor a
+  kubelet that is SIGKILLed (the inits' parent-death signal).
 - Ports and Prometheus: every process shares the host's network, so each declared
   containerPort is given a free loopback port of its own (`host_ports`), and an env var whose
   name ends in PORT and whose value is that containerPort is rewritten to it (as the
@@ -81,7 +85,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import sys
@@ -98,8 +101,10 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from kubetune.controlplane import processes
 from kubetune.controlplane.images import Image, container_argv
 from kubetune.controlplane.node_endpoint import serve_node_endpoint
+from kubetune.controlplane.processes import CANNOT_START_EXIT_CODE, end_processes
 from kubetune.controlplane.volumes import (
     Mount,
     VolumeError,
@@ -132,9 +137,6 @@ CRASH_BACKOFF_MAX_SECONDS: Final = 300.0
 CONFIG_RETRY_SECONDS: Final = 1.0
 """How often a container waiting on a missing secret or config map is retried."""
 DEFAULT_PODS_CAPACITY: Final = "110"
-CANNOT_START_EXIT_CODE: Final = 128
-GROUP_EXIT_POLLS: Final = 200
-"""After SIGKILL, how many times (10 ms apart) to check that a process group has ended."""
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 WATCH_TIMEOUT_SECONDS: Final = 300
 WATCH_RETRY_SECONDS: Final = 0.5
@@ -706,49 +708,6 @@ def _grace_seconds(pod: Mapping[str, Any]) -> float:
         return float(deletion)
     spec_grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
     return float(spec_grace) if spec_grace is not None else DEFAULT_GRACE_SECONDS
-
-
-def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
-
-
-async def end_processes(processes: list[asyncio.subprocess.Process], grace: float) -> None:
-    """SIGTERM each process group, then SIGKILL those still alive after `grace` seconds."""
-    alive = [process for process in processes if process.returncode is None]
-    for process in alive:
-        _signal_group(process, signal.SIGTERM)
-    if alive and grace > 0:
-        await asyncio.wait([asyncio.ensure_future(p.wait()) for p in alive], timeout=grace)
-    for process in alive:
-        # The leader may be gone while children of its group live on: a container's
-        # processes all end with it. (Only groups alive just now: a pid is reused later.)
-        _signal_group(process, signal.SIGKILL)
-    await asyncio.gather(*(process.wait() for process in alive))
-    # SIGKILL is delivered asynchronously: wait (briefly) until no member of the groups runs.
-    groups = {process.pid for process in alive}
-    for _ in range(GROUP_EXIT_POLLS):
-        if not _running_groups(groups):
-            break
-        await asyncio.sleep(0.01)  # polling /proc: the kernel offers nothing to await
-
-
-def _running_groups(groups: set[int]) -> set[int]:
-    """Which of these process groups still have a member that is not a zombie (Linux /proc;
-    elsewhere an empty set)."""
-    running: set[int] = set()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            # After the command: state, ppid, pgrp.
-            if fields[0] != "Z" and int(fields[2]) in groups:
-                running.add(int(fields[2]))
-    return running
 
 
 # --- the kubelet ------------------------------------------------------------------------
@@ -1683,23 +1642,15 @@ class Kubelet:
         started = _now()
         try:
             with container.log_file.open("ab") as log:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=pod.folder,
-                    env=dict(env),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as error:
+                process = await processes.start(argv, cwd=pod.folder, env=env, log=log)
+        except (OSError, processes.StartError) as error:
+            reason = error.strerror if isinstance(error, OSError) else None
             container.state = {
                 "terminated": {
                     "exitCode": CANNOT_START_EXIT_CODE,
                     "reason": "StartError",
                     "message": (
-                        f"failed to start container process: exec: {argv[0]!r}: "
-                        f"{error.strerror or error}"
+                        f"failed to start container process: exec: {argv[0]!r}: {reason or error}"
                     ),
                     "startedAt": None,
                     "finishedAt": timestamp(_now()),
@@ -1717,8 +1668,7 @@ class Kubelet:
         pod.refresh_conditions(_now())
         pod.version += 1
         sync = asyncio.create_task(self._sync(pod))
-        returncode = await process.wait()
-        _signal_group(process, signal.SIGKILL)  # what the leader left behind ends with it
+        returncode = await process.wait()  # its init ends what the container left behind
         await sync
         code = exit_code_of(returncode)
         message = termination_message(
