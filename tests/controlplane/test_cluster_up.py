@@ -126,7 +126,7 @@ async def test_cluster_up_serves_kubectl_and_stops_on_ctrl_c(tmp_path: Path, pla
         await kubectl(
             env, "wait", "--for=jsonpath={.status.phase}=Running", "pod/sleeper", "--timeout=30s"
         )
-        assert len(processes_with(marker)) == 1
+        assert len(processes_with(marker)) == 2  # the container's init and its command
 
         up.send_signal(signal.SIGINT)
         async with asyncio.timeout(10):
