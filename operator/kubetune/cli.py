@@ -171,9 +171,40 @@ def run_operator(
             min=0, max=65535, help="Serve Prometheus metrics on /metrics at this port (0: off)."
         ),
     ] = 8000,
+    leader_elect: Annotated[
+        bool,
+        typer.Option(
+            help="Several replicas, one leader (HA): kopf starts once this replica holds a "
+            "coordination.k8s.io/v1 Lease, and the process exits (status 1) if it loses it."
+        ),
+    ] = False,
+    leader_elect_lease_duration: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds a candidate waits after the lease last changed to take it."
+        ),
+    ] = 15.0,
+    leader_elect_renew_deadline: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds the leader keeps trying to renew before it stops leading."
+        ),
+    ] = 10.0,
+    leader_elect_retry_period: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds between tries to acquire or renew the lease."),
+    ] = 2.0,
+    leader_elect_resource_name: Annotated[str, typer.Option(help="The Lease's name.")] = "kubetune",
+    leader_elect_resource_namespace: Annotated[
+        str | None,
+        typer.Option(help="The Lease's namespace (default: the pod's own, else default)."),
+    ] = None,
     peering: Annotated[
         str | None,
-        typer.Option(help="kopf peering name: several replicas, one active (HA)."),
+        typer.Option(
+            help="kopf peering name (deprecated for HA: peering pauses a replica, it does "
+            "not fence it; use --leader-elect)."
+        ),
     ] = None,
     priority: Annotated[
         int | None,
@@ -218,6 +249,23 @@ def run_operator(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = namespace or []
     settings = kopf.OperatorSettings()
+    if leader_elect:
+        if peering is not None:
+            raise typer.BadParameter(
+                "--leader-elect replaces kopf peering: give one of them", param_hint="--peering"
+            )
+        raise typer.Exit(
+            _run_leading(
+                namespaces,
+                liveness,
+                settings,
+                lease_duration=leader_elect_lease_duration,
+                renew_deadline=leader_elect_renew_deadline,
+                retry_period=leader_elect_retry_period,
+                name=leader_elect_resource_name,
+                namespace=leader_elect_resource_namespace,
+            )
+        )
     settings.peering.lifetime = peering_lifetime
     if peering is not None and priority is None:
         priority = secrets.randbelow(2**31 - 1) + 1
@@ -230,6 +278,50 @@ def run_operator(
         priority=priority,
         settings=settings,
     )
+
+
+def _run_leading(
+    namespaces: list[str],
+    liveness: str | None,
+    settings: Any,
+    *,
+    lease_duration: float,
+    renew_deadline: float,
+    retry_period: float,
+    name: str,
+    namespace: str | None,
+) -> int:
+    """kopf under leader election (kubetune.k8s.leader.lead): its exit status."""
+    import asyncio
+
+    import kopf
+
+    from kubetune.k8s import leader
+
+    store = leader.KubeLeaseStore.from_environment(namespace or leader.default_namespace(), name)
+    try:
+        elector = leader.LeaseElector(
+            store,
+            leader.default_identity(),
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+    async def operate(stop: asyncio.Event) -> None:
+        await kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+            standalone=True,  # the lease decides who acts, not kopf's peering
+            settings=settings,
+            memo=kopf.Memo(fence=elector.fence),
+            stop_flag=stop,
+        )
+
+    return asyncio.run(leader.lead(elector, operate, liveness))
 
 
 Binaries = Annotated[

@@ -1,20 +1,24 @@
-"""High availability and health endpoints of `kubetune operator` on the embedded control plane.
+"""High availability of `kubetune operator --leader-elect`, on both control planes.
 
-Two replicas peer through kopf's peering object (crds/kopf-peering.yaml): the one with the
-higher priority acts, the other waits; when the active one is killed with SIGKILL, the standby
-takes over once the dead replica's keep-alive expires, and the study completes with no trial
-number lost or duplicated. The liveness endpoint answers as a kubelet's probe expects.
+Two replicas compete for a coordination.k8s.io/v1 Lease; only the holder runs kopf. The tests
+watch every TuningTrial and pod change while the leader is frozen (SIGSTOP) past the lease and
+resumed (SIGCONT), each replica in turn, and while the leader is killed (SIGKILL): never more
+active trials than the parallelism, never a trial moved out of a terminal state, never two pods
+for one trial, no trial number lost or duplicated. A candidate answers its liveness probe.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,28 +26,52 @@ from typing import Any
 import kubernetes
 import pytest
 
+from kubetune.spec import api
+from kubetune.spec.trial import TrialState
 from tests.controlplane.conftest import Kube
 from tests.e2e.test_operator import apply, example, get_json, wait_for_phase
 
-PEERING = "kubetune"
-# Seconds a replica's keep-alive stays valid: how long the standby waits after a SIGKILL.
-LIFETIME = 3
+LEASE = "kubetune-ha"
+# Short election times so that a takeover takes seconds (the defaults are 15, 10 and 2 s).
+LEASE_DURATION = 3.0
+RENEW_DEADLINE = 2.0
+RETRY_PERIOD = 0.5
+ELECT = [
+    "--leader-elect",
+    "--leader-elect-resource-name",
+    LEASE,
+    "--leader-elect-resource-namespace",
+    "default",
+    "--leader-elect-lease-duration",
+    str(LEASE_DURATION),
+    "--leader-elect-renew-deadline",
+    str(RENEW_DEADLINE),
+    "--leader-elect-retry-period",
+    str(RETRY_PERIOD),
+]
+ACQUIRED = "acquired the lease"
+TERMINAL = {state.value for state in TrialState if not state.is_active}
 
 
 class Replica:
     """One `kubetune operator` process whose log lines are read as they come, so that a test
     can wait for a line instead of polling."""
 
-    def __init__(self, kube: Kube, log: Path, *options: str) -> None:
+    def __init__(
+        self, kube: Kube, log: Path, *options: str, changed: threading.Condition | None = None
+    ) -> None:
         self.kube = kube
         self.log = log
         self.options = options
         self.lines: list[str] = []
         self.exited = False
-        self._changed = threading.Condition()
+        # Shared by replicas that a test waits on together.
+        self._changed = changed or threading.Condition()
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        with self._changed:
+            self.exited = False
         self.process = subprocess.Popen(
             # No metrics server: two replicas on one machine would compete for its port.
             # --verbose: the test reads which replica handles what from kopf's handler lines.
@@ -88,6 +116,28 @@ class Replica:
         assert index is not None, f"no log line with {text!r}:\n{''.join(self.lines)}"
         return index
 
+    def count(self, text: str) -> int:
+        with self._changed:
+            return sum(text in line for line in self.lines)
+
+    def wait_for_count(self, text: str, count: int, timeout: float = 30) -> None:
+        """Until `count` log lines contain text (a restarted replica appends to its log)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.count(text) >= count, timeout)
+        assert self.count(text) >= count, f"not {count} lines with {text!r}:\n{''.join(self.lines)}"
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
     def kill(self) -> None:
         """SIGKILL: no chance to hand over politely (no keep-alive withdrawn), as when a node
         dies."""
@@ -115,101 +165,221 @@ def replicas(crds: Kube, tmp_path: Path) -> Iterator[list[Replica]]:
             print(f"--- {replica.log.name}\n{replica.log.read_text()[-10000:]}")
 
 
-def peering_object(namespace: str | None) -> dict[str, Any]:
-    if namespace is None:
-        return {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": PEERING},
-        }
-    return {
-        "apiVersion": "kopf.dev/v1",
-        "kind": "KopfPeering",
-        "metadata": {"name": PEERING, "namespace": namespace},
-    }
+class Changes:
+    """Every change of a study's TuningTrials and pods, from watches started before the study:
+    what the invariants are checked on, event by event."""
+
+    def __init__(self, kube: Kube, study: str, parallelism: int) -> None:
+        self.study = study
+        self.parallelism = parallelism
+        self.client = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
+        self.states: dict[str, str] = {}
+        self.max_active = 0
+        self.violations: list[str] = []
+        self.pods_added: Counter[str] = Counter()  # by trial name
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._watch, args=(kind,), daemon=True)
+            for kind in ("trials", "pods")
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _watch(self, kind: str) -> None:
+        selector = f"{api.STUDY_LABEL}={self.study}"
+        custom = kubernetes.client.CustomObjectsApi(self.client)
+        core = kubernetes.client.CoreV1Api(self.client)
+        version = ""
+        while not self._stop.is_set():
+            if kind == "trials":
+                stream = kubernetes.watch.Watch().stream(
+                    custom.list_namespaced_custom_object,
+                    api.GROUP,
+                    api.VERSION,
+                    "default",
+                    api.TRIAL_PLURAL,
+                    label_selector=selector,
+                    resource_version=version or None,
+                    timeout_seconds=2,
+                )
+            else:
+                stream = kubernetes.watch.Watch().stream(
+                    core.list_namespaced_pod,
+                    "default",
+                    label_selector=selector,
+                    resource_version=version or None,
+                    timeout_seconds=2,
+                )
+            for event in stream:
+                obj = event["object"]
+                if kind == "trials":
+                    version = obj["metadata"]["resourceVersion"]
+                    self._trial(event["type"], obj)
+                else:
+                    version = obj.metadata.resource_version
+                    if event["type"] == "ADDED":
+                        self.pods_added[obj.metadata.owner_references[0].name] += 1
+
+    def _trial(self, kind: str, trial: dict[str, Any]) -> None:
+        name = trial["metadata"]["name"]
+        if kind == "DELETED":
+            return
+        state = (trial.get("status") or {}).get("state") or TrialState.PENDING.value
+        before = self.states.get(name)
+        if before in TERMINAL and state != before:
+            self.violations.append(f"{name}: {before} -> {state}")
+        self.states[name] = state
+        active = sum(s not in TERMINAL for s in self.states.values())
+        self.max_active = max(self.max_active, active)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.client.close()
+
+    def check(self) -> None:
+        assert self.violations == []
+        assert self.max_active <= self.parallelism
+        # One pod for each trial, ever (pods past podRetention are deleted by now).
+        assert set(self.pods_added) == set(self.states)
+        assert set(self.pods_added.values()) == {1}, self.pods_added
 
 
-def wait_for_peers(kube: Kube, namespace: str | None, count: int) -> dict[str, Any]:
-    """The peering object's keep-alives, once `count` replicas have written theirs."""
-    client = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
-    custom = kubernetes.client.CustomObjectsApi(client)
-    if namespace is None:
-        listing: tuple[Any, ...] = (custom.list_cluster_custom_object, "kopf.dev", "v1")
-        plural = "clusterkopfpeerings"
-    else:
-        listing = (custom.list_namespaced_custom_object, "kopf.dev", "v1", namespace)
-        plural = "kopfpeerings"
-    stream = kubernetes.watch.Watch().stream(
-        *listing, plural, field_selector=f"metadata.name={PEERING}", timeout_seconds=30
-    )
-    peers: dict[str, Any] = {}
-    try:
-        for event in stream:
-            peers = event["object"].get("status") or {}
-            if len(peers) == count:
-                break
-    finally:
-        client.close()
-    assert len(peers) == count, peers
-    return peers
+def lease_holder(kube: Kube) -> str:
+    lease = get_json(kube, "lease", LEASE, "-n", "default")
+    return str(lease["spec"].get("holderIdentity") or "")
 
 
-@pytest.mark.parametrize("namespace", [None, "default"], ids=["clusterwide", "namespaced"])
-def test_the_standby_replica_takes_over_when_the_active_one_dies(
-    crds: Kube, replicas: list[Replica], tmp_path: Path, namespace: str | None
+def slow_study(name: str, trials: int, parallelism: int, seconds: float) -> dict[str, Any]:
+    study = example("synthetic-quadratic.yaml", maxTrials=trials, parallelism=parallelism)
+    study["metadata"]["name"] = name
+    container = study["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"][2] = f"import time; time.sleep({seconds})\n" + container["command"][2]
+    return study
+
+
+def check_completed(kube: Kube, study: str, trials: int) -> None:
+    selector = f"{api.STUDY_LABEL}={study}"
+    found = get_json(kube, "tuningtrials", "-l", selector)["items"]
+    assert sorted(t["spec"]["number"] for t in found) == list(range(trials))
+    assert {t["status"]["state"] for t in found} == {"Succeeded"}
+
+
+def started_pair(kube: Kube, tmp_path: Path, *options: str) -> list[Replica]:
+    """Two replicas with --leader-elect, started together, whose logs one condition signals."""
+    changed = threading.Condition()
+    pair = [
+        Replica(kube, tmp_path / f"replica-{i}.log", *ELECT, *options, changed=changed)
+        for i in range(2)
+    ]
+    for replica in pair:
+        replica.start()
+    return pair
+
+
+def leader_of(pair: list[Replica], acquired: list[int], timeout: float = 30) -> int:
+    """The replica that acquired the lease next (each logs it), waiting for it; `acquired`
+    counts the acquisitions seen so far, per replica. Two new ones at once fail the test."""
+
+    def new() -> list[int]:
+        return [i for i, replica in enumerate(pair) if replica.count(ACQUIRED) > acquired[i]]
+
+    with pair[0]._changed:
+        pair[0]._changed.wait_for(lambda: bool(new()), timeout)
+    found = new()
+    assert len(found) == 1, f"acquisitions {found} after {acquired}"
+    acquired[found[0]] += 1
+    return found[0]
+
+
+def test_replicas_started_together_one_leads_and_a_frozen_leader_overwrites_nothing(
+    crds: Kube, replicas: list[Replica], tmp_path: Path
 ) -> None:
     kube = crds
-    scope = [] if namespace is None else ["--namespace", namespace]
-    kube.kubectl("apply", "-f", "-", stdin=json.dumps(peering_object(namespace)))
-    options = ["--peering", PEERING, "--peering-lifetime", str(LIFETIME), *scope]
-    active = Replica(kube, tmp_path / "active.log", *options, "--priority", "20")
-    standby = Replica(kube, tmp_path / "standby.log", *options, "--priority", "10")
-    replicas += [active, standby]
-    # A replica with mandatory peering starts paused; it resumes on finding no replica of
-    # a higher or equal priority.
-    active.start()
-    active.wait_for("Resuming operations after the pause")
-    standby.start()
-    peers = wait_for_peers(kube, namespace, 2)
-    assert sorted(peer["priority"] for peer in peers.values()) == [10, 20]
-    assert {peer["lifetime"] for peer in peers.values()} == {LIFETIME}
-
-    study = example("synthetic-quadratic.yaml", maxTrials=12, parallelism=3)
-    study["metadata"]["name"] = f"ha-{namespace or 'cluster'}"
-    container = study["spec"]["trialTemplate"]["spec"]["containers"][0]
-    container["command"][2] = "import time; time.sleep(0.4)\n" + container["command"][2]
-    apply(kube, study)
-    started = wait_for_trials(kube, study["metadata"]["name"], 4)
-    assert started < 12  # most of the study is left for the standby
-    # Until now only the active replica has handled anything.
-    assert standby.index_of("Handler '") is None
-    assert standby.index_of("Resuming operations") is None
-
-    killed = time.monotonic()
-    active.kill()
-    resumed = standby.wait_for("Resuming operations after the pause", timeout=LIFETIME + 15)
-    took_over = time.monotonic() - killed
-    # The standby waits for the dead replica's keep-alive to expire, not longer.
-    assert took_over < LIFETIME + 5, took_over
-    first_handled = standby.wait_for("Handler '")
-    assert first_handled > resumed
-    wait_for_phase(kube, study["metadata"]["name"], "Completed", timeout=60)
-
-    selector = f"kubetune.io/study={study['metadata']['name']}"
-    trials = get_json(kube, "tuningtrials", "-l", selector)["items"]
-    assert sorted(t["spec"]["number"] for t in trials) == list(range(12))
-    assert {t["status"]["state"] for t in trials} == {"Succeeded"}
-    pods = get_json(kube, "pods", "-l", selector)["items"]
-    owners = sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods)
-    assert owners == sorted(t["metadata"]["name"] for t in trials)
-    # The standby removed the dead replica's keep-alive when it took over.
-    where = [] if namespace is None else ["-n", namespace]
-    kind = "clusterkopfpeering" if namespace is None else "kopfpeering"
-    remaining = get_json(kube, kind, PEERING, *where).get("status") or {}
-    assert [peer["priority"] for peer in remaining.values()] == [10]
+    pair = started_pair(kube, tmp_path)
+    replicas += pair
+    acquired = [0, 0]
+    leader = leader_of(pair, acquired)
+    name, trials, parallelism = "ha-freeze", 24, 3
+    changes = Changes(kube, name, parallelism)
+    try:
+        apply(kube, slow_study(name, trials, parallelism, seconds=1.5))
+        # Each replica in turn: the leader frozen past the lease, the other takes over, the
+        # frozen one resumed: it finds the lease gone and exits (status 1), writing nothing.
+        for _ in range(2):
+            wait_for_trials(kube, name, sum(acquired) * 4)
+            frozen = pair[leader]
+            frozen.freeze()
+            try:
+                leader = leader_of(pair, acquired)
+                assert pair[leader] is not frozen
+            finally:
+                frozen.thaw()
+            assert frozen.wait_exit(timeout=LEASE_DURATION + 10) == 1
+            assert frozen.count("leader election lost") >= 1
+            frozen.start()  # as the kubelet restarts the pod: a candidate again
+        wait_for_phase(kube, name, "Completed", timeout=120)
+    finally:
+        changes.close()
+    changes.check()
+    check_completed(kube, name, trials)
 
 
-def wait_for_trials(kube: Kube, study: str, count: int) -> int:
+def test_the_standby_takes_over_when_the_leader_is_killed(
+    crds: Kube, replicas: list[Replica], tmp_path: Path
+) -> None:
+    kube = crds
+    pair = started_pair(kube, tmp_path)
+    replicas += pair
+    acquired = [0, 0]
+    leader = leader_of(pair, acquired)
+    name, trials, parallelism = "ha-kill", 12, 3
+    changes = Changes(kube, name, parallelism)
+    try:
+        apply(kube, slow_study(name, trials, parallelism, seconds=0.4))
+        assert wait_for_trials(kube, name, 4) < trials  # most of it is left for the standby
+        standby = 1 - leader
+        assert standby_idle(pair[standby])
+        killed = time.monotonic()
+        pair[leader].kill()
+        assert leader_of(pair, acquired) == standby
+        took_over = time.monotonic() - killed
+        # The lease expires LEASE_DURATION after the standby last saw it renewed; it tries
+        # every 1 to 2.2 retry periods.
+        assert took_over < LEASE_DURATION + 2.2 * RETRY_PERIOD + 2, took_over
+        wait_for_phase(kube, name, "Completed", timeout=60)
+    finally:
+        changes.close()
+    changes.check()
+    check_completed(kube, name, trials)
+
+
+def standby_idle(replica: Replica) -> bool:
+    """A candidate runs no kopf handler."""
+    return replica.index_of("Handler '") is None and replica.count(ACQUIRED) == 0
+
+
+def test_a_clean_shutdown_releases_the_lease(
+    crds: Kube, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """SIGTERM: the leader gives the lease up, and the standby takes it at its next try
+    instead of waiting for the lease to expire."""
+    kube = crds
+    pair = started_pair(kube, tmp_path, "--leader-elect-lease-duration", "30")
+    replicas += pair
+    acquired = [0, 0]
+    leader = leader_of(pair, acquired)
+    stopped = time.monotonic()
+    pair[leader].stop()
+    assert pair[leader].wait_exit(timeout=1) == 0
+    assert pair[leader].count("released the lease") == 1
+    assert leader_of(pair, acquired) == 1 - leader
+    assert time.monotonic() - stopped < 10  # far less than the 30 s lease
+    assert lease_holder(kube) != ""
+
+
+def wait_for_trials(kube: Kube, study: str, count: int, timeout: int = 60) -> int:
     """The study's trial count, once it is at least `count` (reacting to status changes)."""
     client = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
     custom = kubernetes.client.CustomObjectsApi(client)
@@ -220,7 +390,7 @@ def wait_for_trials(kube: Kube, study: str, count: int) -> int:
         "default",
         "tuningstudies",
         field_selector=f"metadata.name={study}",
-        timeout_seconds=30,
+        timeout_seconds=timeout,
     )
     total = 0
     try:
@@ -253,3 +423,24 @@ def test_the_liveness_endpoint_answers(crds: Kube, replicas: list[Replica], tmp_
         assert response.status == 200
         # No probe handlers: kopf answers with the (empty) results of @kopf.on.probe handlers.
         assert json.loads(response.read()) == {}
+
+
+def test_a_candidate_answers_its_liveness_probe(
+    crds: Kube, replicas: list[Replica], tmp_path: Path
+) -> None:
+    """A standby is alive: its probe must not restart it for waiting."""
+    kube = crds
+    urls = [f"http://127.0.0.1:{free_port()}/healthz" for _ in range(2)]
+    changed = threading.Condition()
+    pair = [
+        Replica(kube, tmp_path / f"replica-{i}.log", *ELECT, "--liveness", url, changed=changed)
+        for i, url in enumerate(urls)
+    ]
+    replicas += pair
+    pair[0].start()
+    leader_of(pair, [0, 0])
+    pair[1].start()
+    pair[1].wait_for("is a candidate for the lease")
+    with urllib.request.urlopen(urls[1], timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == {"leader": False}

@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import signal
 import socket
 import time
+import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import kubernetes
+from aiohttp import web
 
 logger = logging.getLogger("kubetune.leader")
 
@@ -242,6 +246,15 @@ class KubeLeaseStore:
         self.name = name
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kubetune-lease")
 
+    @classmethod
+    def from_environment(cls, namespace: str, name: str) -> KubeLeaseStore:
+        """In a pod, the service account; elsewhere $KUBECONFIG or ~/.kube/config."""
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        return cls(kubernetes.client.ApiClient(), namespace, name)
+
     async def _call(self, function: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function)
 
@@ -319,3 +332,62 @@ class KubeLeaseStore:
                 raise LeaseConflictError(f"lease {self.name} changed since it was read") from error
             raise
         return self._loaded(response)
+
+
+LOST_EXIT_CODE: Final = 1
+"""The exit status when leadership is lost: the pod restarts as a candidate."""
+
+
+async def _serve_standby_liveness(endpoint: str) -> web.AppRunner:
+    """Answer the liveness URL while a candidate (kopf serves it once leading): a standby is
+    alive, and the kubelet must not restart it for waiting."""
+    url = urllib.parse.urlsplit(endpoint)
+
+    async def alive(_: web.Request) -> web.Response:
+        return web.json_response({"leader": False})
+
+    app = web.Application()
+    app.router.add_get(url.path or "/", alive)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname, url.port or 80, reuse_address=True).start()
+    return runner
+
+
+async def lead(
+    elector: LeaseElector,
+    operate: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    liveness: str | None = None,
+) -> int:
+    """controller-runtime's way: a candidate until the lease is won, then `operate(stop)`
+    (kopf) while the lease is renewed. A clean shutdown (SIGTERM, SIGINT) before or after
+    that releases the lease and returns 0; losing the lease ends the process at once with
+    LOST_EXIT_CODE (the fence already refuses every write; nothing waits for kopf)."""
+    loop = asyncio.get_running_loop()
+    # Set by a signal until kopf installs its own handlers (which stop kopf the same way).
+    stop = asyncio.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    standby = await _serve_standby_liveness(liveness) if liveness else None
+    acquiring = asyncio.create_task(elector.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if standby is not None:
+            await standby.cleanup()  # kopf serves the same port from now on
+    if not acquiring.done():
+        acquiring.cancel()
+        return 0
+    operating = asyncio.create_task(operate(stop))
+    renewing = asyncio.create_task(elector.keep_renewing())
+    await asyncio.wait({operating, renewing}, return_when=asyncio.FIRST_COMPLETED)
+    if renewing.done():
+        logger.critical("leader election lost: exiting so that the pod restarts as a candidate")
+        logging.shutdown()
+        os._exit(LOST_EXIT_CODE)
+    renewing.cancel()
+    await elector.release()
+    operating.result()  # kopf's own error, if it ended with one
+    return 0
