@@ -9,7 +9,6 @@ so the samplers search only the free subspace.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import NamedTuple
 
 import optuna
@@ -26,6 +25,8 @@ from kubetune.spec.study import (
     ParameterType,
     ParameterValue,
 )
+from kubetune.spec.values import as_decimal, grid_points
+from kubetune.spec.values import same_value as same_value  # the engine's name for it
 
 
 def _bounds(parameter: Parameter) -> tuple[float, float]:
@@ -55,13 +56,6 @@ def distribution(parameter: Parameter) -> BaseDistribution:
 def distributions(search_space: Sequence[Parameter]) -> dict[str, BaseDistribution]:
     """The distributions of every searched parameter, by name (fixed parameters left out)."""
     return {p.name: distribution(p) for p in search_space if p.type is not ParameterType.FIXED}
-
-
-def same_value(a: object, b: object) -> bool:
-    """Equality of parameter values that keeps booleans apart from numbers (True is not 1)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return a == b
 
 
 def condition_holds(parameter: Parameter, params: Mapping[str, ParameterValue]) -> bool:
@@ -213,13 +207,13 @@ def grid_values(parameter: Parameter, index: int) -> list[ParameterValue]:
                 f"{where}.step: grid search needs a step for float parameter {parameter.name!r};"
                 " set step, or use another algorithm"
             )
-        step = Decimal(str(parameter.step))
-        count = int((Decimal(str(high)) - Decimal(str(low))) / step) + 1
+        step = as_decimal(parameter.step)
+        count = grid_points(parameter) or 0
         _check_grid_axis(where, parameter.name, count)
         # Decimal keeps grid points exact: 0.1 + 2 * 0.1 is 0.3, not 0.30000000000000004.
-        return [float(Decimal(str(low)) + i * step) for i in range(count)]
+        return [float(as_decimal(low) + i * step) for i in range(count)]
     step_int = 1 if parameter.step is None else int(parameter.step)
-    count = (int(high) - int(low)) // step_int + 1
+    count = grid_points(parameter) or 0
     _check_grid_axis(where, parameter.name, count)
     return list(range(int(low), int(high) + 1, step_int))
 

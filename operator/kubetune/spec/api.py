@@ -51,3 +51,8 @@ TRAINER_SETTINGS_ENV: Final = (METRICS_PORT_ENV, METRICS_LINGER_ENV)
 """KUBETUNE_* variables the template itself may set: settings of the reporting helper."""
 PARAM_PLACEHOLDER: Final = r"\$\{params\.([^}]*)\}"
 """`${params.<name>}` in command and args is replaced by the parameter's value."""
+
+MAX_STUDY_NAME_LENGTH: Final = 63
+"""A study's name is the value of the STUDY_LABEL on each of its trials and pods, and label
+values are at most 63 characters: a longer name is refused at apply (as Kubernetes limits CronJob
+names to 52 characters for the Job suffix), so `-l kubetune.io/study=<name>` always works."""

@@ -37,6 +37,7 @@ from kubetune.spec.trial import TuningTrialSpec, TuningTrialStatus
 Schema = dict[str, Any]
 
 _SCALAR_TYPES: Final = frozenset({"boolean", "integer", "number", "string"})
+_SCALAR_BOUNDS: Final = frozenset({"minimum", "maximum", "maxLength"})
 _DROPPED_KEYS: Final = frozenset({"title", "$schema", "propertyNames"})
 _KEY_ORDER: Final = (
     "description",
@@ -166,6 +167,17 @@ RULES: Final[dict[str, tuple[CelRule, ...]]] = {
     ),
 }
 
+NAME_RULE: Final = CelRule(
+    f"self.metadata.name.size() <= {api.MAX_STUDY_NAME_LENGTH}",
+    f"metadata.name may have at most {api.MAX_STUDY_NAME_LENGTH} characters: it is the value of "
+    f"the {api.STUDY_LABEL} label on each trial and pod, and label values are limited to "
+    f"{api.MAX_STUDY_NAME_LENGTH}; choose a shorter name",
+    reason=_INVALID,
+)
+"""On the schema's root, where CEL sees metadata.name (and only name and generateName). No
+fieldPath: the API server accepts only paths the schema declares, and metadata has no
+properties there; the message names the field instead."""
+
 # Lists whose items are identified by a key: the API server rejects a duplicate key (two
 # parameters named lr) and merges them by key under server-side apply.
 LIST_MAP_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -285,7 +297,9 @@ class _Converter:
         if len(kept) == 1:
             out.update(self.convert(kept[0], path))
             return out
-        if any(set(b) != {"type"} or b["type"] not in _SCALAR_TYPES for b in kept):
+        # A scalar branch's own bounds (a choice's maxLength, int64) cannot be kept in a union
+        # with no type; spec.validation checks them.
+        if any(set(b) - _SCALAR_BOUNDS != {"type"} or b["type"] not in _SCALAR_TYPES for b in kept):
             raise CrdGenerationError(f"{path}: a union of {kept} has no structural equivalent")
         types = {b["type"] for b in kept}
         if types == {"integer", "string"}:
@@ -414,6 +428,7 @@ def study_schema() -> Schema:
     schema = _root_schema(STUDY_DESCRIPTIONS, TuningStudySpec, TuningStudyStatus)
     for path, rules in RULES.items():
         _add_validations(_node_at(schema, path), [rule.to_schema() for rule in rules])
+    _add_validations(schema, [NAME_RULE.to_schema()])
     _immutability_rules(schema)
     return schema
 

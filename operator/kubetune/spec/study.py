@@ -23,12 +23,38 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 ParameterName = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=63)]
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.\-/]*$", max_length=128)]
-ParameterValue = StrictBool | StrictInt | StrictFloat | StrictStr
+MAX_PARAMETERS = 100
+"""Parameters in a search space: samplers slow down long before this (TPE and GP model every
+parameter jointly), and each one becomes an environment variable of every trial pod."""
+MAX_CHOICES = 1000
+"""Values of one categorical parameter or one condition: a choice list longer than this is a
+range written out, better searched as an int or float parameter."""
+MAX_BOUND = 1e15
+"""The largest |low|, |high|, goal or pruner threshold: Optuna's samplers compute in float64
+(squares of ranges among them), and integers up to this are exact in a float64."""
+MAX_INT64 = 2**63 - 1
+"""Integers in a manifest fit Kubernetes' int64 (the API server's and CEL's integer)."""
+MAX_COUNT = 2**31 - 1
+"""Counts (trials, steps, retained pods): Kubernetes' int32, as its own counts (replicas)."""
+MAX_VALUE_LENGTH = 1024
+"""Characters in a string choice or fixed value: it becomes an environment variable and a
+label-free part of every trial's status."""
+
+ChoiceText = Annotated[StrictStr, Field(max_length=MAX_VALUE_LENGTH)]
+ChoiceInt = Annotated[StrictInt, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
+ChoiceFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+ParameterValue = StrictBool | ChoiceInt | ChoiceFloat | ChoiceText
 """A categorical choice or a fixed value: a string, a number or a boolean."""
+Bound = Annotated[float, Field(ge=-MAX_BOUND, le=MAX_BOUND)]
+"""A range bound or threshold, finite and small enough for float64 arithmetic."""
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+PositiveCount = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 MAX_OBJECTIVES = 8
 MAX_GRID_POINTS_PER_PARAMETER = 100_000
 """A grid axis larger than this is a mistake (an int range without a step, say)."""
+MAX_GRID_POINTS = 10_000_000
+"""A grid larger than this (the product of its axes) could never be run to the end."""
 MAX_PARETO_FRONT_IN_STATUS = 50
 """The most Pareto-optimal trials `status.paretoFront` lists (the first in its order; see
 TuningStudyStatus.pareto_front); `status.paretoFrontSize` counts them all. An entry is a name,
@@ -57,7 +83,7 @@ class ObjectiveMetric(ApiModel):
     """Name of the metric the trainer reports, for example val_loss."""
     direction: Direction = Direction.MINIMIZE
     """Whether smaller (minimize) or larger (maximize) values are better."""
-    goal: float | None = None
+    goal: Bound | None = None
     """The study completes with reason GoalReached once a trial reaches this value (with
     several objectives: once one trial reaches every goal that is set)."""
 
@@ -152,7 +178,7 @@ class ParameterType(StrEnum):
 class ParameterCondition(ApiModel):
     parameter: ParameterName
     """A parameter listed earlier in searchSpace."""
-    values: Annotated[list[ParameterValue], Field(min_length=1)]
+    values: Annotated[list[ParameterValue], Field(min_length=1, max_length=MAX_CHOICES)]
     """The values of that parameter for which this parameter is sampled."""
 
 
@@ -162,15 +188,17 @@ class Parameter(ApiModel):
     in KUBETUNE_PARAMS and as ${params.<name>} in command and args."""
     type: ParameterType
     """float, int, categorical, or fixed (a constant, to search a subspace)."""
-    low: float | None = None
+    low: Bound | None = None
     """Lower bound, inclusive (float and int)."""
-    high: float | None = None
+    high: Bound | None = None
     """Upper bound, inclusive (float and int)."""
     log: bool = False
     """Sample on a log scale (float and int; needs low > 0; cannot be combined with step)."""
-    step: Annotated[float, Field(gt=0)] | None = None
+    step: Annotated[float, Field(gt=0, le=2 * MAX_BOUND)] | None = None
     """Discretization step; it must divide high - low (float and int; int defaults to 1)."""
-    choices: Annotated[list[ParameterValue], Field(min_length=1)] | None = None
+    choices: Annotated[list[ParameterValue], Field(min_length=1, max_length=MAX_CHOICES)] | None = (
+        None
+    )
     """The values to choose from (categorical): strings, numbers or booleans."""
     value: ParameterValue | None = None
     """The constant value (fixed)."""
@@ -205,7 +233,7 @@ class Algorithm(ApiModel):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     """Seed for reproducible suggestions. A study rebuilt after an operator restart continues
     with exactly the suggestions it would have made."""
-    startup_trials: Annotated[int, Field(ge=0)] | None = None
+    startup_trials: Count | None = None
     """Random trials before the model is used (tpe, gp, cmaes)."""
     multivariate: bool | None = None
     """Model parameters jointly (tpe; default true)."""
@@ -213,13 +241,13 @@ class Algorithm(ApiModel):
     """Treat running trials as bad results so parallel trials spread out (tpe; default true)."""
     group: bool | None = None
     """Model conditional parameter groups separately (tpe with multivariate)."""
-    candidates: Annotated[int, Field(ge=1)] | None = None
+    candidates: PositiveCount | None = None
     """Candidates scored per suggestion (tpe; default 24)."""
     qmc_type: QmcType | None = None
     """The low-discrepancy sequence (qmc; default sobol)."""
     scramble: bool | None = None
     """Scramble the sequence (qmc; default false)."""
-    population_size: Annotated[int, Field(ge=2)] | None = None
+    population_size: Annotated[int, Field(ge=2, le=MAX_COUNT)] | None = None
     """Individuals per generation (nsga2, nsga3; default 50) or CMA-ES population (cmaes)."""
     mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None
     """Probability of mutating a parameter (nsga2, nsga3)."""
@@ -264,7 +292,7 @@ MULTI_OBJECTIVE_ONLY_ALGORITHMS = frozenset({AlgorithmName.NSGA2, AlgorithmName.
 
 
 class WarmStartResult(ApiModel):
-    params: dict[ParameterName, ParameterValue]
+    params: Annotated[dict[ParameterName, ParameterValue], Field(max_length=MAX_PARAMETERS)]
     """The parameters of a completed run."""
     values: Annotated[list[float], Field(min_length=1, max_length=MAX_OBJECTIVES)]
     """Its objective values, one per objective metric, in the same order."""
@@ -272,7 +300,8 @@ class WarmStartResult(ApiModel):
 
 class WarmStart(ApiModel):
     configurations: Annotated[
-        list[dict[ParameterName, ParameterValue]], Field(max_length=1000)
+        list[Annotated[dict[ParameterName, ParameterValue], Field(max_length=MAX_PARAMETERS)]],
+        Field(max_length=1000),
     ] = []
     """Configurations to try first, in order (for example known good defaults). Parameters left
     out are sampled."""
@@ -298,36 +327,36 @@ class Pruner(ApiModel):
     name: PrunerName = PrunerName.NONE
     """Early stopping of hopeless trials from their intermediate reports: none (default),
     median, percentile, successiveHalving (ASHA), hyperband, threshold, or patient."""
-    startup_trials: Annotated[int, Field(ge=0)] | None = None
+    startup_trials: Count | None = None
     """Trials that complete before pruning starts (median, percentile; default 5)."""
-    warmup_steps: Annotated[int, Field(ge=0)] | None = None
+    warmup_steps: Count | None = None
     """Steps of each trial that are never pruned (median, percentile, threshold; default 0)."""
-    interval_steps: Annotated[int, Field(ge=1)] | None = None
+    interval_steps: PositiveCount | None = None
     """Check every this many steps (median, percentile, threshold; default 1)."""
-    min_trials: Annotated[int, Field(ge=1)] | None = None
+    min_trials: PositiveCount | None = None
     """Trials that must have reported a step before it is compared (median, percentile)."""
     percentile: Annotated[float, Field(ge=0, le=100)] | None = None
     """Prune below this percentile of other trials (percentile; required there)."""
-    min_resource: Annotated[int, Field(ge=1)] | None = None
+    min_resource: PositiveCount | None = None
     """Steps before the first rung (successiveHalving, hyperband; default derived by Optuna)."""
-    max_resource: Annotated[int, Field(ge=1)] | None = None
+    max_resource: PositiveCount | None = None
     """Steps of a full trial (hyperband; default derived by Optuna)."""
-    reduction_factor: Annotated[int, Field(ge=2)] | None = None
+    reduction_factor: Annotated[int, Field(ge=2, le=MAX_COUNT)] | None = None
     """Keep one in this many trials at each rung (successiveHalving, default 4; hyperband,
     default 3)."""
-    min_early_stopping_rate: Annotated[int, Field(ge=0)] | None = None
+    min_early_stopping_rate: Count | None = None
     """Rung offset s of ASHA (successiveHalving; default 0)."""
-    bootstrap_count: Annotated[int, Field(ge=0)] | None = None
+    bootstrap_count: Count | None = None
     """Trials that must reach a rung before promotion decisions (successiveHalving, hyperband)."""
-    lower: float | None = None
+    lower: Bound | None = None
     """Prune a trial that reports a value below this (threshold)."""
-    upper: float | None = None
+    upper: Bound | None = None
     """Prune a trial that reports a value above this (threshold)."""
-    patience: Annotated[int, Field(ge=0)] | None = None
+    patience: Count | None = None
     """Prune once this many reported steps in a row brought no improvement of at least
     minDelta over the trial's best value (required for patient; on another pruner, that pruner
     then decides)."""
-    min_delta: Annotated[float, Field(ge=0)] | None = None
+    min_delta: Annotated[float, Field(ge=0, le=MAX_BOUND)] | None = None
     """Smallest improvement over the trial's best value that counts, for patience (default 0:
     any strict improvement)."""
 
@@ -356,23 +385,26 @@ PATIENCE_SETTINGS = frozenset({"patience", "min_delta"})
 
 
 class MoneyBudget(ApiModel):
-    limit: Annotated[float, Field(gt=0)]
+    limit: Annotated[float, Field(gt=0, le=MAX_BOUND)]
     """The most the study may spend on GPU time."""
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", max_length=3)] = "USD"
     """ISO 4217 code of the currency, shown with the amounts."""
     price_per_gpu_hour: Annotated[
-        dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]],
-        Field(min_length=1),
+        dict[
+            Annotated[str, Field(min_length=1, max_length=253)],
+            Annotated[float, Field(ge=0, le=MAX_BOUND)],
+        ],
+        Field(min_length=1, max_length=32),
     ]
     """Price of one GPU-hour by extended resource name, for example {"nvidia.com/gpu": 2.5}."""
 
 
 class Budget(ApiModel):
-    max_trials: Annotated[int, Field(gt=0)] | None = None
+    max_trials: Annotated[int, Field(gt=0, le=MAX_COUNT)] | None = None
     """Trials to start at most (warm-start results do not count)."""
-    parallelism: Annotated[int, Field(gt=0)] = 1
+    parallelism: Annotated[int, Field(gt=0, le=10_000)] = 1
     """Trials that may run at the same time. May change while the study runs."""
-    max_failed_trials: Annotated[int, Field(ge=0)] | None = None
+    max_failed_trials: Count | None = None
     """The study fails when more trials than this fail (Failed, TimedOut, MetricsUnavailable)."""
     trial_timeout: Duration | None = None
     """Wall clock a trial may run; its pod gets activeDeadlineSeconds and the trial is TimedOut.
@@ -383,11 +415,11 @@ class Budget(ApiModel):
     """A running trial that reports nothing for this long is stopped and fails."""
     max_duration: Duration | None = None
     """Wall clock for the whole study, from its start; running trials are stopped then."""
-    max_gpu_hours: Annotated[float, Field(gt=0)] | None = None
+    max_gpu_hours: Annotated[float, Field(gt=0, le=MAX_BOUND)] | None = None
     """GPU-hours the study may use: GPUs requested by a trial pod times its running time."""
     money: MoneyBudget | None = None
     """A money budget computed from GPU-hours and a price table."""
-    patience: Annotated[int, Field(gt=0)] | None = None
+    patience: Annotated[int, Field(gt=0, le=MAX_COUNT)] | None = None
     """Complete the study after this many completed trials in a row without a new best."""
 
 
@@ -485,9 +517,9 @@ class TrialTemplate(ApiModel):
 
 
 class PodRetention(ApiModel):
-    succeeded: Annotated[int, Field(ge=0)] = 20
+    succeeded: Count = 20
     """Pods kept of trials that ended Succeeded or Pruned, the most recently ended ones."""
-    failed: Annotated[int, Field(ge=0)] = 100
+    failed: Count = 100
     """Pods kept of trials that ended Failed, TimedOut, MetricsUnavailable or Stopped, the most
     recently ended ones: their logs are what debugging needs."""
 
@@ -498,7 +530,7 @@ class PodRetention(ApiModel):
 class TuningStudySpec(ApiModel):
     objective: Objective
     """What to optimize."""
-    search_space: Annotated[list[Parameter], Field(min_length=1, max_length=256)]
+    search_space: Annotated[list[Parameter], Field(min_length=1, max_length=MAX_PARAMETERS)]
     """The hyperparameters and their ranges."""
     algorithm: Algorithm = Algorithm()
     """How configurations are suggested."""

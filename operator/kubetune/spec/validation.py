@@ -24,10 +24,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
-from kubetune.spec import api, promql
+from kubetune.spec import api, promql, values
 from kubetune.spec.study import (
     ALGORITHM_SETTINGS,
     IMMUTABLE_SPEC_FIELDS,
+    MAX_GRID_POINTS,
     MAX_GRID_POINTS_PER_PARAMETER,
     NAME_PATTERN,
     PATIENCE_SETTINGS,
@@ -199,13 +200,37 @@ def parse_study(document: Mapping[str, Any]) -> tuple[TuningStudy | None, list[P
         study = TuningStudy.model_validate(document)
     except ValidationError as error:
         return None, problems_from_validation_error(error, TuningStudy)
+    except (RecursionError, MemoryError, OverflowError, ArithmeticError) as error:
+        return None, [_unchecked("", error)]
     problems: list[Problem] = []
     if not study.metadata.name and not (study.metadata.model_extra or {}).get("generateName"):
         problems.append(
             Problem("metadata.name", "is missing", "name the study: metadata.name: my-study")
         )
-    problems.extend(check_study_spec(study.spec))
+    elif len(study.metadata.name or "") > api.MAX_STUDY_NAME_LENGTH:
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"has {len(study.metadata.name or '')} characters, more than "
+                f"{api.MAX_STUDY_NAME_LENGTH}: it is the value of the {api.STUDY_LABEL} label on "
+                "each trial and pod, and label values are limited to 63",
+                f"choose a name of at most {api.MAX_STUDY_NAME_LENGTH} characters",
+            )
+        )
+    try:
+        problems.extend(check_study_spec(study.spec))
+    except Exception as error:
+        problems.append(_unchecked("spec", error))
     return study, problems
+
+
+def _unchecked(path: str, error: BaseException) -> Problem:
+    # Every rule should report its own limits; this says which one did not, instead of a crash.
+    return Problem(
+        path,
+        f"could not be checked ({type(error).__name__}: {str(error)[:200]})",
+        "keep values within the documented bounds (docs/study-spec.md); please report this",
+    )
 
 
 def problems_from_validation_error(error: ValidationError, root: type[BaseModel]) -> list[Problem]:
@@ -585,9 +610,12 @@ def _check_parameter(i: int, p: Parameter) -> list[Problem]:
                 )
             )
         else:
+            # One pass with a dict: Optuna tells equal values apart only by position, and
+            # true == 1 for it (so plain ==, not same_value).
+            first_at: dict[ParameterValue, int] = {}
             for j, choice in enumerate(p.choices):
-                earlier = next((k for k in range(j) if p.choices[k] == choice), None)
-                if earlier is not None:
+                earlier = first_at.setdefault(choice, j)
+                if earlier != j:
                     problems.append(
                         Problem(
                             _param(i, f"choices[{j}]"),
@@ -658,10 +686,10 @@ def _check_range(i: int, p: Parameter) -> list[Problem]:
             )
         )
     elif p.step is not None and p.low < p.high and whole:
-        span = _decimal(p.high) - _decimal(p.low)
-        step = _decimal(p.step)
-        if span % step != 0:
-            below = _decimal(p.low) + (span // step) * step
+        steps, rest = values.steps_between(p.low, p.high, p.step)
+        if rest != 0:
+            step = _decimal(p.step)
+            below = _decimal(p.low) + steps * step
             problems.append(
                 Problem(
                     _param(i, "step"),
@@ -674,30 +702,33 @@ def _check_range(i: int, p: Parameter) -> list[Problem]:
     return problems
 
 
-def _decimal(number: float) -> Decimal:
-    # The decimal the user wrote (0.1, not 0.1000000000000000055...), as Optuna itself compares.
-    return Decimal(str(number))
+_decimal = values.as_decimal
 
 
 def _number(number: Decimal) -> str:
     return _show(float(number)) if number != number.to_integral_value() else str(int(number))
 
 
-def _same(a: ParameterValue, b: ParameterValue) -> bool:
-    """Equal parameter values, booleans kept apart from numbers, as the engine compares them."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return a == b
+_ChoiceKeys = Mapping[str, frozenset[tuple[str, ParameterValue]]]
 
 
-def _impossible(p: Parameter, value: ParameterValue) -> str | None:
+def _choice_keys(parameters: Sequence[Parameter]) -> _ChoiceKeys:
+    """The choices of each categorical parameter as a set, built once so lookups are O(1)."""
+    return {
+        p.name: values.value_keys(p.choices)
+        for p in parameters
+        if p.type is ParameterType.CATEGORICAL and p.choices is not None
+    }
+
+
+def _impossible(p: Parameter, value: ParameterValue, choices: _ChoiceKeys) -> str | None:
     """Why `p` can never take `value`, or None when it can (or p itself is invalid)."""
     if p.type is ParameterType.CATEGORICAL:
-        if p.choices is not None and not any(_same(value, c) for c in p.choices):
+        if p.choices is not None and values.value_key(value) not in choices[p.name]:
             return f"it is not among the choices {_show(p.choices)}"
         return None
     if p.type is ParameterType.FIXED:
-        if p.value is not None and not _same(value, p.value):
+        if p.value is not None and not values.same_value(value, p.value):
             return f"the parameter is fixed at {_show(p.value)}"
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -708,7 +739,7 @@ def _impossible(p: Parameter, value: ParameterValue) -> str | None:
         if not p.low <= value <= p.high:
             return f"it is outside [{_show(p.low)}, {_show(p.high)}]"
         step = p.step if p.step is not None else (1 if p.type is ParameterType.INT else None)
-        if step is not None and not p.log and (_decimal(value) - _decimal(p.low)) % _decimal(step):
+        if step is not None and not p.log and values.steps_between(p.low, value, step)[1]:
             return f"it is not low + a multiple of step {_show(step)}"
     return None
 
@@ -742,8 +773,10 @@ def _check_condition(spec: TuningStudySpec, i: int, p: Parameter) -> list[Proble
             )
         ]
     problems = []
+    parent_parameter = spec.search_space[k]
+    choices = _choice_keys([parent_parameter])
     for j, value in enumerate(p.condition.values):
-        reason = _impossible(spec.search_space[k], value)
+        reason = _impossible(parent_parameter, value, choices)
         if reason is not None:
             problems.append(
                 Problem(
@@ -805,13 +838,16 @@ def _check_algorithm(spec: TuningStudySpec) -> list[Problem]:
             )
         )
     if name is AlgorithmName.GRID:
+        problems.extend(_check_grid_size(spec))
         for i, p in enumerate(spec.search_space):
-            points = _grid_points(p)
+            ranged = p.type in (ParameterType.FLOAT, ParameterType.INT)
+            points = values.grid_points(p) if ranged else None
             if points is not None and points > MAX_GRID_POINTS_PER_PARAMETER:
                 problems.append(
                     Problem(
                         _param(i, "step"),
-                        f"{p.name} has {points} grid points, more than "
+                        f"{p.name} has {points if points < 10**15 else 'over 10^15'} grid "
+                        f"points, more than "
                         f"{MAX_GRID_POINTS_PER_PARAMETER} (an int range without a step?)",
                         "set a larger step, or use another algorithm (tpe, random, qmc)",
                     )
@@ -837,14 +873,25 @@ def _check_algorithm(spec: TuningStudySpec) -> list[Problem]:
     return problems
 
 
-def _grid_points(p: Parameter) -> int | None:
-    """Values of a float/int parameter on a grid, when its range and step are usable."""
-    if p.type not in (ParameterType.FLOAT, ParameterType.INT) or p.low is None or p.high is None:
-        return None
-    step = p.step if p.step is not None else (1.0 if p.type is ParameterType.INT else None)
-    if step is None or p.low > p.high:
-        return None
-    return int((_decimal(p.high) - _decimal(p.low)) / _decimal(step)) + 1
+def _check_grid_size(spec: TuningStudySpec) -> list[Problem]:
+    """The grid's size as a product of its axes' sizes, stopping once it is too large."""
+    size = 1
+    for p in spec.search_space:
+        points = values.grid_points(p)
+        ranged = p.type in (ParameterType.FLOAT, ParameterType.INT)
+        if points is None or (ranged and points > MAX_GRID_POINTS_PER_PARAMETER):
+            return []  # that axis is a problem of its own, reported with its field
+        size *= points
+        if size > MAX_GRID_POINTS:
+            return [
+                Problem(
+                    "spec.searchSpace",
+                    f"the grid has more than {MAX_GRID_POINTS} points (the product of every "
+                    "parameter's values), more than a study could ever run",
+                    "use larger steps or fewer choices, or another algorithm (tpe, random, qmc)",
+                )
+            ]
+    return []
 
 
 def _check_pruner(spec: TuningStudySpec) -> list[Problem]:
@@ -987,9 +1034,10 @@ def _check_warm_start(spec: TuningStudySpec) -> list[Problem]:
         return []
     problems = []
     searched = [p.name for p in spec.search_space if p.type is not ParameterType.FIXED]
+    choices = _choice_keys(spec.search_space)
     for i, configuration in enumerate(spec.warm_start.configurations):
         path = f"spec.warmStart.configurations[{i}]"
-        problems.extend(_check_params(spec, path, configuration))
+        problems.extend(_check_params(spec, path, configuration, choices))
         missing = [name for name in searched if name not in configuration]
         if spec.algorithm.name is AlgorithmName.GRID and missing:
             problems.append(
@@ -1003,7 +1051,7 @@ def _check_warm_start(spec: TuningStudySpec) -> list[Problem]:
     objectives = [m.name for m in spec.objective.metrics]
     for i, result in enumerate(spec.warm_start.results):
         path = f"spec.warmStart.results[{i}]"
-        problems.extend(_check_params(spec, f"{path}.params", result.params))
+        problems.extend(_check_params(spec, f"{path}.params", result.params, choices))
         if len(result.values) != len(objectives):
             problems.append(
                 Problem(
@@ -1026,7 +1074,7 @@ def _check_warm_start(spec: TuningStudySpec) -> list[Problem]:
 
 
 def _check_params(
-    spec: TuningStudySpec, path: str, params: Mapping[str, ParameterValue]
+    spec: TuningStudySpec, path: str, params: Mapping[str, ParameterValue], choices: _ChoiceKeys
 ) -> list[Problem]:
     by_name = {p.name: p for p in spec.search_space}
     problems = []
@@ -1042,7 +1090,7 @@ def _check_params(
                 )
             )
             continue
-        reason = _impossible(parameter, value)
+        reason = _impossible(parameter, value, choices)
         if reason is not None:
             problems.append(
                 Problem(
@@ -1054,7 +1102,7 @@ def _check_params(
         condition = parameter.condition
         if condition is not None and condition.parameter in params:
             parent_value = params[condition.parameter]
-            if not any(_same(parent_value, v) for v in condition.values):
+            if values.value_key(parent_value) not in values.value_keys(condition.values):
                 problems.append(
                     Problem(
                         where,
