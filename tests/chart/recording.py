@@ -7,7 +7,7 @@ created, reported through the pod annotation by kubetune.report, one pruned, one
 study completed and then deleted) and a study reading its metrics from Prometheus with a
 bearer token from a Secret and a CA bundle from a ConfigMap (the operator reads both; the
 Prometheus URL answers nothing, which needs no more RBAC), for one watch mode (cluster-wide or
---namespace) with or without kopf peering.
+--namespace) with or without leader election.
 The requests are told apart by their User-Agent: kopf's client says "kopf/...", the operator's
 `kubernetes` client "OpenAPI-Generator/...", the reporting helper "Python-urllib/..."; the test
 itself drives the cluster with kubectl only ("kubectl/..."), and the kubelet is aiohttp.

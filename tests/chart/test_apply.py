@@ -1,5 +1,5 @@
 """The chart's rendered non-workload objects (CRDs, RBAC, ServiceAccounts, Services,
-ConfigMaps, the peering objects, PodDisruptionBudget, NetworkPolicy) apply with the real
+ConfigMaps, the lease's Role, PodDisruptionBudget, NetworkPolicy) apply with the real
 kubectl to the embedded control plane, and a second apply changes nothing.
 
 Not applied: the Deployment and the `helm test` Pod (workloads: the local kubelet would run
@@ -74,7 +74,7 @@ def test_the_rendered_objects_apply_with_kubectl(kube: Kube, values: dict[str, A
     kinds = {item["kind"] for item in items}
     assert {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Service"} <= kinds
     if values:
-        assert {"Role", "RoleBinding", "KopfPeering", "ConfigMap"} <= kinds
+        assert {"Role", "RoleBinding", "ConfigMap"} <= kinds
         assert {"PodDisruptionBudget", "NetworkPolicy"} <= kinds
     first = apply(kube, items)
     assert len(first) == len(items)

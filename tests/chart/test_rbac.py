@@ -108,11 +108,9 @@ def recorded(
     request: pytest.FixtureRequest, cluster: Kube, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[list[dict[str, Any]], Run]:
     """The chart rendered for a mode, and a recorded run of the operator installed that
-    way: the peering objects the chart creates, the Deployment's arguments, a study in each
-    watched namespace (in `default` when watching every namespace)."""
+    way: the Deployment's arguments (with HA: --leader-elect), a study in each watched
+    namespace (in `default` when watching every namespace)."""
     items = objects(render(MODES[request.param]))
-    for peering in [o for o in items if o["apiVersion"] == "kopf.dev/v1"]:
-        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(peering))
     log = tmp_path_factory.mktemp(request.param) / "operator.log"
     values = MODES[request.param]
     namespaces = values.get("watch", {}).get("namespaces") or ["default"]

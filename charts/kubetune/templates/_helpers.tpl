@@ -55,8 +55,8 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{- define "kubetune.peeringName" -}}
-{{- default (include "kubetune.fullname" .) .Values.ha.peeringName }}
+{{- define "kubetune.leaseName" -}}
+{{- default (include "kubetune.fullname" .) .Values.ha.leaseName }}
 {{- end }}
 
 {{/* Whether the operator watches every namespace ("true") or a list ("" otherwise). */}}
