@@ -5,7 +5,11 @@ tell that the SIGTERM reached them and that SIGKILL ended them."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
+
+from kubetune.controlplane.processes import KILL_SIGNAL
 
 PIDS_FILE = "escapees.pids"
 """Written in the command's working folder (the pod's folder) once both children run."""
@@ -65,3 +69,11 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def kill(left: list[int]) -> None:
+    """Leave nothing behind when a test failed: the KILL_SIGNAL of an init (which ends all below
+    it), and the default action of that signal (to end) for the escapees."""
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, KILL_SIGNAL)

@@ -1,0 +1,75 @@
+"""`kubetune cluster up` killed with SIGKILL, so its kubelet cannot stop anything: the pods'
+processes die with it all the same, children that setsid or double-fork included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tests import escapees
+from tests.controlplane.test_cluster_up import TIMEOUT, kubectl
+
+
+async def test_no_pod_process_outlives_a_killed_cluster(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubetune.kubeconfig"
+    workdir = tmp_path / "pods"
+    up = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kubetune"),
+        *("cluster", "up", "--kubeconfig", str(kubeconfig), "--port", "0"),
+        *("--workdir", str(workdir)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    pids: list[int] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            assert up.stdout is not None
+            printed = ""
+            while "Ctrl-C stops" not in printed:
+                line = (await up.stdout.readline()).decode()
+                assert line, "cluster up ended early:\n" + printed
+                printed += line
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "family"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "python:3.12-slim",
+                        "command": [sys.executable, "-c", escapees.script(exits=False)],
+                    }
+                ],
+            },
+        }
+        await kubectl(env, "apply", "-f", "-", stdin=json.dumps(pod))
+        await kubectl(
+            env, "wait", "--for=jsonpath={.status.phase}=Running", "pod/family", "--timeout=30s"
+        )
+        status = json.loads(await kubectl(env, "get", "pod", "family", "-o", "json"))["status"]
+        init = int(status["containerStatuses"][0]["containerID"].removeprefix("process://"))
+        log = await kubectl(env, "logs", "family")
+        deadline = time.monotonic() + TIMEOUT
+        while escapees.READY not in log and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # polling the log: kubectl offers nothing to await
+            log = await kubectl(env, "logs", "family")
+        (folder,) = workdir.glob("default/family-*")
+        pids = [init, *escapees.pids(folder)]
+        assert all(escapees.alive(pid) for pid in pids)
+    finally:
+        up.kill()
+        await up.wait()
+    deadline = time.monotonic() + 10
+    while any(escapees.alive(pid) for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # polling /proc: another process's children cannot be awaited
+    left = [pid for pid in pids if escapees.alive(pid)]
+    escapees.kill(left)
+    assert left == []
