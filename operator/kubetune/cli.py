@@ -298,17 +298,18 @@ def _run_leading(
 
     from kubetune.k8s import leader
 
-    store = leader.KubeLeaseStore.from_environment(namespace or leader.default_namespace(), name)
     try:
-        elector = leader.LeaseElector(
-            store,
-            leader.default_identity(),
-            lease_duration=lease_duration,
-            renew_deadline=renew_deadline,
-            retry_period=retry_period,
-        )
+        leader.check_timing(lease_duration, renew_deadline, retry_period)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    store = leader.KubeLeaseStore.from_environment(namespace or leader.default_namespace(), name)
+    elector = leader.LeaseElector(
+        store,
+        leader.default_identity(),
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+    )
 
     async def operate(stop: asyncio.Event) -> None:
         await kopf.operator(

@@ -93,6 +93,21 @@ def default_namespace() -> str:
         return "default"
 
 
+def check_timing(lease_duration: float, renew_deadline: float, retry_period: float) -> None:
+    """client-go's checks: the fence must close before anyone may take the lease, and a
+    leader must have time for more than one renew try."""
+    if not lease_duration > renew_deadline:
+        raise ValueError(
+            f"--leader-elect-lease-duration ({lease_duration:g}) must be greater than "
+            f"--leader-elect-renew-deadline ({renew_deadline:g})"
+        )
+    if not renew_deadline > JITTER_FACTOR * retry_period:
+        raise ValueError(
+            f"--leader-elect-renew-deadline ({renew_deadline:g}) must be greater than "
+            f"{JITTER_FACTOR:g} x --leader-elect-retry-period ({retry_period:g})"
+        )
+
+
 class LeaseElector:
     """One candidate's view of the lease. `clock` is monotonic seconds, `wall` the times
     written into the lease for people to read (the election never compares them)."""
@@ -109,16 +124,7 @@ class LeaseElector:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
-        if not lease_duration > renew_deadline:
-            raise ValueError(
-                f"--leader-elect-lease-duration ({lease_duration:g}) must be greater than "
-                f"--leader-elect-renew-deadline ({renew_deadline:g})"
-            )
-        if not renew_deadline > JITTER_FACTOR * retry_period:
-            raise ValueError(
-                f"--leader-elect-renew-deadline ({renew_deadline:g}) must be greater than "
-                f"{JITTER_FACTOR:g} x --leader-elect-retry-period ({retry_period:g})"
-            )
+        check_timing(lease_duration, renew_deadline, retry_period)
         self.store = store
         self.identity = identity
         self.lease_duration = lease_duration
