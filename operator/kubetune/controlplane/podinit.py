@@ -6,7 +6,8 @@ container's first process ends the kernel kills the rest. Here processes share t
 this program stands in, as tini does in an image. It is a child subreaper
 (PR_SET_CHILD_SUBREAPER): an orphan is reparented to it rather than to PID 1, so every process
 the command starts stays its descendant, one that calls setsid or double-forks included.
-- SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 are forwarded to every descendant.
+- SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 are forwarded to every descendant (tini -s -g
+  forwards to the child's process group only, which a setsid'd child has left).
 - KILL_SIGNAL (SIGUSR1) SIGKILLs every descendant. It is also the parent-death signal
   (PR_SET_PDEATHSIG), so a pod's processes die with a kubelet that is SIGKILLed.
 - When the command's process ends, the rest are SIGKILLed, and once every descendant has been
