@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune.spec.crd import study_schema
+from kubetune.spec.crd import study_schema, trial_schema
 
 UNBOUNDED_BY_DESIGN = ("spec.trialTemplate", "spec.warmStart.results[].values[]")
 
@@ -18,7 +18,7 @@ def unbounded(node: dict[str, Any], path: str) -> list[str]:
     kind = node.get("type")
     found = []
     if "enum" not in node:
-        if kind == "string" and "maxLength" not in node:
+        if kind == "string" and "maxLength" not in node and node.get("format") != "date-time":
             found.append(path)
         if kind == "array" and "maxItems" not in node:
             found.append(path)
@@ -49,3 +49,14 @@ def test_the_root_refuses_names_past_the_label_limit() -> None:
     (rule,) = study_schema()["x-kubernetes-validations"]
     assert rule["rule"] == "self.metadata.name.size() <= 63"
     assert "label values are limited to 63" in rule["message"]
+
+
+def test_the_trials_spec_and_the_status_lists_and_strings_are_bounded() -> None:
+    # Numbers in the status are the operator's own sums and times; what a trainer controls
+    # (messages, metrics, values) is bounded.
+    trial = trial_schema()["properties"]
+    assert unbounded(trial["spec"], "spec") == []
+    numbers = {"status.intermediateValues[].step", "status.intermediateValues[].value"}
+    numbers |= {"status.reportedSteps", "status.values[]", "status.metrics.*", "status.gpus"}
+    numbers |= {"status.gpuSeconds", "status.cost"}
+    assert set(unbounded(trial["status"], "status")) == numbers

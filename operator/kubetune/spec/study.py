@@ -51,6 +51,7 @@ Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 PositiveCount = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 MAX_OBJECTIVES = 8
+MAX_ADDITIONAL_METRICS = 32
 MAX_GRID_POINTS_PER_PARAMETER = 100_000
 """A grid axis larger than this is a mistake (an int range without a step, say)."""
 MAX_GRID_POINTS = 10_000_000
@@ -95,7 +96,7 @@ class Objective(ApiModel):
     aggregation: Aggregation = Aggregation.LAST
     """How a trial's reports become its final value: the last value reported (last), or the
     best-in-direction minimum (min) or maximum (max) over all its reports."""
-    additional_metrics: Annotated[list[MetricName], Field(max_length=32)] = []
+    additional_metrics: Annotated[list[MetricName], Field(max_length=MAX_ADDITIONAL_METRICS)] = []
     """Further metrics to record with each trial (not optimized)."""
 
     @property

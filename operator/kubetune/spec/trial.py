@@ -14,9 +14,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from kubetune.spec import api
 from kubetune.spec.base import ApiModel
-from kubetune.spec.study import ObjectMeta, ParameterName, ParameterValue
+from kubetune.spec.study import (
+    MAX_ADDITIONAL_METRICS,
+    MAX_INT64,
+    MAX_OBJECTIVES,
+    MAX_PARAMETERS,
+    ObjectMeta,
+    ParameterName,
+    ParameterValue,
+)
 
+MAX_METRICS = MAX_OBJECTIVES + MAX_ADDITIONAL_METRICS
+"""Metrics a trial records: the study's objectives and additional metrics."""
+MAX_REASON_LENGTH = 128
+"""A reason is one CamelCase word the operator chooses."""
+MAX_MESSAGE_LENGTH = 32768
+"""As Kubernetes' own condition messages (metav1.Condition); the operator's are far shorter."""
 MAX_INTERMEDIATE_VALUES = 200
 """Intermediate values kept per trial; past this they are thinned (see thin_intermediate_values),
 so that a trial that reports every step for days stays far below the etcd object limit."""
@@ -52,22 +67,22 @@ class IntermediateValue(ApiModel):
 
 
 class TuningTrialSpec(ApiModel):
-    study: Annotated[str, Field(min_length=1)]
+    study: Annotated[str, Field(min_length=1, max_length=api.MAX_STUDY_NAME_LENGTH)]
     """The TuningStudy this trial belongs to."""
-    number: Annotated[int, Field(ge=0)]
+    number: Annotated[int, Field(ge=0, le=MAX_INT64)]
     """The trial number within its study, from 0."""
-    params: dict[ParameterName, ParameterValue]
+    params: Annotated[dict[ParameterName, ParameterValue], Field(max_length=MAX_PARAMETERS)]
     """The hyperparameters of this trial."""
 
 
 class TuningTrialStatus(ApiModel):
     state: TrialState = TrialState.PENDING
     """Pending, Running, Succeeded, Pruned, Failed, MetricsUnavailable, TimedOut or Stopped."""
-    reason: str | None = None
+    reason: Annotated[str, Field(max_length=MAX_REASON_LENGTH)] | None = None
     """A CamelCase word saying why the trial is in its state, for example PrunedAtStep."""
-    message: str | None = None
+    message: Annotated[str, Field(max_length=MAX_MESSAGE_LENGTH)] | None = None
     """Details for people."""
-    pod_name: str | None = None
+    pod_name: Annotated[str, Field(max_length=253)] | None = None
     """The pod that runs the trial."""
     start_time: datetime | None = None
     """When the pod started running."""
@@ -87,9 +102,9 @@ class TuningTrialStatus(ApiModel):
     """Objective values reported while training (single-objective studies), thinned past 200."""
     reported_steps: int = 0
     """Intermediate reports received, including those thinned away."""
-    values: list[float] | None = None
+    values: Annotated[list[float], Field(max_length=MAX_OBJECTIVES)] | None = None
     """The final objective values, one per objective metric."""
-    metrics: dict[str, float] = {}
+    metrics: Annotated[dict[str, float], Field(max_length=MAX_METRICS)] = {}
     """The final value of every metric the trial reported that the study records."""
     gpus: int = 0
     """GPUs the trial's pod requests (what GPU-hour and money budgets count)."""
