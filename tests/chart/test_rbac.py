@@ -111,6 +111,11 @@ def recorded(
     way: the Deployment's arguments (with HA: --leader-elect), a study in each watched
     namespace (in `default` when watching every namespace)."""
     items = objects(render(MODES[request.param]))
+    # The release's namespace, where the HA replicas keep their Lease.
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
+    # An earlier mode's Lease would spare this run its create.
+    cluster.kubectl("delete", "leases", "--all", "-n", NAMESPACE, "--ignore-not-found")
     log = tmp_path_factory.mktemp(request.param) / "operator.log"
     values = MODES[request.param]
     namespaces = values.get("watch", {}).get("namespaces") or ["default"]
