@@ -221,6 +221,20 @@ def run_operator(
             "this long after the active replica dies.",
         ),
     ] = 60,
+    allow_prometheus: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Prometheus URL prefix studies may read (scheme, host, port and a path "
+            "prefix; repeatable). Without one, studies with a Prometheus source are Invalid."
+        ),
+    ] = None,
+    prometheus_namespace_label: Annotated[
+        str | None,
+        typer.Option(
+            help="Send each query with this label set to the study's namespace as a query "
+            "parameter, for a prom-label-proxy -label NAME in front of the allowed URLs."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Log every handler call.")] = False,
 ) -> None:
     """Run the Kubetune operator against the current kubeconfig or in-cluster config."""
@@ -230,7 +244,13 @@ def run_operator(
     import kopf
 
     import kubetune.handlers  # noqa: F401 (registers the handlers)
+    from kubetune.controller.metrics_source import PrometheusPolicy
     from kubetune.metrics import METRICS
+
+    try:
+        prometheus = PrometheusPolicy.of(allow_prometheus or [], prometheus_namespace_label)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--allow-prometheus") from error
 
     if metrics_port:
         from prometheus_client import start_http_server
@@ -264,6 +284,7 @@ def run_operator(
                 retry_period=leader_elect_retry_period,
                 name=leader_elect_resource_name,
                 namespace=leader_elect_resource_namespace,
+                memo=kopf.Memo(prometheus=prometheus),
             )
         )
     settings.peering.lifetime = peering_lifetime
@@ -277,6 +298,7 @@ def run_operator(
         standalone=peering is None,
         priority=priority,
         settings=settings,
+        memo=kopf.Memo(prometheus=prometheus),
     )
 
 
@@ -290,6 +312,7 @@ def _run_leading(
     retry_period: float,
     name: str,
     namespace: str | None,
+    memo: Any,
 ) -> int:
     """kopf under leader election (kubetune.k8s.leader.lead): its exit status."""
     import asyncio
@@ -318,7 +341,7 @@ def _run_leading(
             liveness_endpoint=liveness,
             standalone=True,  # the lease decides who acts, not kopf's peering
             settings=settings,
-            memo=kopf.Memo(fence=elector.fence),
+            memo=kopf.Memo(memo, fence=elector.fence),
             stop_flag=stop,
         )
 

@@ -213,7 +213,12 @@ class Up:
                 try:
                     if prometheus is not None:
                         await prometheus.start(prometheus_config(metrics_port, targets))
-                    operator = await start_operator(self.kubeconfig, log, metrics_port)
+                    operator = await start_operator(
+                        self.kubeconfig,
+                        log,
+                        metrics_port,
+                        prometheus.allowed_urls if prometheus is not None else (),
+                    )
                     try:
                         for document in self.studies:
                             await apply_study(http, document)
@@ -305,10 +310,11 @@ class Up:
 
 
 async def start_operator(
-    kubeconfig: Path, log: Path, metrics_port: int = 0
+    kubeconfig: Path, log: Path, metrics_port: int = 0, allowed_prometheus: Sequence[str] = ()
 ) -> asyncio.subprocess.Process:
     """`kubetune operator` as its own process, reaching the API server through the kubeconfig,
-    serving /metrics on `metrics_port` (0: not at all).
+    serving /metrics on `metrics_port` (0: not at all), allowing studies to read the
+    Prometheus URLs `allowed_prometheus` (--allow-prometheus).
 
     It gets a session of its own so that Ctrl-C in the terminal reaches only `kubetune up`,
     which then stops the operator before the cluster (not both at once)."""
@@ -320,6 +326,7 @@ async def start_operator(
             "operator",
             "--metrics-port",
             str(metrics_port),
+            *(arg for url in allowed_prometheus for arg in ("--allow-prometheus", url)),
             env={**os.environ, "KUBECONFIG": str(kubeconfig.resolve())},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
@@ -409,6 +416,11 @@ class DemoPrometheus:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def allowed_urls(self) -> tuple[str, ...]:
+        """The URLs studies may give for this Prometheus (metrics_source_hints accepts both)."""
+        return (self.url, f"http://localhost:{self.port}")
 
     @property
     def log(self) -> Path:

@@ -36,6 +36,7 @@ import kopf
 import kubernetes
 
 from kubetune.controller import PodObservation, StudyController
+from kubetune.controller.metrics_source import REFUSE_ALL
 from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.backoff import Backoff, first_line
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
@@ -164,7 +165,8 @@ async def run_study(
     trials_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["trials_by_study"]
     pods_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["pods_by_study"]
     kube: KubeApi = memo.api
-    controller = StudyController()
+    # kubetune operator --allow-prometheus; none: no study may read Prometheus.
+    controller = StudyController(memo.get("prometheus") or REFUSE_ALL)
     assert namespace is not None  # TuningStudy is namespaced
     view = _views[(namespace, name)] = StudyView()
     wakeup = _wakeups[(namespace, name)]

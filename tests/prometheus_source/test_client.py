@@ -27,10 +27,17 @@ def vector(*values: str) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
-def reads(step_query: str | None = "step", **source: Any) -> SourceReads:
+def reads(
+    step_query: str | None = "step",
+    *,
+    enforced_label: tuple[str, str] | None = None,
+    **source: Any,
+) -> SourceReads:
     settings: dict[str, Any] = {"url": URL, "query": "q", "retries": 2, **source}
     read = TrialRead("demo-0", False, AT, {"loss": 'loss{pod="demo-0"}'}, step_query=step_query)
-    return SourceReads("default", PrometheusSource.model_validate(settings), (read,))
+    return SourceReads(
+        "default", PrometheusSource.model_validate(settings), (read,), enforced_label
+    )
 
 
 async def no_objects(plural: str, name: str) -> None:
@@ -68,7 +75,8 @@ async def test_a_bad_query_is_not_retried_and_never_a_value() -> None:
     route = respx.get(f"{URL}/api/v1/query").respond(400, json=body)
     (reading,) = (await prometheus.read_source(reads(), no_objects)).values()
     assert reading.error_kind is SourceErrorKind.QUERY_INVALID
-    assert "parse error" in (reading.error or "")
+    assert "HTTP 400, bad_data" in (reading.error or "")
+    assert "parse error" not in (reading.error or "")  # the server's text is never shown
     assert reading.values == {}
     assert route.call_count == 2  # one per query: no retry
 
@@ -130,3 +138,71 @@ async def test_a_ca_bundle_that_is_not_pem_is_reported() -> None:
     source = {"caConfigMap": {"name": "ca", "key": "ca.crt"}}
     (reading,) = (await prometheus.read_source(reads(**source), objects)).values()
     assert "CA bundle" in (reading.error or "")
+
+
+LEAK = "secret-series-of-another-namespace\x1b[31m\r\n"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text=LEAK * 50),
+        httpx.Response(500, text=LEAK * 50),
+        httpx.Response(403, json={"status": "error", "errorType": LEAK, "error": LEAK}),
+        httpx.Response(422, json={"status": "error", "errorType": "execution", "error": LEAK}),
+        httpx.Response(
+            200,
+            json=vector("1", "2")
+            | {
+                "data": {
+                    "resultType": "vector",
+                    "result": [
+                        {"metric": {"namespace": LEAK}, "value": [0, "1"]},
+                        {"metric": {"namespace": LEAK}, "value": [0, "2"]},
+                    ],
+                }
+            },
+        ),
+        httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "scalar", "result": [0, LEAK]}}
+        ),
+    ],
+)
+@respx.mock
+async def test_no_answer_text_reaches_the_status(response: httpx.Response) -> None:
+    respx.get(f"{URL}/api/v1/query").mock(return_value=response)
+    (reading,) = (await prometheus.read_source(reads(None, retries=0), no_objects)).values()
+    error = reading.error or ""
+    assert error
+    assert "secret-series" not in error
+    assert error.isprintable()
+    assert len(error) < 400
+    assert f"HTTP {response.status_code}" in error or "returned" in error
+
+
+@respx.mock
+async def test_a_redirect_is_not_followed_so_the_token_stays_with_the_allowed_url() -> None:
+    respx.get(f"{URL}/api/v1/query").respond(302, headers={"Location": "http://evil.test/x"})
+    elsewhere = respx.get(url__startswith="http://evil.test").respond(200, json=vector("1"))
+    secret = {"data": {"token": base64.b64encode(b"s3cret").decode()}}
+
+    async def token(plural: str, name: str) -> dict[str, Any]:
+        return secret
+
+    token_secret = {"name": "prom", "key": "token"}
+    source = reads(None, retries=0, bearerTokenSecret=token_secret)
+    (reading,) = (await prometheus.read_source(source, token)).values()
+    assert not elsewhere.called
+    assert reading.error_kind is SourceErrorKind.UNREACHABLE
+    assert "HTTP 302, a redirect" in (reading.error or "")
+
+
+@respx.mock
+async def test_the_namespace_label_goes_with_every_query_for_a_label_proxy() -> None:
+    route = respx.get(f"{URL}/api/v1/query").respond(200, json=vector("3"))
+    (reading,) = (
+        await prometheus.read_source(reads(enforced_label=("namespace", "team-a")), no_objects)
+    ).values()
+    assert reading.values == {"loss": 3.0}
+    assert route.call_count == 2  # the metric and the step
+    assert all(c.request.url.params["namespace"] == "team-a" for c in route.calls)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from kubetune.controller.metrics_source import trial_read
+from kubetune.controller import StudyController
+from kubetune.controller.metrics_source import PrometheusPolicy, trial_read
 from kubetune.controller.observation import SourceErrorKind, SourceReading
 from kubetune.spec.study import TuningStudySpec
 from tests.factories import study_spec
@@ -19,6 +20,16 @@ SOURCE = {
     "pollInterval": "2s",
     "finalDelay": "3s",
 }
+
+
+ALLOWED = PrometheusPolicy.of(["http://prometheus:9090"])
+
+
+def cluster_of(spec: TuningStudySpec, script: Any) -> SimulatedCluster:
+    """The simulated cluster with an operator that allows the source's Prometheus."""
+    cluster = SimulatedCluster.of(spec, script)
+    cluster.controller = StudyController(ALLOWED)
+    return cluster
 
 
 def spec(**budget: Any) -> TuningStudySpec:
@@ -68,7 +79,7 @@ def exported(read: Any) -> SourceReading:
 
 
 def test_polled_values_feed_the_pruner_and_the_final_read_completes_the_trial() -> None:
-    cluster = SimulatedCluster.of(spec(), trainer)
+    cluster = cluster_of(spec(), trainer)
     plans = run(cluster, exported, 16)
     trials = {t.spec.number: t.status for t in cluster.trials.values()}
     assert trials[0].state == "Succeeded"
@@ -89,7 +100,7 @@ def test_polled_values_feed_the_pruner_and_the_final_read_completes_the_trial() 
 
 
 def test_reads_are_due_every_poll_interval_and_the_final_one_after_the_final_delay() -> None:
-    cluster = SimulatedCluster.of(spec(maxTrials=1, parallelism=1), trainer)
+    cluster = cluster_of(spec(maxTrials=1, parallelism=1), trainer)
     times: list[tuple[float, bool]] = []
 
     def timed(read: Any) -> SourceReading:
@@ -114,7 +125,7 @@ def failing(kind: SourceErrorKind, final_too: bool) -> Any:
 
 
 def test_a_failed_poll_shows_on_the_trial_and_study_and_the_trial_runs_on() -> None:
-    cluster = SimulatedCluster.of(spec(maxTrials=1, parallelism=1), trainer)
+    cluster = cluster_of(spec(maxTrials=1, parallelism=1), trainer)
     plans = run(cluster, failing(SourceErrorKind.UNREACHABLE, final_too=False), 5)
     status = cluster.trials["demo-0"].status
     assert status.state == "Running"
@@ -134,7 +145,7 @@ def test_a_failed_poll_shows_on_the_trial_and_study_and_the_trial_runs_on() -> N
 
 
 def test_a_failed_final_read_fails_the_trial_and_is_never_a_value() -> None:
-    cluster = SimulatedCluster.of(spec(maxTrials=1, parallelism=1), trainer)
+    cluster = cluster_of(spec(maxTrials=1, parallelism=1), trainer)
     run(cluster, failing(SourceErrorKind.QUERY_INVALID, final_too=True), 14)
     status = cluster.trials["demo-0"].status
     assert status.state == "Failed"
@@ -145,7 +156,7 @@ def test_a_failed_final_read_fails_the_trial_and_is_never_a_value() -> None:
 
 
 def test_an_empty_final_read_makes_the_trial_metrics_unavailable() -> None:
-    cluster = SimulatedCluster.of(spec(maxTrials=1, parallelism=1), trainer)
+    cluster = cluster_of(spec(maxTrials=1, parallelism=1), trainer)
     run(cluster, lambda read: SourceReading(read.at, read.final, step=read.step), 14)
     status = cluster.trials["demo-0"].status
     assert status.state == "MetricsUnavailable"
@@ -153,7 +164,7 @@ def test_an_empty_final_read_makes_the_trial_metrics_unavailable() -> None:
 
 
 def test_the_final_query_looks_back_past_the_staleness_of_an_ended_trainer() -> None:
-    cluster = SimulatedCluster.of(spec(maxTrials=1, parallelism=1), trainer)
+    cluster = cluster_of(spec(maxTrials=1, parallelism=1), trainer)
     run(cluster, exported, 1)
     trial = cluster.trials["demo-0"]
     read = trial_read(

@@ -21,6 +21,8 @@ from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
 from tests.prometheus_server import PrometheusServer, free_port, prometheus_trainer
 
+DOWN = f"http://127.0.0.1:{free_port()}"
+"""A Prometheus URL the operator allows where nothing listens."""
 # Ten steps half a second apart: long enough for the file_sd refresh, a scrape and a poll,
 # each every second, on a busy machine.
 TRAINER = prometheus_trainer(steps=10, pause=0.5)
@@ -66,8 +68,10 @@ def kube(workdir: Path, prometheus: PrometheusServer) -> Iterator[Kube]:
 
 
 @pytest.fixture(scope="module")
-def operator(kube: Kube, workdir: Path) -> Iterator[Operator]:
-    running = Operator(kube, workdir / "operator.log")
+def operator(kube: Kube, workdir: Path, prometheus: PrometheusServer) -> Iterator[Operator]:
+    # The platform allows this Prometheus and DOWN, the port nothing listens on.
+    allowed = ("--allow-prometheus", prometheus.url, "--allow-prometheus", DOWN)
+    running = Operator(kube, workdir / "operator.log", ("--metrics-port", "0", *allowed))
     running.start()
     yield running
     running.stop()
@@ -183,8 +187,7 @@ def test_objective_from_promql_completes_with_the_exported_values_and_prunes(
 
 def test_prometheus_down_fails_the_trial_with_the_documented_status(operator: Operator) -> None:
     kube = operator.kube
-    down = f"http://127.0.0.1:{free_port()}"
-    document = study("prometheus-down", down, retries=0)
+    document = study("prometheus-down", DOWN, retries=0)
     document["spec"]["searchSpace"][0]["choices"] = [3.0]
     document["spec"]["budget"].update(maxTrials=1, parallelism=1)
     apply(kube, document)

@@ -33,7 +33,13 @@ from kubetune.budget import (
     usage_of,
 )
 from kubetune.controller.best import best_and_front
-from kubetune.controller.metrics_source import SourceReads, due_reads, prometheus_of
+from kubetune.controller.metrics_source import (
+    REFUSE_ALL,
+    PrometheusPolicy,
+    SourceReads,
+    due_reads,
+    prometheus_of,
+)
 from kubetune.controller.observation import (
     InvalidMetricError,
     MetricReport,
@@ -172,7 +178,9 @@ class _Work:
 class StudyController:
     """Decides for one study. Holds its Optuna engine between reconciles."""
 
-    def __init__(self) -> None:
+    def __init__(self, prometheus: PrometheusPolicy = REFUSE_ALL) -> None:
+        # Which Prometheus URLs studies may read (the operator's --allow-prometheus).
+        self._prometheus = prometheus
         self._engine: Engine | None = None
         self._engine_key: tuple[str, ...] = ()
         # When each running trial was last read from the metrics source: a cache like the
@@ -215,10 +223,16 @@ class StudyController:
         if study is None:
             return None
         source = prometheus_of(study)
-        reads, _ = due_reads(study, trials, pods, self._polled, now)
-        if source is None or not reads:
+        if source is None or self._prometheus.problem(source.url) is not None:
             return None
-        return SourceReads(study.metadata.namespace or "", source, tuple(reads))
+        reads, _ = due_reads(study, trials, pods, self._polled, now)
+        if not reads:
+            return None
+        namespace = study.metadata.namespace or ""
+        label = self._prometheus.namespace_label
+        return SourceReads(
+            namespace, source, tuple(reads), (label, namespace) if label is not None else None
+        )
 
     def reconcile(
         self,
@@ -233,6 +247,10 @@ class StudyController:
         previous = _previous_status(document)
         if study is None:
             return _invalid(previous, document, invalid, now)
+        source = prometheus_of(study)
+        refused = self._prometheus.problem(source.url) if source is not None else None
+        if refused is not None:
+            return _invalid(previous, document, refused, now)
 
         changed = immutable_changes(previous.spec_fingerprints, study.spec)
         if changed:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import unquote, urlsplit
 
 from kubetune.controller.observation import PodObservation, PodPhase
 from kubetune.spec import promql
@@ -44,6 +45,9 @@ class SourceReads:
     namespace: str
     source: PrometheusSource
     reads: tuple[TrialRead, ...]
+    enforced_label: tuple[str, str] | None = None
+    """A label name and value for a prom-label-proxy, sent as a query parameter with every
+    query (PrometheusPolicy.namespace_label and the study's namespace)."""
 
 
 FINAL_LOOKBACK_SECONDS = 60
@@ -157,3 +161,108 @@ def due_reads(
             else:
                 upcoming.append(finished + delay)
     return reads, min(upcoming, default=None)
+
+
+URL_FIELD = "spec.metricsSource.prometheus.url"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """A URL split the way a client connects to it: scheme, host, port, path segments."""
+
+    scheme: str
+    host: str
+    port: int
+    segments: tuple[str, ...]
+
+
+def _origin(url: str) -> _Origin:
+    """`url` split for comparison, or ValueError saying what is wrong with it. Userinfo
+    (`http://allowed@evil`), dot segments, queries and fragments are refused outright: each
+    is a way for a URL to look like one server while it reaches another."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{url!r} holds user information (user@host); give the host alone")
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise ValueError(f"{url!r} has a query or fragment; give the server's base URL alone")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has a port that is not a number from 0 to 65535") from None
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise ValueError(f"{url!r} names no host")
+    segments = tuple(s for s in parts.path.split("/") if s)
+    if any(unquote(s) in (".", "..") for s in segments):
+        raise ValueError(f"{url!r} has a . or .. path segment")
+    return _Origin(scheme, host.lower(), port or _DEFAULT_PORTS[scheme], segments)
+
+
+@dataclass(frozen=True)
+class AllowedPrometheus:
+    """One URL prefix the platform allows studies to read from (`--allow-prometheus`): a URL
+    is under it when scheme, host and port are the same and its path begins with the prefix's
+    path at a segment boundary (`/prom` admits `/prom/` and `/prom/x`, not `/prometheus`)."""
+
+    prefix: str
+    origin: _Origin
+
+    @classmethod
+    def parse(cls, prefix: str) -> AllowedPrometheus:
+        return cls(prefix, _origin(prefix))
+
+    def admits(self, url: str) -> bool:
+        try:
+            origin = _origin(url)
+        except ValueError:
+            return False
+        allowed = self.origin
+        return (origin.scheme, origin.host, origin.port) == (
+            allowed.scheme,
+            allowed.host,
+            allowed.port,
+        ) and origin.segments[: len(allowed.segments)] == allowed.segments
+
+
+@dataclass(frozen=True)
+class PrometheusPolicy:
+    """What the platform lets studies read: the allowed URL prefixes (none: no study may read
+    Prometheus) and the label a prom-label-proxy in front of them enforces, which the operator
+    sets to the study's namespace on every query (None: no label)."""
+
+    allowed: tuple[AllowedPrometheus, ...] = ()
+    namespace_label: str | None = None
+
+    @classmethod
+    def of(cls, prefixes: Sequence[str], namespace_label: str | None = None) -> PrometheusPolicy:
+        """The policy of the operator's options, or ValueError naming the bad prefix."""
+        return cls(tuple(AllowedPrometheus.parse(p) for p in prefixes), namespace_label or None)
+
+    def problem(self, url: str) -> str | None:
+        """Why a study may not read `url` (None: it may)."""
+        try:
+            _origin(url)
+        except ValueError as error:
+            return f"{URL_FIELD}: {error}"
+        if any(allowed.admits(url) for allowed in self.allowed):
+            return None
+        if not self.allowed:
+            return (
+                f"{URL_FIELD}: {url!r}: this operator reads no Prometheus: the platform allows "
+                "one with `kubetune operator --allow-prometheus URL_PREFIX` (chart value "
+                "prometheus.allowedUrls)"
+            )
+        listed = ", ".join(a.prefix for a in self.allowed)
+        return (
+            f"{URL_FIELD}: {url!r} is under none of the Prometheus URLs this operator allows "
+            f"({listed}): use one of them, or ask the platform to add it with "
+            "`kubetune operator --allow-prometheus URL_PREFIX` (chart value "
+            "prometheus.allowedUrls)"
+        )
+
+
+REFUSE_ALL = PrometheusPolicy()

@@ -9,6 +9,10 @@ out and classifies what went wrong, so a failure is reported, never taken as a v
 - no answer (connection refused, timeout, TLS, 429, 5xx, 401, 403, a body that is not the
   Prometheus API) is MetricsSourceUnreachable, after the retries where a retry can help;
 - no series at all is no error: the metric has no value yet (nothing scraped).
+
+What a server answered never reaches a study's status: its messages are a status code and a
+fixed phrase (and Prometheus's errorType when it is one of the API's own), since the URL may
+serve anything. Redirects are not followed, so the bearer token goes to the allowed URL only.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ BACKOFF_MAX_SECONDS = 4.0
 CONCURRENT_QUERIES = 8
 _BAD_QUERY_STATUSES = frozenset({400, 422})
 _RETRIED_STATUSES = frozenset({429})  # and every 5xx
+# Prometheus's API error types (web/api/v1): a fixed vocabulary, so safe to show.
+_ERROR_TYPES = frozenset(
+    {"timeout", "canceled", "execution", "bad_data", "internal", "unavailable", "not_found"}
+)
 
 ReadObject = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 """Reads a Secret ("secrets") or ConfigMap ("configmaps") by plural and name in the study's
@@ -131,6 +139,11 @@ async def connection_for(source: PrometheusSource, read_object: ReadObject) -> C
     )
 
 
+def _error_type(body: Mapping[str, Any]) -> str:
+    kind = body.get("errorType")
+    return f", {kind}" if isinstance(kind, str) and kind in _ERROR_TYPES else ""
+
+
 def parse_response(query: str, status: int, text: str) -> float | None:
     """The value of an instant query's response: a number, None for no series, or
     SourceError saying why there is no value."""
@@ -141,18 +154,18 @@ def parse_response(query: str, status: int, text: str) -> float | None:
     if not isinstance(body, dict) or "status" not in body:
         raise SourceError(
             SourceErrorKind.UNREACHABLE,
-            f"HTTP {status} with a body that is not the Prometheus API: {text[:200]!r}",
+            f"HTTP {status} with a body that is not the Prometheus API",
         )
     if status in _BAD_QUERY_STATUSES or body.get("errorType") in ("bad_data", "execution"):
         raise SourceError(
             SourceErrorKind.QUERY_INVALID,
-            f"Prometheus refused {query!r} (HTTP {status}, {body.get('errorType')}): "
-            f"{body.get('error')}",
+            f"Prometheus refused {query!r} (HTTP {status}{_error_type(body)}): run it in "
+            "Prometheus's own query page to see why",
         )
     if status != 200 or body["status"] != "success":
         raise SourceError(
             SourceErrorKind.UNREACHABLE,
-            f"HTTP {status} from Prometheus: {body.get('errorType')}: {body.get('error')}",
+            f"HTTP {status} from Prometheus{_error_type(body)}",
         )
     data = body.get("data") or {}
     kind, result = data.get("resultType"), data.get("result")
@@ -162,14 +175,10 @@ def parse_response(query: str, status: int, text: str) -> float | None:
         if not result:
             return None
         if len(result) > 1:
-            shown = ", ".join(
-                "{" + ", ".join(f'{k}="{v}"' for k, v in (s.get("metric") or {}).items()) + "}"
-                for s in result[:3]
-            )
             raise SourceError(
                 SourceErrorKind.QUERY_INVALID,
-                f"{query!r} returned {len(result)} series ({shown}{', ...' * (len(result) > 3)})"
-                "; it must return one: select it by more labels or aggregate it, e.g. max(...)",
+                f"{query!r} returned {len(result)} series; it must return one: select it by "
+                "more labels or aggregate it, e.g. max(...)",
             )
         sample = result[0].get("value")
     else:
@@ -181,8 +190,14 @@ def parse_response(query: str, status: int, text: str) -> float | None:
         return float(sample[1])  # type: ignore[index]
     except (TypeError, ValueError, IndexError):
         raise SourceError(
-            SourceErrorKind.QUERY_INVALID, f"{query!r} returned {sample!r}, not a number"
+            SourceErrorKind.QUERY_INVALID, f"{query!r} returned a sample that is not a number"
         ) from None
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A local error's text for a status: printable characters only, at most `limit`."""
+    shown = "".join(c if c.isprintable() else "?" for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _backoff(attempt: int) -> float:
@@ -191,10 +206,18 @@ def _backoff(attempt: int) -> float:
 
 
 async def instant_query(
-    client: httpx.AsyncClient, connection: Connection, query: str, at: datetime
+    client: httpx.AsyncClient,
+    connection: Connection,
+    query: str,
+    at: datetime,
+    enforced_label: tuple[str, str] | None = None,
 ) -> float | None:
-    """One instant query evaluated at `at`, retried on transient failures."""
+    """One instant query evaluated at `at`, retried on transient failures; with
+    `enforced_label`, that label's name and value as a query parameter (for a
+    prom-label-proxy)."""
     params = {"query": query, "time": f"{at.timestamp():.3f}"}
+    if enforced_label is not None:
+        params[enforced_label[0]] = enforced_label[1]
     url = connection.url + QUERY_PATH
     attempt = 0
     while True:
@@ -203,15 +226,21 @@ async def instant_query(
         except httpx.HTTPError as error:
             failure = SourceError(
                 SourceErrorKind.UNREACHABLE,
-                f"{url}: {type(error).__name__}: {error or 'no answer'}",
+                f"{url}: {type(error).__name__}: {_printable(str(error)) or 'no answer'}",
             )
         else:
+            if response.is_redirect:
+                raise SourceError(
+                    SourceErrorKind.UNREACHABLE,
+                    f"{url}: HTTP {response.status_code}, a redirect, which kubetune does not "
+                    "follow (the token goes to the allowed URL only): give the URL it leads to",
+                )
             retried = response.status_code in _RETRIED_STATUSES or response.status_code >= 500
             if not retried:
                 return parse_response(query, response.status_code, response.text)
             failure = SourceError(
                 SourceErrorKind.UNREACHABLE,
-                f"{url}: HTTP {response.status_code}: {response.text[:200]}",
+                f"{url}: HTTP {response.status_code} from Prometheus",
             )
         if attempt >= connection.retries:
             if connection.retries:
@@ -222,7 +251,10 @@ async def instant_query(
 
 
 async def read_trial(
-    client: httpx.AsyncClient, connection: Connection, read: TrialRead
+    client: httpx.AsyncClient,
+    connection: Connection,
+    read: TrialRead,
+    enforced_label: tuple[str, str] | None = None,
 ) -> SourceReading:
     """The reading of one trial: every metric's query and the step query, evaluated at the
     same time (so they see the same scrape). Any failure makes the whole reading an error."""
@@ -231,7 +263,7 @@ async def read_trial(
     if read.step_query is not None:
         queries.append(read.step_query)
     results = await asyncio.gather(
-        *(instant_query(client, connection, query, read.at) for query in queries),
+        *(instant_query(client, connection, query, read.at, enforced_label) for query in queries),
         return_exceptions=True,
     )
     errors = [r for r in results if isinstance(r, BaseException)]
@@ -270,12 +302,13 @@ async def read_source(reads: SourceReads, read_object: ReadObject) -> dict[str, 
 
     async def one(client: httpx.AsyncClient, read: TrialRead) -> SourceReading:
         async with limit:
-            return await read_trial(client, connection, read)
+            return await read_trial(client, connection, read, reads.enforced_label)
 
     async with httpx.AsyncClient(
         headers=dict(connection.headers),
         verify=connection.verify,
         timeout=httpx.Timeout(connection.timeout),
+        follow_redirects=False,  # the token must not follow a redirect to another server
     ) as client:
         readings = await asyncio.gather(*(one(client, read) for read in reads.reads))
     return {read.trial: reading for read, reading in zip(reads.reads, readings, strict=True)}
