@@ -18,7 +18,7 @@ from kubetune.spec import api
 from kubetune.spec.base import ApiModel
 from kubetune.spec.study import (
     MAX_ADDITIONAL_METRICS,
-    MAX_INT64,
+    MAX_COUNT,
     MAX_OBJECTIVES,
     MAX_PARAMETERS,
     ObjectMeta,
@@ -69,7 +69,7 @@ class IntermediateValue(ApiModel):
 class TuningTrialSpec(ApiModel):
     study: Annotated[str, Field(min_length=1, max_length=api.MAX_STUDY_NAME_LENGTH)]
     """The TuningStudy this trial belongs to."""
-    number: Annotated[int, Field(ge=0, le=MAX_INT64)]
+    number: Annotated[int, Field(ge=0, le=MAX_COUNT)]
     """The trial number within its study, from 0."""
     params: Annotated[dict[ParameterName, ParameterValue], Field(max_length=MAX_PARAMETERS)]
     """The hyperparameters of this trial."""
