@@ -90,3 +90,16 @@ def test_lists_and_numbers_past_the_crds_bounds_are_refused_naming_the_field(kub
     refused = apply(kube, forever)
     assert refused.returncode == 1
     assert "spec.budget.trialTimeout: Too long" in refused.stderr
+
+
+def test_an_integer_past_int64_is_refused_as_invalid_not_a_server_error(kube: Kube) -> None:
+    # Go's JSON decoder reads it as a float64; the schema's type and maximum then refuse it
+    # with 422 (the emulator used to overflow converting it for CEL and answer 500).
+    install_crds(kube)
+    document = study("past-int64")
+    document["spec"]["budget"]["maxTrials"] = 2**70
+    refused = apply(kube, document)
+    assert refused.returncode == 1
+    assert 'The TuningStudy "past-int64" is invalid' in refused.stderr
+    assert "spec.budget.maxTrials" in refused.stderr
+    assert "InternalError" not in refused.stderr

@@ -107,6 +107,13 @@ PROTOBUF = protobuf.MEDIA_TYPE
 PUBLIC_PATHS = frozenset({"healthz", "livez", "readyz"})
 
 
+def _go_integer(text: str) -> int | float:
+    """A JSON integer as the API server's decoder reads it: an int64, else a float64 (so a
+    schema's type integer refuses it with 422, as a real server does, instead of an overflow)."""
+    number = int(text)
+    return number if -(2**63) <= number < 2**63 else float(number)
+
+
 @dataclass(frozen=True)
 class ApiRequest:
     """A resource request as Kubernetes authorization sees it (the RBAC verb and resource)."""
@@ -362,7 +369,7 @@ class ApiServer:
                 return protobuf.decode(raw)
             if media == YAML:
                 return yaml.safe_load(raw)
-            return json.loads(raw)
+            return json.loads(raw, parse_int=_go_integer)
         except protobuf.UnknownKind as error:
             raise _unsupported_media([JSON, YAML]) from error
         except (ValueError, yaml.YAMLError) as error:

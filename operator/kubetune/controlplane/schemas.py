@@ -764,9 +764,10 @@ def _to_cel(node: _Node | None, value: Any) -> Any:
     if isinstance(value, int | float):
         if node is not None and node.type == "number":
             return celtypes.DoubleType(float(value))
-        if isinstance(value, int) or (node is not None and node.type == "integer"):
+        in_int64 = -(2**63) <= value < 2**63  # past it, JSON decodes to a float64, as in Go
+        if in_int64 and (isinstance(value, int) or (node is not None and node.type == "integer")):
             return celtypes.IntType(int(value))
-        return celtypes.DoubleType(value)
+        return celtypes.DoubleType(float(value))
     if isinstance(value, str):
         return celtypes.StringType(value)
     if isinstance(value, list):
