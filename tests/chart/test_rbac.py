@@ -95,11 +95,14 @@ def operator_args(items: list[dict[str, Any]]) -> list[str]:
     return [*kept, "--metrics-port=0"]
 
 
+# The recorded Prometheus-sourced study's URL (recording.prometheus_study), allowed, and
+# its token and CA readable: without these the chart grants no Secret or ConfigMap.
+PROMETHEUS = {"prometheus": {"allowedUrls": ["http://127.0.0.1:1"], "readCredentials": True}}
 MODES = {
-    "cluster-wide": {},
-    "namespaced": {"watch": {"namespaces": WATCHED}},
-    "cluster-wide-ha": HA,
-    "namespaced-ha": {"watch": {"namespaces": WATCHED}, **HA},
+    "cluster-wide": PROMETHEUS,
+    "namespaced": {"watch": {"namespaces": WATCHED}, **PROMETHEUS},
+    "cluster-wide-ha": {**HA, **PROMETHEUS},
+    "namespaced-ha": {"watch": {"namespaces": WATCHED}, **HA, **PROMETHEUS},
 }
 
 

@@ -87,11 +87,13 @@ release's and trials.namespaces. */}}
 - apiGroups: [""]
   resources: [pods]
   verbs: [create, patch, delete, deletecollection, list, watch]
+{{- if .Values.prometheus.readCredentials }}
 # A study with a Prometheus metrics source: its bearer token (a Secret) and CA bundle (a
-# ConfigMap or Secret), read by name in the study's namespace.
+# ConfigMap or Secret), read by name in the study's namespace (prometheus.readCredentials).
 - apiGroups: [""]
   resources: [configmaps, secrets]
   verbs: [get]
+{{- end }}
 # The events on studies (TrialCreated, NewBest, StudyCompleted, ...).
 - apiGroups: [""]
   resources: [events]
