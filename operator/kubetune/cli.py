@@ -235,6 +235,13 @@ def run_operator(
             "parameter, for a prom-label-proxy -label NAME in front of the allowed URLs."
         ),
     ] = None,
+    trial_service_account: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A ServiceAccount trial pods may run as (repeatable; default: any). A study "
+            "whose pods name another is Invalid."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Log every handler call.")] = False,
 ) -> None:
     """Run the Kubetune operator against the current kubeconfig or in-cluster config."""
@@ -251,6 +258,7 @@ def run_operator(
         prometheus = PrometheusPolicy.of(allow_prometheus or [], prometheus_namespace_label)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--allow-prometheus") from error
+    service_accounts = frozenset(trial_service_account) if trial_service_account else None
 
     if metrics_port:
         from prometheus_client import start_http_server
@@ -284,7 +292,7 @@ def run_operator(
                 retry_period=leader_elect_retry_period,
                 name=leader_elect_resource_name,
                 namespace=leader_elect_resource_namespace,
-                memo=kopf.Memo(prometheus=prometheus),
+                memo=kopf.Memo(prometheus=prometheus, service_accounts=service_accounts),
             )
         )
     settings.peering.lifetime = peering_lifetime
@@ -298,7 +306,7 @@ def run_operator(
         standalone=peering is None,
         priority=priority,
         settings=settings,
-        memo=kopf.Memo(prometheus=prometheus),
+        memo=kopf.Memo(prometheus=prometheus, service_accounts=service_accounts),
     )
 
 

@@ -165,8 +165,9 @@ async def run_study(
     trials_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["trials_by_study"]
     pods_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["pods_by_study"]
     kube: KubeApi = memo.api
-    # kubetune operator --allow-prometheus; none: no study may read Prometheus.
-    controller = StudyController(memo.get("prometheus") or REFUSE_ALL)
+    # kubetune operator --allow-prometheus (none: no study may read Prometheus) and
+    # --trial-service-account (none: any).
+    controller = StudyController(memo.get("prometheus") or REFUSE_ALL, memo.get("service_accounts"))
     assert namespace is not None  # TuningStudy is namespaced
     view = _views[(namespace, name)] = StudyView()
     wakeup = _wakeups[(namespace, name)]

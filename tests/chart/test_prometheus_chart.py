@@ -56,3 +56,9 @@ def test_allowed_urls_reach_the_operator_and_the_network_policy() -> None:
         [{"port": 9090, "protocol": "TCP"}],
         [{"port": 443, "protocol": "TCP"}],
     ]
+
+
+def test_allowed_trial_service_accounts_reach_the_operator() -> None:
+    items = objects(render({"trials": {"allowedServiceAccounts": ["kubetune-trial"]}}))
+    args = one(items, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--trial-service-account=kubetune-trial" in args

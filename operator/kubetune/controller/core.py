@@ -175,12 +175,35 @@ class _Work:
         return updated
 
 
+def service_account_problem(study: TuningStudy, allowed: frozenset[str] | None) -> str | None:
+    """Why the study's trial pods may not run as the ServiceAccount they name (None: they
+    may). Creating a study creates pods, so the platform may list the accounts they use."""
+    if allowed is None:
+        return None
+    extra = study.spec.trial_template.spec.model_extra or {}
+    name = extra.get("serviceAccountName") or extra.get("serviceAccount") or "default"
+    if name in allowed:
+        return None
+    return (
+        f"spec.trialTemplate.spec.serviceAccountName: {str(name)!r} is not a ServiceAccount "
+        f"trial pods may use here ({', '.join(sorted(allowed))}): use one of them, or ask the "
+        "platform to add it with `kubetune operator --trial-service-account NAME` (chart value "
+        "trials.allowedServiceAccounts)"
+    )
+
+
 class StudyController:
     """Decides for one study. Holds its Optuna engine between reconciles."""
 
-    def __init__(self, prometheus: PrometheusPolicy = REFUSE_ALL) -> None:
+    def __init__(
+        self,
+        prometheus: PrometheusPolicy = REFUSE_ALL,
+        service_accounts: frozenset[str] | None = None,
+    ) -> None:
         # Which Prometheus URLs studies may read (the operator's --allow-prometheus).
         self._prometheus = prometheus
+        # The ServiceAccounts trial pods may run as (--trial-service-account; None: any).
+        self._service_accounts = service_accounts
         self._engine: Engine | None = None
         self._engine_key: tuple[str, ...] = ()
         # When each running trial was last read from the metrics source: a cache like the
@@ -249,6 +272,8 @@ class StudyController:
             return _invalid(previous, document, invalid, now)
         source = prometheus_of(study)
         refused = self._prometheus.problem(source.url) if source is not None else None
+        if refused is None:
+            refused = service_account_problem(study, self._service_accounts)
         if refused is not None:
             return _invalid(previous, document, refused, now)
 
