@@ -171,6 +171,13 @@ def run_operator(
             min=0, max=65535, help="Serve Prometheus metrics on /metrics at this port (0: off)."
         ),
     ] = 8000,
+    metrics_bind_address: Annotated[
+        str,
+        typer.Option(
+            help="Address the metrics server listens on: 127.0.0.1 (default) lets only this "
+            "host scrape; in a pod give 0.0.0.0 and let a NetworkPolicy admit Prometheus only."
+        ),
+    ] = "127.0.0.1",
     leader_elect: Annotated[
         bool,
         typer.Option(
@@ -264,10 +271,11 @@ def run_operator(
         from prometheus_client import start_http_server
 
         try:
-            start_http_server(metrics_port, registry=METRICS.registry)
+            start_http_server(metrics_port, metrics_bind_address, registry=METRICS.registry)
         except OSError as error:
             raise typer.BadParameter(
-                f"cannot serve metrics on port {metrics_port}: {error}", param_hint="--metrics-port"
+                f"cannot serve metrics on {metrics_bind_address} port {metrics_port}: {error}",
+                param_hint="--metrics-port",
             ) from error
     kopf.configure(verbose=verbose)
     if not verbose:

@@ -62,3 +62,9 @@ def test_allowed_trial_service_accounts_reach_the_operator() -> None:
     items = objects(render({"trials": {"allowedServiceAccounts": ["kubetune-trial"]}}))
     args = one(items, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--trial-service-account=kubetune-trial" in args
+
+
+def test_the_operator_binds_its_metrics_where_the_values_say() -> None:
+    items = objects(render({"operator": {"metricsBindAddress": "127.0.0.1"}}))
+    args = one(items, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-bind-address=127.0.0.1" in args

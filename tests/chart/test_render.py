@@ -185,7 +185,11 @@ def test_the_default_is_one_cluster_wide_replica_with_recreate() -> None:
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     args = args_of(items)
-    assert args == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8000"]
+    assert args == [
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=8000",
+        "--metrics-bind-address=0.0.0.0",
+    ]
     assert not of_kind(items, "PodDisruptionBudget")
     assert not [i for i in items if i["apiVersion"] == "kopf.dev/v1"]
     assert not of_kind(items, "Role") or all(
