@@ -152,15 +152,15 @@ LEAK = "secret-series-of-another-namespace\x1b[31m\r\n"
         httpx.Response(422, json={"status": "error", "errorType": "execution", "error": LEAK}),
         httpx.Response(
             200,
-            json=vector("1", "2")
-            | {
+            json={
+                "status": "success",
                 "data": {
                     "resultType": "vector",
                     "result": [
                         {"metric": {"namespace": LEAK}, "value": [0, "1"]},
                         {"metric": {"namespace": LEAK}, "value": [0, "2"]},
                     ],
-                }
+                },
             },
         ),
         httpx.Response(
