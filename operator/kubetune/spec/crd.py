@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel
 
 from kubetune.spec import api
+from kubetune.spec.pod_schema import pod_spec_schema
 from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, TuningStudySpec, TuningStudyStatus
 from kubetune.spec.trial import TuningTrialSpec, TuningTrialStatus
 
@@ -308,8 +309,13 @@ class _Converter:
             out["x-kubernetes-int-or-string"] = True
         else:
             # A string, number or boolean: no structural type covers it, so the value is kept
-            # as written and the operator's validation checks it.
+            # as written and the operator's validation checks it. Only a scalar fits: an
+            # object or a list there would be kept as written, nested to any depth (one nested
+            # 1000 deep crashed the watch stream of the operator), and these bounds apply to
+            # objects and lists alone.
             out["x-kubernetes-preserve-unknown-fields"] = True
+            out["maxProperties"] = 0
+            out["maxItems"] = 0
         return out
 
     def _meaningful_default(self, value: Any, node: Schema) -> Any:
@@ -423,9 +429,47 @@ def _root_schema(
     return schema
 
 
+# What our own model of the pod spec adds to Kubernetes' schema of it: descriptions and the
+# narrower rules of a trial pod (at least one container; restartPolicy Never or OnFailure).
+_OVERLAID: Final = (
+    "description",
+    "enum",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+)
+
+
+def _overlay(ours: Schema, kubernetes: Schema) -> Schema:
+    """Kubernetes' schema of a node, with our model's constraints and descriptions on it."""
+    out = dict(kubernetes)
+    out.update({key: ours[key] for key in _OVERLAID if key in ours})
+    if ours.get("required"):
+        out["required"] = sorted({*kubernetes.get("required", []), *ours["required"]})
+    for branch in ("items", "additionalProperties"):
+        if isinstance(ours.get(branch), dict) and isinstance(kubernetes.get(branch), dict):
+            out[branch] = _overlay(ours[branch], kubernetes[branch])
+    if "properties" in kubernetes:
+        out["properties"] = {
+            name: _overlay(ours.get("properties", {}).get(name, {}), node)
+            for name, node in kubernetes["properties"].items()
+        }
+    return _ordered(out)
+
+
+def _embed_pod_spec(schema: Schema) -> None:
+    """spec.trialTemplate.spec becomes Kubernetes' own PodSpec schema (spec/pod_schema.py)."""
+    template = _node_at(schema, "spec.trialTemplate")
+    template["properties"]["spec"] = _overlay(template["properties"]["spec"], pod_spec_schema())
+
+
 def study_schema() -> Schema:
     """The openAPIV3Schema of TuningStudy, CEL rules included."""
     schema = _root_schema(STUDY_DESCRIPTIONS, TuningStudySpec, TuningStudyStatus)
+    _embed_pod_spec(schema)
     for path, rules in RULES.items():
         _add_validations(_node_at(schema, path), [rule.to_schema() for rule in rules])
     _add_validations(schema, [NAME_RULE.to_schema()])
@@ -545,10 +589,17 @@ def crds() -> list[Schema]:
     return [study_crd(), trial_crd()]
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a node shared by two fields out twice: anchors and aliases read badly in a CRD."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def crd_files() -> dict[str, str]:
     """File name -> YAML text of each CRD, in a stable order (what `kubetune crds` writes)."""
     return {
         f"{crd['metadata']['name']}.yaml": HEADER
-        + yaml.safe_dump(crd, sort_keys=False, width=100, allow_unicode=True)
+        + yaml.dump(crd, Dumper=_PlainDumper, sort_keys=False, width=100, allow_unicode=True)
         for crd in crds()
     }
