@@ -6,12 +6,14 @@ path: a pod dict, observe_pod, StudyController.reconcile."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from kubetune.controller import Plan, StudyController
+from kubetune.controller.observation import MAX_REPORT_NESTING
 from kubetune.k8s.pods import observe_pod
 from kubetune.spec import api
 from kubetune.spec.study import StudyPhase
@@ -133,8 +135,9 @@ ANNOTATIONS = [
     (json.dumps({"step": 1, "metrics": {"loss": 10**400}}), "beyond the largest float"),
     (json.dumps({"step": 1, "metrics": [0.5]}), '"metrics" object'),
     ('{"step": 1, "metrics": {"loss": -Infinity}}', "not finite"),
-    ('{"step": 1, "metrics": ' + "{" * 10_000, "not JSON"),
+    ('{"step": 1, "metrics": ' + "{" * 10_000, "nested too deeply"),
     ('{"step": 1, "metrics": ' + '{"a": ' * 2_000 + "1" + "}" * 2_001, "nested too deeply"),
+    ('{"step": 1, "metrics": {"loss": 0.5}, "x": ' + "[" * 40 + "]" * 40 + "}", "too deeply"),
 ]
 
 
@@ -148,6 +151,53 @@ def test_a_bad_metrics_annotation_fails_its_trial_only(annotation: str, expected
     assert expected in (trial.status.message or "")
     cluster.reconcile()
     assert "demo-1" in cluster.trials
+
+
+def nested(levels: int) -> str:
+    """An annotation whose metrics object holds `levels` levels of arrays and objects in all."""
+    inner = "[" * (levels - 2) + "]" * (levels - 2)
+    return '{"step": 1, "metrics": {"loss": 0.5, "notes": ' + inner + "}}"
+
+
+def reading_at_stack_depth(frames: int, annotation: str) -> TrialState:
+    """The trial's state after a reconcile run `frames` calls deep, as in a kopf thread."""
+
+    def descend(remaining: int) -> TrialState:
+        if remaining:
+            return descend(remaining - 1)
+        cluster = started_study()
+        decide_with_pod(cluster, trial_pod(annotation=annotation))
+        return cluster.trials["demo-0"].status.state
+
+    return descend(frames)
+
+
+@pytest.mark.parametrize("recursion_limit", [1000, 2500, 100_000])
+def test_how_deep_a_report_may_nest_does_not_depend_on_the_recursion_limit(
+    recursion_limit: int,
+) -> None:
+    # celpy raises the limit to 2500 for the whole process: a report 2000 deep was then read
+    # (and kept) in one process and refused in another.
+    was = sys.getrecursionlimit()
+    sys.setrecursionlimit(recursion_limit)
+    try:
+        assert reading_at_stack_depth(0, nested(MAX_REPORT_NESTING)) is TrialState.RUNNING
+        assert reading_at_stack_depth(0, nested(MAX_REPORT_NESTING + 1)) is TrialState.FAILED
+        assert reading_at_stack_depth(0, nested(2_000)) is TrialState.FAILED
+    finally:
+        sys.setrecursionlimit(was)
+
+
+def test_a_report_within_the_nesting_limit_is_read_deep_in_the_stack() -> None:
+    frames = sys.getrecursionlimit() - 200  # what is left: the reconcile itself, then json
+    assert reading_at_stack_depth(frames, nested(MAX_REPORT_NESTING)) is TrialState.RUNNING
+    assert reading_at_stack_depth(frames, nested(MAX_REPORT_NESTING + 1)) is TrialState.FAILED
+
+
+def test_brackets_inside_strings_do_not_nest() -> None:
+    name = json.dumps("[{" * 100 + '\\"' + "]}" * 100)
+    annotation = '{"step": 1, "metrics": {"loss": 0.5}, "note": ' + name + "}"
+    assert reading_at_stack_depth(0, annotation) is TrialState.RUNNING
 
 
 def test_a_report_time_in_the_future_does_not_defeat_metrics_timeout() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +21,16 @@ The reporting helper keeps the annotation under 8 KiB and Kubernetes cuts termin
 messages at 4 KiB; a larger document is a trainer's mistake, refused before it is parsed."""
 MAX_STEP: Final = 2**63 - 1
 """The largest step: status.intermediateValues[].step is an int64 in the API."""
+MAX_REPORT_NESTING: Final = 32
+"""Levels of arrays and objects a report may nest (reports need 2). Checked before parsing:
+json.loads refuses depth only by RecursionError, whose depth depends on the interpreter's
+recursion limit (celpy raises it to 2500 process-wide) and on the caller's stack depth (kopf's
+threads), so the same report would fail in one place and be read in another."""
 _SHOWN: Final = 200
 """Characters of a rejected value quoted in an error."""
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*(?:"|$)', re.DOTALL)
+"""A JSON string, or an unterminated one up to the end: brackets inside it do not nest."""
+_JSON_BRACKET: Final = re.compile(r"[\[\]{}]")
 
 
 class PodPhase(StrEnum):
@@ -136,14 +145,30 @@ def _load(text: str, what: str) -> Any:
             f"{what} is {len(text)} characters long, over the {REPORT_SIZE_LIMIT} the operator "
             f"reads: report fewer metrics: {text[:_SHOWN]!r}"
         )
+    if _nests_deeper_than(text, MAX_REPORT_NESTING):
+        raise ValueError(
+            f"{what} is nested too deeply to read (over {MAX_REPORT_NESTING} levels of arrays "
+            f"and objects): {text[:_SHOWN]!r}"
+        )
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{what} is not JSON ({error}): {text[:_SHOWN]!r}") from None
-    except RecursionError:
+    except RecursionError:  # a caller already near the recursion limit
         raise ValueError(f"{what} is nested too deeply to read: {text[:_SHOWN]!r}") from None
     except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string ..."
         raise ValueError(f"{what} is not readable ({error}): {text[:_SHOWN]!r}") from None
+
+
+def _nests_deeper_than(text: str, levels: int) -> bool:
+    """Whether a JSON text nests arrays and objects more than `levels` deep, counted without
+    recursion; brackets inside strings do not count, and unbalanced ones are left to the parser."""
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > levels:
+            return True
+    return False
 
 
 def _report_time(value: object) -> datetime | None:
