@@ -44,6 +44,7 @@ from optuna.samplers._lazy_random_state import LazyRandomState
 
 from kubetune.spec.study import (
     ALGORITHM_SETTINGS,
+    MAX_GRID_POINTS,
     Algorithm,
     AlgorithmName,
     Objective,
@@ -53,10 +54,6 @@ from kubetune.spec.study import (
 )
 
 from . import space
-
-MAX_GRID_POINTS = 10_000_000
-"""GridSampler materializes the whole grid; a larger one would not fit in the operator's memory."""
-
 
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 _MASK64 = 2**64 - 1
@@ -93,6 +90,8 @@ def grid_search_space(search_space: Sequence[Parameter]) -> dict[str, list[Any]]
         if p.type is not ParameterType.FIXED
     }
     size = grid_size(grid)
+    # Validation refuses such a spec; checked again because GridSampler materializes the
+    # whole grid, and a larger one would not fit in the operator's memory.
     if size > MAX_GRID_POINTS:
         raise ValueError(
             f"spec.searchSpace: the grid has {size} points, more than {MAX_GRID_POINTS};"
