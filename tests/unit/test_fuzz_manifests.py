@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubetune.controller import StudyController
+from kubetune.controller.metrics_source import PrometheusPolicy
 from kubetune.spec.study import StudyPhase
 from tests.factories import T0
 from tests.fuzzing import DEEP_VALUES, EXAMPLE_SECONDS, FUZZ, JSON_VALUES, MUTATIONS, mutated
@@ -26,6 +27,16 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 MANIFESTS = {
     path.name: yaml.safe_load(path.read_text()) for path in sorted(EXAMPLES_DIR.glob("*.yaml"))
 }
+# The operator of a platform that allows the Prometheus the examples read.
+EXAMPLES_PROMETHEUS = PrometheusPolicy.of(
+    sorted(
+        {
+            manifest["spec"]["metricsSource"]["prometheus"]["url"]
+            for manifest in MANIFESTS.values()
+            if "prometheus" in (manifest["spec"].get("metricsSource") or {})
+        }
+    )
+)
 # Values authors have written that broke the operator (issue 13), among the random ones.
 HOSTILE_VALUES = st.one_of(
     JSON_VALUES,
@@ -60,7 +71,7 @@ def document_of(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def decide(document: Any) -> None:
     began = time.monotonic()
-    plan = StudyController().reconcile(document, [], {}, T0)
+    plan = StudyController(EXAMPLES_PROMETHEUS).reconcile(document, [], {}, T0)
     assert time.monotonic() - began < EXAMPLE_SECONDS
     assert_safe_to_send(plan)
     if plan.study_status.phase is StudyPhase.INVALID:
@@ -70,7 +81,7 @@ def decide(document: Any) -> None:
 
 @pytest.mark.parametrize("name", list(MANIFESTS))
 def test_the_examples_as_they_are_start_trials(name: str) -> None:
-    plan = StudyController().reconcile(document_of(MANIFESTS[name]), [], {}, T0)
+    plan = StudyController(EXAMPLES_PROMETHEUS).reconcile(document_of(MANIFESTS[name]), [], {}, T0)
     assert plan.study_status.phase is not StudyPhase.INVALID, plan.study_status.message
     assert plan.create_trials
 
