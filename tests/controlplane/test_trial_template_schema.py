@@ -9,20 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
-
 from kubetune.spec.pod_schema import definitions_file, generated, pod_spec_schema
 from tests.controlplane.conftest import REPO, Kube, install_crds
+from tests.controlplane.test_study_bounds import study
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
-EXAMPLE = REPO / "examples" / "synthetic-quadratic.yaml"
 DEPTH = 1000
-
-
-def study(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    document["metadata"] = {"name": name, "namespace": "default"}
-    return document
 
 
 def trainer(document: dict[str, Any]) -> dict[str, Any]:
@@ -45,6 +37,12 @@ def apply(kube: Kube, document: dict[str, Any]) -> Any:
     return kube.kubectl("apply", "-f", "-", stdin=as_json(document), check=False)
 
 
+def assert_refused(kube: Kube, document: dict[str, Any], words: str) -> None:
+    refused = apply(kube, document)
+    assert refused.returncode == 1
+    assert words in refused.stderr, refused.stderr
+
+
 def test_the_vendored_schema_is_the_one_kubernetes_v1_37_defines() -> None:
     text = (REPO / "operator" / "kubetune" / "spec" / "podspec.json").read_text()
     assert generated(definitions_file()) == text, "run `python -m kubetune.spec.pod_schema`"
@@ -56,10 +54,8 @@ def test_an_unknown_field_in_the_pod_template_is_refused_naming_it(kube: Kube) -
     install_crds(kube)
     document = study("typo")
     trainer(document)["imagePullPolicyy"] = "Always"
-    refused = apply(kube, document)
-    assert refused.returncode == 1
-    assert 'unknown field "spec.trialTemplate.spec.containers[0].imagePullPolicyy"' in (
-        refused.stderr
+    assert_refused(
+        kube, document, 'unknown field "spec.trialTemplate.spec.containers[0].imagePullPolicyy"'
     )
 
 
@@ -67,27 +63,21 @@ def test_a_wrong_type_in_the_pod_template_is_refused_naming_the_field(kube: Kube
     install_crds(kube)
     document = study("wrong-type")
     trainer(document)["ports"] = "8080"
-    refused = apply(kube, document)
-    assert refused.returncode == 1
-    assert "spec.trialTemplate.spec.containers[0].ports: Invalid value" in refused.stderr
+    assert_refused(kube, document, "spec.trialTemplate.spec.containers[0].ports: Invalid value")
 
 
 def test_a_trial_pod_that_would_never_finish_is_refused(kube: Kube) -> None:
     install_crds(kube)
     document = study("always")
     document["spec"]["trialTemplate"]["spec"]["restartPolicy"] = "Always"
-    refused = apply(kube, document)
-    assert refused.returncode == 1
-    assert "spec.trialTemplate.spec.restartPolicy: Unsupported value" in refused.stderr
+    assert_refused(kube, document, "spec.trialTemplate.spec.restartPolicy: Unsupported value")
 
 
 def test_a_value_nested_1000_deep_never_reaches_a_client(kube: Kube) -> None:
     install_crds(kube)
     document = study("deep")
     trainer(document)["env"] = [{"name": "A", "value": "1", "valueFrom": NESTED}]
-    strict = apply(kube, document)
-    assert strict.returncode == 1
-    assert "spec.trialTemplate.spec.containers[0].env[0].valueFrom" in strict.stderr
+    assert_refused(kube, document, "spec.trialTemplate.spec.containers[0].env[0].valueFrom")
 
     # Under the server's default field validation (a create without fieldValidation), the
     # unknown part is pruned before it is stored: a watch never delivers it.
@@ -106,9 +96,7 @@ def test_a_scalar_field_refuses_an_object_or_a_list(kube: Kube) -> None:
         document["spec"]["searchSpace"].append(
             {"name": "c", "type": "categorical", "choices": ["a", choice]}
         )
-        refused = apply(kube, document)
-        assert refused.returncode == 1, name
-        assert "spec.searchSpace[5].choices[1]: Too many" in refused.stderr, refused.stderr
+        assert_refused(kube, document, "spec.searchSpace[5].choices[1]: Too many")
     scalars = study("scalar-choices")
     scalars["spec"]["searchSpace"].append(
         {"name": "c", "type": "categorical", "choices": ["a", 1, 0.5, True]}
