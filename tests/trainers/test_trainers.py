@@ -23,7 +23,7 @@ from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.validation import parse_study
 from kubetune_trainers import charlm, digits
-from kubetune_trainers.params import ParameterError, read_params
+from kubetune_trainers.params import MAX_SEED, SEED_ENV, ParameterError, read_params
 from tests.trainers.conftest import ApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ def run_digits(**values: Any) -> Recorder:
     return recorder
 
 
+LM_EVALUATION = ("val_loss", "val_perplexity", "train_loss")
 TINY_LM = {
     "layers": 1,
     "width": 32,
@@ -219,19 +220,89 @@ def test_charlm_accepts_every_parameter_the_example_samples() -> None:
         assert math.isfinite(recorder.final["val_loss"])
 
 
-def test_charlm_reports_at_each_evaluation() -> None:
+def test_charlm_reports_at_each_evaluation_and_tests_at_the_end() -> None:
     run = run_charlm(steps=50, eval_interval=20)
     assert [step for step, _ in run.steps] == [20, 40, 50]
-    assert run.final == run.steps[-1][1]
-    assert set(run.final) == {"val_loss", "val_perplexity", "train_loss"}
+    assert all(set(metrics) == set(LM_EVALUATION) for _, metrics in run.steps)
+    assert run.final is not None
+    assert set(run.final) == {*LM_EVALUATION, "test_loss", "test_perplexity"}
+    assert {name: run.final[name] for name in LM_EVALUATION} == run.steps[-1][1]
+    assert run.final["test_perplexity"] == pytest.approx(math.exp(run.final["test_loss"]))
+    # A different text than validation, so a different loss (same model, same scale).
+    assert run.final["test_loss"] != run.final["val_loss"]
+    assert abs(run.final["test_loss"] - run.final["val_loss"]) < 0.5
+
+
+def test_charlm_splits_the_play_into_three_contiguous_blocks() -> None:
+    text = charlm.corpus()
+    data = charlm.encode(text)
+    index = {char: code for code, char in enumerate(data.vocabulary)}
+    # In order and without overlap: together they are the play, each character once.
+    whole = torch.tensor([index[char] for char in text])
+    assert torch.equal(torch.cat([data.train, data.val, data.test]), whole)
+    sizes = [len(data.train), len(data.val), len(data.test)]
+    assert [round(size / len(text), 3) for size in sizes] == [0.8, 0.1, 0.1]
+
+
+def test_charlm_augmentation_edits_training_sequences_reproducibly() -> None:
+    codes = charlm.encode(charlm.corpus()).train
+    plain = charlm.batch(codes, 64, 32, torch.Generator().manual_seed(1))
+    unchanged = charlm.batch(codes, 64, 32, torch.Generator().manual_seed(1), augmentation=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, unchanged, strict=True))
+
+    def augmented(probability: float) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(1)
+        return charlm.batch(codes, 64, 32, generator, augmentation=probability)
+
+    inputs, targets = augmented(0.5)
+    assert inputs.shape == targets.shape == (64, 32)
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])  # still text and its next characters
+    again = augmented(0.5)
+    assert torch.equal(inputs, again[0])
+    assert torch.equal(targets, again[1])
+    # The same windows (the draws do not depend on the probability), about half of them edited.
+    almost_never = augmented(1e-9)[0]
+    edited = (inputs != almost_never).any(dim=1).float().mean()
+    assert 0.25 < edited < 0.75
+
+
+def test_perturbed_sequences_keep_their_characters_in_order_but_a_few() -> None:
+    """Rows of distinct codes show each edit: a swap, a drop or a repeat breaks the rise by
+    one at a few places, and no character moves further than one place per edit."""
+    length, rows = 129, 200
+    edits = charlm.edit_count(length)
+    windows = torch.arange(length + edits).repeat(rows, 1)
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(charlm.perturb(windows, length, 0.0, generator), windows[:, :length])
+    perturbed = charlm.perturb(windows, length, 0.5, generator)
+    changed = (perturbed != windows[:, :length]).any(dim=1)
+    assert 0.35 < changed.float().mean() < 0.65
+    assert ((perturbed - torch.arange(length)).abs() <= edits).all()
+    steps = perturbed.diff(dim=1)
+    assert ((steps != 1).sum(dim=1) <= 3 * edits).all()
+    assert set(steps[changed].flatten().tolist()) >= {-1, 0, 2}  # swaps, repeats and drops
+    assert not (steps[~changed] != 1).any()
+
+
+def test_charlm_validation_and_test_text_are_never_augmented() -> None:
+    """Augmentation changes what the model trains on, not what it is measured on: a model
+    that does not learn (learning rate ~0) scores the same with and without it."""
+    frozen = {"learning_rate": 1e-12, "steps": 4, "eval_interval": 2, "seed": 7}
+    plain, augmented = run_charlm(**frozen), run_charlm(**frozen, augmentation=1.0)
+    assert plain.final is not None
+    assert augmented.final is not None
+    for name in ("val_loss", "test_loss"):
+        assert augmented.final[name] == pytest.approx(plain.final[name], abs=1e-6)
+    assert augmented.final["train_loss"] != plain.final["train_loss"]
 
 
 def test_charlm_is_deterministic_with_a_seed() -> None:
-    settings = {"steps": 30, "eval_interval": 15, "dropout": 0.2, "seed": 3}
+    settings = {"steps": 30, "eval_interval": 15, "dropout": 0.2, "augmentation": 0.5, "seed": 3}
     first, second = run_charlm(**settings), run_charlm(**settings)
     assert first.steps == second.steps
     assert first.final == second.final
     assert run_charlm(**{**settings, "seed": 4}).steps != first.steps
+    assert run_charlm(**{**settings, "augmentation": 0.0}).steps != first.steps
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth() -> None:
@@ -306,6 +377,61 @@ def test_bad_parameters_are_named_with_their_source(
     assert problem in str(error.value)
 
 
+LARGEST_OPERATOR_SEED = 2**31 - 1
+
+
+@pytest.mark.parametrize("trainer", [digits, charlm], ids=["digits", "charlm"])
+def test_kubetune_seed_is_the_seed_unless_the_study_sets_one(trainer: Any) -> None:
+    def seed(environ: Mapping[str, str], argv: tuple[str, ...] = ()) -> int:
+        config, _ = read_params(trainer.PARAMS, environ, argv, prog="t", description="")
+        return int(config["seed"])
+
+    run_seed = {SEED_ENV: str(LARGEST_OPERATOR_SEED)}
+    assert seed({}) == 0
+    assert seed(run_seed) == LARGEST_OPERATOR_SEED
+    assert seed({**run_seed, api.PARAMS_ENV: '{"seed": 3}'}) == 3
+    assert seed({**run_seed, "KUBETUNE_PARAM_SEED": "4"}) == 4
+    assert seed(run_seed, ("--seed=5",)) == 5
+    assert seed({SEED_ENV: " 17 "}) == 17
+
+
+def test_split_seed_does_not_follow_kubetune_seed() -> None:
+    config, _ = read_params(digits.PARAMS, {SEED_ENV: "123"}, [], prog="digits", description="")
+    assert (config["seed"], config["split_seed"]) == (123, 0)
+
+
+def test_large_seeds_train_and_are_exact() -> None:
+    config, _ = read_params(
+        charlm.PARAMS,
+        {api.PARAMS_ENV: json.dumps({"seed": MAX_SEED})},
+        [],
+        prog="charlm",
+        description="",
+    )
+    assert config["seed"] == MAX_SEED
+    assert isinstance(config["seed"], int)
+    run = run_charlm(steps=2, eval_interval=2, seed=LARGEST_OPERATOR_SEED)
+    assert run.final is not None
+    assert run_digits(epochs=1, hidden_units=16, seed=MAX_SEED, split_seed=MAX_SEED).final
+
+
+@pytest.mark.parametrize("value", ["abc", "", "1.5", "-1", str(MAX_SEED + 1), "0x10"])
+def test_a_bad_kubetune_seed_is_refused_by_name(value: str) -> None:
+    with pytest.raises(ParameterError) as error:
+        read_params(charlm.PARAMS, {SEED_ENV: value}, [], prog="charlm", description="")
+    assert str(error.value).startswith(f"{SEED_ENV}={value!r} is not a seed: it must be a whole")
+    assert f"from 0 to {MAX_SEED}" in str(error.value)
+
+
+def test_the_trainer_exits_2_naming_a_bad_kubetune_seed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(api.PARAMS_ENV, raising=False)
+    monkeypatch.setenv(SEED_ENV, "seven")
+    assert digits.main(["--seed=1"]) == 2
+    assert "KUBETUNE_SEED='seven' is not a seed" in capsys.readouterr().err
+
+
 def test_whole_numbers_arrive_as_text_or_json() -> None:
     config, _ = read_params(
         digits.PARAMS,
@@ -333,7 +459,12 @@ def test_charlm_rejects_a_width_the_heads_do_not_divide(
 
 
 def run_module(
-    module: str, args: list[str], params: dict[str, Any], server: ApiServer, tmp_path: Path
+    module: str,
+    args: list[str],
+    params: dict[str, Any],
+    server: ApiServer,
+    tmp_path: Path,
+    seed: int | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     config = tmp_path / "kubeconfig"
     config.write_text(
@@ -358,6 +489,7 @@ def run_module(
         api.TRIAL_ENV: "study-0",
         api.TERMINATION_LOG_ENV: str(log),
         **{item["name"]: item["value"] for item in param_env(params)},
+        **({SEED_ENV: str(seed)} if seed is not None else {}),
     }
     done = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -390,8 +522,13 @@ def test_digits_module_reports_through_the_helper(api_server: ApiServer, tmp_pat
 
 def test_charlm_module_reports_through_the_helper(api_server: ApiServer, tmp_path: Path) -> None:
     params = {**TINY_LM, "steps": 20, "eval_interval": 10}
-    done, log = run_module("kubetune_trainers.charlm", [], params, api_server, tmp_path)
+    done, log = run_module(
+        "kubetune_trainers.charlm", [], params, api_server, tmp_path, seed=LARGEST_OPERATOR_SEED
+    )
+    assert f"seed={LARGEST_OPERATOR_SEED}" in done.stdout
     annotations = [request.annotation for request in api_server.requests]
     assert [(a["step"], a["final"]) for a in annotations] == [(10, False), (20, False), (20, True)]
-    assert set(json.loads(log.read_text())) == {"val_loss", "val_perplexity", "train_loss"}
+    final = json.loads(log.read_text())
+    assert set(final) == {*LM_EVALUATION, "test_loss", "test_perplexity"}
+    assert final == annotations[-1]["metrics"]
     assert "tokens/s" in done.stdout

@@ -5,11 +5,20 @@ domain, shipped in data/hamlet.txt; see trainer-image/tools/make_corpus.py for i
     python -m kubetune_trainers.charlm --steps=200 --width=64
 
 Hyperparameters: learning rate with linear warm-up then cosine decay to a tenth, layers,
-heads, model width, dropout, weight decay, batch size, steps, context length. The first 90% of
-the play trains, the last 10% validates. Every `eval_interval` steps and after the last one it
-reports val_loss (nats per character, over the whole validation text), val_perplexity and
-train_loss (the mean since the previous report); the final report repeats the last
-evaluation.
+heads, model width, dropout, weight decay, batch size, steps, context length, augmentation.
+
+The play is cut into three contiguous blocks: the first 80% trains, the next 10% validates and
+the last 10% tests. Training windows are drawn from the first block only, so no window
+overlaps text that is evaluated. Every `eval_interval` steps and after the last one it reports
+val_loss (nats per character, over the whole validation text), val_perplexity and train_loss
+(the mean since the previous report). The final report repeats the last evaluation and adds
+test_loss and test_perplexity of the final model over the whole test text: the test text is
+read once, at the end, so a study can show whether what it chose by val_loss generalizes.
+
+`augmentation` is the probability that a training sequence is perturbed by a few edits that
+keep it readable: adjacent characters swapped, a character dropped or repeated. It stands in
+for paraphrasing (back translation needs a translation model, which a trial cannot download).
+Validation and test text are never perturbed.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
 
-from kubetune_trainers.params import Param
+from kubetune_trainers.params import MAX_SEED, SEED_ENV, Param
 from kubetune_trainers.runtime import (
     ReportSink,
     Result,
@@ -47,10 +56,29 @@ PARAMS = (
     Param("steps", int, 200, "optimizer steps", low=1),
     Param("context", int, 64, "characters a sequence holds", low=2, high=4096),
     Param("eval_interval", int, 50, "steps between evaluations (and reports)", low=1),
-    Param("seed", int, 0, "seed of initial weights, batches and dropout", low=0),
+    Param(
+        "augmentation",
+        float,
+        0.0,
+        "probability that a training sequence gets character swaps, drops and repeats",
+        low=0.0,
+        high=1.0,
+    ),
+    Param(
+        "seed",
+        int,
+        0,
+        f"seed of initial weights, batches, dropout and augmentation ({SEED_ENV} when set)",
+        low=0,
+        high=MAX_SEED,
+    ),
 )
 
 VAL_FRACTION = 0.1
+TEST_FRACTION = 0.1
+EDIT_RATE = 0.03
+"""Edits per character of a perturbed sequence (at least one): 4 in a 128-character window,
+few enough that the text stays readable."""
 
 
 def check_heads(config: Mapping[str, Any]) -> str | None:
@@ -68,17 +96,21 @@ def corpus() -> str:
 
 @dataclass(frozen=True)
 class Corpus:
+    """The text as character codes, in three contiguous blocks: train, validation, test."""
+
     vocabulary: str
     train: torch.Tensor
     val: torch.Tensor
+    test: torch.Tensor
 
 
 def encode(text: str) -> Corpus:
     vocabulary = "".join(sorted(set(text)))
     index = {char: i for i, char in enumerate(vocabulary)}
     codes = torch.tensor([index[char] for char in text], dtype=torch.long)
-    cut = int(len(codes) * (1 - VAL_FRACTION))
-    return Corpus(vocabulary, codes[:cut], codes[cut:])
+    val_start = int(len(codes) * (1 - VAL_FRACTION - TEST_FRACTION))
+    test_start = int(len(codes) * (1 - TEST_FRACTION))
+    return Corpus(vocabulary, codes[:val_start], codes[val_start:test_start], codes[test_start:])
 
 
 class Block(nn.Module):
@@ -149,12 +181,64 @@ def build_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config["learning_rate"], betas=(0.9, 0.95))
 
 
+SWAP = 0
+COPIES_BY_KIND = torch.tensor([1, 0, 2])
+"""Copies of the character at an edit's place, by kind: swap (moves it), drop, repeat."""
+
+
+def edit_count(length: int) -> int:
+    """How many edits a perturbed sequence of `length` characters gets."""
+    return max(1, round(EDIT_RATE * length))
+
+
+def perturb(
+    windows: torch.Tensor, length: int, probability: float, generator: torch.Generator
+) -> torch.Tensor:
+    """The first `length` characters of each row of `windows`, after, with `probability`
+    per row, edit_count(length) edits at random places: two adjacent characters swapped, one
+    dropped or one repeated. Rows need edit_count(length) characters beyond `length`, so that
+    a row with only drops still fills `length`."""
+    rows, available = windows.shape
+    edits = edit_count(length)
+    assert available >= length + edits, "windows need edit_count(length) spare characters"
+    # Every draw is made for every row, so the generator advances alike whatever is perturbed.
+    perturbed = torch.rand(rows, generator=generator) < probability
+    places = torch.randint(length - 1, (rows, edits), generator=generator)
+    kinds = torch.randint(len(COPIES_BY_KIND), (rows, edits), generator=generator)
+    source = torch.arange(available).repeat(rows, 1)  # which character goes where
+    copies = torch.ones(rows, available, dtype=torch.long)  # 0 drops a character, 2 repeats it
+    everyone = torch.arange(rows)
+    for edit in range(edits):
+        place, kind = places[:, edit], kinds[:, edit]
+        swapped = perturbed & (kind == SWAP)
+        left, right = source[everyone, place], source[everyone, place + 1]
+        source[everyone, place] = torch.where(swapped, right, left)
+        source[everyone, place + 1] = torch.where(swapped, left, right)
+        resized = perturbed & (kind != SWAP)
+        copies[everyone, place] = torch.where(
+            resized, COPIES_BY_KIND[kind], copies[everyone, place]
+        )
+    # Output position j holds the character whose run of copies covers j.
+    ends = copies.cumsum(dim=1)
+    positions = torch.searchsorted(ends, torch.arange(length).repeat(rows, 1), right=True)
+    return windows.gather(1, source.gather(1, positions))
+
+
 def batch(
-    codes: torch.Tensor, size: int, context: int, generator: torch.Generator
+    codes: torch.Tensor,
+    size: int,
+    context: int,
+    generator: torch.Generator,
+    augmentation: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of the text: inputs and the next characters."""
-    starts = torch.randint(len(codes) - context, (size,), generator=generator)
-    windows = codes[starts[:, None] + torch.arange(context + 1)]
+    """Random windows of the text, perturbed with probability `augmentation`: inputs and the
+    next characters."""
+    length = context + 1
+    spare = edit_count(length) if augmentation > 0 else 0
+    starts = torch.randint(len(codes) - context - spare, (size,), generator=generator)
+    windows = codes[starts[:, None] + torch.arange(length + spare)]
+    if augmentation > 0:
+        windows = perturb(windows, length, augmentation, generator)
     return windows[:, :-1], windows[:, 1:]
 
 
@@ -175,6 +259,14 @@ def evaluate(
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
     model.train()
     return total / usable
+
+
+def perplexity_of(loss: float) -> float:
+    """e to the loss in nats per character; infinite for a diverged model."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink) -> Result:
@@ -199,7 +291,7 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
         with stopwatch.running():
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
-            x, y = batch(data.train, batch_size, context, generator)
+            x, y = batch(data.train, batch_size, context, generator, config["augmentation"])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(x).float()
@@ -216,20 +308,20 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
             train_loss = losses.item() / since
             losses.zero_()
             since = 0
-            try:
-                perplexity = math.exp(val_loss)
-            except OverflowError:  # a diverged model
-                perplexity = math.inf
+            perplexity = perplexity_of(val_loss)
             last = {"val_loss": val_loss, "val_perplexity": perplexity, "train_loss": train_loss}
             log(
                 f"step {done}/{steps}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
                 f"val_perplexity={perplexity:.2f}"
             )
             reporter.report(done, **last)
-    reporter.report_final(**last)
+    test_loss = evaluate(model, data.test, context, device)
+    final = {**last, "test_loss": test_loss, "test_perplexity": perplexity_of(test_loss)}
+    log(f"test: test_loss={test_loss:.4f} test_perplexity={final['test_perplexity']:.2f}")
+    reporter.report_final(**final)
     samples = steps * batch_size
     return Result(
-        last,
+        final,
         samples=samples,
         seconds=stopwatch.seconds,
         device=str(device),

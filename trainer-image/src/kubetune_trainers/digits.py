@@ -4,11 +4,12 @@ decay, batch size, epochs, optimizer (SGD with momentum, Adam, AdamW) and augmen
 
     python -m kubetune_trainers.digits --learning_rate=0.01 --epochs=5
 
-Train / validation / test split fixed by `split_seed`. After every epoch it reports
-val_accuracy, val_loss and train_loss (step = epoch, from 1). The final report is the epoch
-with the best validation accuracy: its val_accuracy and val_loss, and the held-out
-test_accuracy and test_loss of that model, so a study shows whether the best
-hyperparameters overfit the validation set.
+Train / validation / test split fixed by `split_seed`, which KUBETUNE_SEED does not touch:
+re-running a trial with a new seed changes the weights and the data order, never which digits
+are held out. After every epoch it reports val_accuracy, val_loss and train_loss (step =
+epoch, from 1). The final report is the epoch with the best validation accuracy: its
+val_accuracy and val_loss, and the held-out test_accuracy and test_loss of that model, so a
+study shows whether the best hyperparameters overfit the validation set.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
 
-from kubetune_trainers.params import Param
+from kubetune_trainers.params import MAX_SEED, SEED_ENV, Param
 from kubetune_trainers.runtime import (
     ReportSink,
     Result,
@@ -52,8 +53,23 @@ PARAMS = (
         low=0.0,
         high=1.0,
     ),
-    Param("seed", int, 0, "seed of initial weights, data order and augmentation", low=0),
-    Param("split_seed", int, 0, "seed of the train/validation/test split", low=0),
+    Param(
+        "seed",
+        int,
+        0,
+        f"seed of initial weights, data order and augmentation ({SEED_ENV} when set)",
+        low=0,
+        high=MAX_SEED,
+    ),
+    Param(
+        "split_seed",
+        int,
+        0,
+        f"seed of the train/validation/test split; {SEED_ENV} never changes it, so every "
+        "run of a study holds out the same test set",
+        low=0,
+        high=MAX_SEED,
+    ),
 )
 
 TEST_FRACTION = 0.2

@@ -1,14 +1,20 @@
 """Hyperparameters of a trainer, read the way the trial contract delivers them.
 
-Sources, later ones winning: each parameter's default, KUBETUNE_PARAMS (all parameters as one
-JSON object), KUBETUNE_PARAM_<NAME> (one variable each), then `--name=value` flags for local
-runs. A name the trainer does not know is an error, so a typo in a study's search space fails
-the first trial loudly instead of being silently ignored.
+Sources, later ones winning: each parameter's default, KUBETUNE_SEED (for the parameter named
+`seed` only), KUBETUNE_PARAMS (all parameters as one JSON object), KUBETUNE_PARAM_<NAME> (one
+variable each), then `--name=value` flags for local runs. A name the trainer does not know is
+an error, so a typo in a study's search space fails the first trial loudly instead of being
+silently ignored.
+
+The operator sets KUBETUNE_SEED in every trial pod: one seed per search trial, a new one for
+each re-evaluation run of a trial. It is only the default of `seed`, so a study that searches
+or fixes `seed` still decides it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +23,12 @@ from typing import Any
 
 PARAMS_ENV = "KUBETUNE_PARAMS"
 PARAM_ENV_PREFIX = "KUBETUNE_PARAM_"
+SEED_ENV = "KUBETUNE_SEED"
+SEED_PARAM = "seed"
+"""The parameter that KUBETUNE_SEED sets when nothing more explicit does."""
+MAX_SEED = 2**32 - 1
+"""The widest range every seeded library here accepts (scikit-learn's random_state: 32 bits);
+the operator's seeds go up to 2**31 - 1."""
 
 
 class ParameterError(ValueError):
@@ -45,19 +57,29 @@ class Param:
             if self.choices and text not in self.choices:
                 raise ParameterError(f"{where} is not one of {', '.join(self.choices)}")
             return text
-        number = _number(value, where)
-        if self.kind is int:
-            if not float(number).is_integer():
-                raise ParameterError(f"{where} must be a whole number")
-            number = int(number)
-        else:
-            number = float(number)
+        number: float = _whole(value, where) if self.kind is int else _number(value, where)
         if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
             relation = ">" if self.low_open else ">="
-            raise ParameterError(f"{where} must be {relation} {self.low:g}")
+            raise ParameterError(f"{where} must be {relation} {self._shown(self.low)}")
         if self.high is not None and number > self.high:
-            raise ParameterError(f"{where} must be <= {self.high:g}")
+            raise ParameterError(f"{where} must be <= {self._shown(self.high)}")
         return number
+
+    def _shown(self, bound: float) -> str:
+        return str(int(bound)) if self.kind is int else f"{bound:g}"
+
+
+def _whole(value: object, where: str) -> int:
+    """An int parameter's value, exact: a seed of 2**31 - 1 must not pass through a float."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+    number = _number(value, where)
+    if not number.is_integer():
+        raise ParameterError(f"{where} must be a whole number")
+    return int(number)
 
 
 def _number(value: object, where: str) -> float:
@@ -70,6 +92,21 @@ def _number(value: object, where: str) -> float:
     if not math.isfinite(number):
         raise ParameterError(f"{where} must be a finite number")
     return number
+
+
+def run_seed(text: str, param: Param) -> int:
+    """KUBETUNE_SEED as a value of `param`, or a ParameterError naming the variable."""
+    try:
+        seed = int(text.strip())
+        param.convert(seed, SEED_ENV)
+    except ValueError:  # ParameterError included: out of the parameter's range
+        low = 0 if param.low is None else int(param.low)
+        high = MAX_SEED if param.high is None else int(param.high)
+        raise ParameterError(
+            f"{SEED_ENV}={text!r} is not a seed: it must be a whole number from {low} to "
+            f"{high}. Kubetune sets it in trial pods; outside one, unset it or fix its value"
+        ) from None
+    return seed
 
 
 def read_params(
@@ -85,6 +122,8 @@ def read_params(
     all values together and return a problem (with its fix) or None."""
     by_name = {param.name: param for param in params}
     values = {param.name: param.default for param in params}
+    if SEED_ENV in environ and SEED_PARAM in by_name:
+        values[SEED_PARAM] = run_seed(environ[SEED_ENV], by_name[SEED_PARAM])
     accepted = ", ".join(by_name)
 
     def unknown(name: str, source: str) -> ParameterError:
