@@ -36,7 +36,7 @@ from kubetune.spec.study import (
     StudyConditionReason,
     TuningStudySpec,
 )
-from kubetune.spec.trial import TrialState, TuningTrial, TuningTrialStatus
+from kubetune.spec.trial import TrialState, TuningTrial, TuningTrialStatus, is_search_trial
 
 # Budgets are floats: tolerate rounding when comparing what is used with a limit.
 _EPSILON = 1e-9
@@ -56,11 +56,6 @@ STOPPING_REASONS = frozenset(
 FAILING_REASONS = frozenset(
     {StudyConditionReason.TOO_MANY_FAILURES, StudyConditionReason.NO_TRIAL_SUCCEEDED}
 )
-
-
-# The kubelet gives a container at least this long between SIGTERM and SIGKILL, whatever the
-# pod's grace period says (kuberuntime's minimumGracePeriodInSeconds).
-KUBELET_MINIMUM_GRACE_SECONDS = 2
 
 SOURCE_ERROR_REASON = "MetricsSourceError"
 """A trial's reason while (or because) the reads of its study's metrics source fail."""
@@ -87,9 +82,7 @@ class TrialCost:
         return cls(
             gpus=sum(resources.values()),
             money_per_hour=money,
-            grace_seconds=float(
-                max(spec.trial_template.spec.grace_seconds, KUBELET_MINIMUM_GRACE_SECONDS)
-            ),
+            grace_seconds=float(spec.trial_template.spec.stop_seconds),
         )
 
 
@@ -302,7 +295,7 @@ def usage_of(
     cost = TrialCost.of(spec)
     running_hours = sum(running_seconds(t.status, now) for t in trials) / 3600.0
     return BudgetUsage(
-        trials=len(trials),
+        trials=sum(1 for t in trials if is_search_trial(t)),
         max_trials=budget.max_trials,
         gpu_hours=running_hours * cost.gpus,
         max_gpu_hours=budget.max_gpu_hours,
@@ -341,69 +334,142 @@ def assess(
     that ends without a single succeeded trial fails (NoTrialSucceeded).
     """
     budget = spec.budget
-    cost = TrialCost.of(spec)
-    active = [t for t in trials if t.status.state.is_active]
+    search = [t for t in trials if is_search_trial(t)]
     usage = usage_of(spec, trials, study_start, now)
     max_duration = _seconds(budget.max_duration)
-    trial_timeout = _seconds(budget.trial_timeout)
 
-    end = _stopping_end(spec, usage, trials, max_duration)
+    end = _stopping_end(spec, usage, search, max_duration)
     if end is not None:
-        return BudgetDecision(usage, 0, (), _truthful(end, trials), None, None)
-    trial_stops, remaining = _limit_stops(budget, active, now)
+        return BudgetDecision(usage, 0, (), _truthful(end, search), None, None)
+    trial_stops, holders, remaining = _running_limits(spec, trials, usage, now)
     if max_duration is not None and study_start is not None:
         remaining.append(max_duration - usage.elapsed_seconds)
-
-    # Pods that hold GPUs now, trials stopped in this reconcile included: until their pods
-    # have terminated they keep their slot and count toward the budget.
-    stopping = {stop.name for stop in trial_stops}
-    holders = [
-        _stopped_now(t, now) if (t.metadata.name or "") in stopping else t
-        for t in trials
-        if t.status.holds_pod
-    ]
-    remaining.extend(_seconds_until_spent(budget, cost, usage, holders))
     next_deadline = now + timedelta(seconds=max(0.0, min(remaining))) if remaining else None
 
     slots = [budget.parallelism - len(holders)]
     draining: StudyEnd | None = None
     if budget.max_trials is not None:
-        slots.append(budget.max_trials - len(trials))
-        if len(trials) >= budget.max_trials:
+        slots.append(budget.max_trials - len(search))
+        if len(search) >= budget.max_trials:
             draining = StudyEnd(
                 StudyConditionReason.MAX_TRIALS_REACHED,
                 f"maxTrials ({budget.max_trials}) trials were started",
             )
-    if trial_timeout is not None:
-        new_worst_hours = (trial_timeout + cost.grace_seconds) / 3600.0
-        # Hours committed: what gone pods used, plus the worst case of every pod still there.
-        committed_hours = (
-            sum(
-                worst_case_seconds(t, cost, trial_timeout, now) or 0.0
-                for t in [*holders, *(t for t in trials if not t.status.holds_pod)]
-            )
-            / 3600.0
-        )
-        for limit, per_hour, reason, what in _spend_limits(budget, cost):
-            affordable = math.floor(
-                (limit - committed_hours * per_hour) / (new_worst_hours * per_hour) + _EPSILON
-            )
-            slots.append(affordable)
-            if affordable <= 0 and draining is None:
-                draining = StudyEnd(
-                    reason,
-                    f"{what} cannot cover another trial's worst case "
-                    f"({format_amount(new_worst_hours * per_hour)}: trialTimeout and the "
-                    f"{cost.grace_seconds:g} s grace period)",
-                )
+    reserved = reevaluation_runs_left(spec, trials)
+    for affordable, end_if_none in _affordable(spec, trials, holders, now, reserved):
+        slots.append(affordable)
+        if affordable <= 0 and draining is None:
+            draining = end_if_none
     if draining is None and search_space_exhausted:
         draining = StudyEnd(
             StudyConditionReason.SEARCH_SPACE_EXHAUSTED, "every point of the search space was tried"
         )
     may_start = 0 if draining else max(0, min(slots))
     if draining is not None and not holders:
-        return BudgetDecision(usage, 0, tuple(trial_stops), _truthful(draining, trials), None, None)
+        return BudgetDecision(usage, 0, tuple(trial_stops), _truthful(draining, search), None, None)
     return BudgetDecision(usage, may_start, tuple(trial_stops), None, draining, next_deadline)
+
+
+def reevaluation_runs_left(spec: TuningStudySpec, trials: Sequence[TuningTrial]) -> int:
+    """Re-evaluation runs not created yet, at their most (spec.reevaluation: topTrials x
+    repeats): what the GPU-hour and money budgets hold back for them during the search."""
+    if spec.reevaluation is None:
+        return 0
+    planned = spec.reevaluation.top_trials * spec.reevaluation.repeats
+    return max(0, planned - sum(1 for t in trials if not is_search_trial(t)))
+
+
+def assess_reevaluation(
+    spec: TuningStudySpec,
+    trials: Sequence[TuningTrial],
+    study_start: datetime | None,
+    now: datetime,
+    runs_left: int,
+) -> BudgetDecision:
+    """The budget's verdict while the best configurations are re-run (the search is over):
+    how many of the `runs_left` re-runs may start, which re-runs are over their own limits,
+    and, in `end`, a GPU-hour or money budget used up by what the pods held (every running
+    re-run stops; the study completes with the runs that finished). `draining` says that no
+    further re-run fits in the budget. maxTrials, patience, goals and maxDuration bound the
+    search only."""
+    budget = spec.budget
+    usage = usage_of(spec, trials, study_start, now)
+    spent = _spent_end(spec, usage)
+    if spent is not None:
+        return BudgetDecision(usage, 0, (), spent, None, None)
+    runs = [t for t in trials if not is_search_trial(t)]
+    trial_stops, holders, remaining = _running_limits(spec, runs, usage, now, trials)
+    next_deadline = now + timedelta(seconds=max(0.0, min(remaining))) if remaining else None
+    slots = [budget.parallelism - len(holders), runs_left]
+    draining: StudyEnd | None = None
+    for affordable, end_if_none in _affordable(spec, trials, holders, now, 0):
+        slots.append(affordable)
+        if affordable <= 0 and draining is None and runs_left:
+            draining = end_if_none
+    may_start = 0 if draining else max(0, min(slots))
+    return BudgetDecision(usage, may_start, tuple(trial_stops), None, draining, next_deadline)
+
+
+def _running_limits(
+    spec: TuningStudySpec,
+    trials: Sequence[TuningTrial],
+    usage: BudgetUsage,
+    now: datetime,
+    holding: Sequence[TuningTrial] | None = None,
+) -> tuple[list[TrialStop], list[TuningTrial], list[float]]:
+    """The active `trials` over their own limits; the trials whose pods hold GPUs now, among
+    `holding` (by default `trials`), with those stopped in this reconcile as stopped (until
+    their pods have terminated they keep their slot and count toward the budget); and the
+    seconds until each limit is hit."""
+    budget = spec.budget
+    active = [t for t in trials if t.status.state.is_active]
+    trial_stops, remaining = _limit_stops(budget, active, now)
+    stopping = {stop.name for stop in trial_stops}
+    holders = [
+        _stopped_now(t, now) if (t.metadata.name or "") in stopping else t
+        for t in (trials if holding is None else holding)
+        if t.status.holds_pod
+    ]
+    remaining.extend(_seconds_until_spent(budget, TrialCost.of(spec), usage, holders))
+    return trial_stops, holders, remaining
+
+
+def _affordable(
+    spec: TuningStudySpec,
+    trials: Sequence[TuningTrial],
+    holders: Sequence[TuningTrial],
+    now: datetime,
+    reserved_runs: int,
+) -> list[tuple[int, StudyEnd]]:
+    """For each budget on GPU time: how many more trials it can cover in the worst case, after
+    what gone pods used, the worst case of every pod still there and of `reserved_runs` more
+    trials (the re-evaluation's); and the ending to use when it covers none."""
+    trial_timeout = _seconds(spec.budget.trial_timeout)
+    if trial_timeout is None:
+        return []
+    cost = TrialCost.of(spec)
+    new_worst_hours = (trial_timeout + cost.grace_seconds) / 3600.0
+    gone = [t for t in trials if not t.status.holds_pod]
+    committed_hours = (
+        sum(worst_case_seconds(t, cost, trial_timeout, now) or 0.0 for t in [*holders, *gone])
+        / 3600.0
+        + reserved_runs * new_worst_hours
+    )
+    reserve = (
+        f", after the {reserved_runs} re-evaluation runs it holds back" if reserved_runs else ""
+    )
+    result = []
+    for limit, per_hour, reason, what in _spend_limits(spec.budget, cost):
+        affordable = math.floor(
+            (limit - committed_hours * per_hour) / (new_worst_hours * per_hour) + _EPSILON
+        )
+        message = (
+            f"{what} cannot cover another trial's worst case "
+            f"({format_amount(new_worst_hours * per_hour)}: trialTimeout and the "
+            f"{cost.grace_seconds:g} s grace period){reserve}"
+        )
+        result.append((affordable, StudyEnd(reason, message)))
+    return result
 
 
 def _spend_limits(
@@ -513,6 +579,12 @@ def _stopping_end(
             StudyConditionReason.MAX_DURATION_REACHED,
             f"the study ran for maxDuration ({budget.max_duration})",
         )
+    return _spent_end(spec, usage)
+
+
+def _spent_end(spec: TuningStudySpec, usage: BudgetUsage) -> StudyEnd | None:
+    """A GPU-hour or money budget that what the pods held has used up."""
+    budget = spec.budget
     if budget.max_gpu_hours is not None and usage.gpu_hours >= budget.max_gpu_hours - _EPSILON:
         return StudyEnd(
             StudyConditionReason.GPU_HOURS_EXHAUSTED,

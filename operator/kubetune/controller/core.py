@@ -29,9 +29,11 @@ from kubetune.budget import (
     StudyEnd,
     TrialCost,
     assess,
+    assess_reevaluation,
     running_seconds,
     usage_of,
 )
+from kubetune.controller import reevaluation
 from kubetune.controller.best import best_and_front
 from kubetune.controller.metrics_source import (
     REFUSE_ALL,
@@ -58,6 +60,8 @@ from kubetune.spec.study import (
     ObjectMeta,
     ParameterValue,
     PrunerName,
+    Recommendation,
+    ReevaluationStatus,
     StudyConditionReason,
     StudyPhase,
     TrialCounts,
@@ -70,6 +74,7 @@ from kubetune.spec.trial import (
     TuningTrial,
     TuningTrialSpec,
     TuningTrialStatus,
+    is_search_trial,
     thin_intermediate_values,
     trial_name,
 )
@@ -143,12 +148,21 @@ def default_seed(study: TuningStudy) -> int:
     return int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16)
 
 
+def study_seed(study: TuningStudy) -> int:
+    """The seed trial seeds derive from: spec.algorithm.seed, or the default one."""
+    seed = study.spec.algorithm.seed
+    return default_seed(study) if seed is None else seed
+
+
 @dataclass
 class _Work:
     """The plan under construction, and the trial records as they will be after it."""
 
     trials: dict[int, TuningTrial]
+    """The search trials, by number."""
     cost: TrialCost
+    reruns: dict[str, TuningTrial] = field(default_factory=dict)
+    """The re-evaluation runs, by name."""
     pod_names: frozenset[str] = frozenset()
     """The trial pods that exist."""
     updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
@@ -170,9 +184,25 @@ class _Work:
 
     def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
         updated = trial.model_copy(update={"status": status})
-        self.trials[trial.spec.number] = updated
+        self.add(updated)
         self.updates[trial.metadata.name or ""] = status
         return updated
+
+    def add(self, trial: TuningTrial) -> None:
+        if is_search_trial(trial):
+            self.trials[trial.spec.number] = trial
+        else:
+            self.reruns[trial.metadata.name or ""] = trial
+
+    def current(self, trial: TuningTrial) -> TuningTrial:
+        """The trial as this plan has left it so far."""
+        if is_search_trial(trial):
+            return self.trials[trial.spec.number]
+        return self.reruns[trial.metadata.name or ""]
+
+    def all(self) -> list[TuningTrial]:
+        """Every trial: the search's, then the re-evaluation runs."""
+        return [*self.trials.values(), *self.reruns.values()]
 
 
 def service_account_problem(study: TuningStudy, allowed: frozenset[str] | None) -> str | None:
@@ -282,7 +312,8 @@ class StudyController:
             return _invalid(previous, document, "; ".join(str(problem) for problem in changed), now)
 
         work = _Work(
-            trials={t.spec.number: t for t in trials},
+            trials={t.spec.number: t for t in trials if is_search_trial(t)},
+            reruns={t.metadata.name or "": t for t in trials if not is_search_trial(t)},
             cost=TrialCost.of(study.spec),
             pod_names=frozenset(pods),
         )
@@ -294,13 +325,13 @@ class StudyController:
             end = _end_of(status)
             if not _may_resume(study, status, end, trials, now):
                 # A finished study starts nothing; it only stops what is somehow still active.
-                for trial in list(work.trials.values()):
+                for trial in work.all():
                     if trial.status.state.is_active:
                         self._stop(
                             work, trial, TrialState.STOPPED, end.reason.value, end.message, now
                         )
                 # What pods that outlived the end held still counts; the clock does not.
-                usage = usage_of(study.spec, list(work.trials.values()), status.start_time, now)
+                usage = usage_of(study.spec, work.all(), status.start_time, now)
                 usage = usage.model_copy(update={"elapsed_seconds": status.budget.elapsed_seconds})
                 status = status.model_copy(update={"budget": usage})
                 return self._plan(study, None, work, status, now, None)
@@ -313,28 +344,46 @@ class StudyController:
                 )
             )
 
-        engine = self._engine_for(study, fingerprints, trials)
+        engine = self._engine_for(study, fingerprints, list(work.trials.values()))
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
                 self._observe(study, engine, work, trial, pods, now)
-                _record_pod_end(work, trial.spec.number, pods.get(trial.metadata.name or ""))
+                _record_pod_end(work, trial, pods.get(trial.metadata.name or ""))
         if prometheus_of(study) is not None:
-            active = {t.metadata.name for t in work.trials.values() if t.status.state.is_active}
+            active = {t.metadata.name for t in work.all() if t.status.state.is_active}
             self._polled = {k: v for k, v in self._polled.items() if k in active}
-            trials_now = list(work.trials.values())
-            _, work.next_read = due_reads(study, trials_now, pods, self._polled, now)
+            _, work.next_read = due_reads(study, work.all(), pods, self._polled, now)
 
         start = status.start_time or now
-        decision = assess(
-            study.spec,
-            list(work.trials.values()),
-            start,
-            now,
-            search_space_exhausted=engine.search_space_exhausted,
-        )
-        self._enforce(study, engine, work, decision, now)
         status = status.model_copy(update={"start_time": start})
-        return self._plan(study, engine, work, status, now, decision)
+        search_end = _search_end(status)
+        if search_end is None:
+            decision = assess(
+                study.spec,
+                work.all(),
+                start,
+                now,
+                search_space_exhausted=engine.search_space_exhausted,
+            )
+            self._enforce(study, engine, work, decision, now)
+            over = decision.end
+            chosen = reevaluation.candidates(
+                study.spec, work.trials.values(), engine.best_numbers()
+            )
+            if over is None or over.failed or not chosen:
+                return self._plan(study, engine, work, status, now, decision)
+            status = _search_ended(status, over, now, study.metadata.generation)
+            repeats = study.spec.reevaluation.repeats if study.spec.reevaluation else 0
+            work.events.append(
+                Event(
+                    "Normal",
+                    "ReevaluationStarted",
+                    f"the search ended ({over.reason.value}: {over.message}); the best "
+                    f"{len(chosen)} configurations run {repeats} more times each, with new seeds",
+                )
+            )
+            search_end = over
+        return self._reevaluate(study, engine, work, status, search_end, now)
 
     # --- engine ------------------------------------------------------------------------------
 
@@ -579,6 +628,7 @@ class StudyController:
         intermediate = status.intermediate_values
         reported = status.reported_steps
         first = objective.metrics[0].name
+        search = is_search_trial(trial)
         if (
             is_new_step
             and report.step is not None
@@ -590,23 +640,26 @@ class StudyController:
                 [*intermediate, IntermediateValue(step=report.step, value=value)]
             )
             reported += 1
-            engine.report(trial.spec.number, report.step, value)
-        status = status.model_copy(
-            update={
-                "metrics": metrics,
-                "intermediate_values": intermediate,
-                "reported_steps": reported,
-                # A trainer's clock may run ahead: a future time would defeat metricsTimeout.
-                "last_report_time": min(report.time, now) if report.time else now,
-                "system_attrs": engine.system_attrs(trial.spec.number),
-            }
-        )
+            if search:  # a re-run's values never reach the search
+                engine.report(trial.spec.number, report.step, value)
+        updates: dict[str, Any] = {
+            "metrics": metrics,
+            "intermediate_values": intermediate,
+            "reported_steps": reported,
+            # A trainer's clock may run ahead: a future time would defeat metricsTimeout.
+            "last_report_time": min(report.time, now) if report.time else now,
+        }
+        if search:
+            updates["system_attrs"] = engine.system_attrs(trial.spec.number)
+        status = status.model_copy(update=updates)
         return work.update(trial, status)
 
     @staticmethod
     def _should_prune(study: TuningStudy, engine: Engine, trial: TuningTrial) -> bool:
         if study.spec.pruner.name is PrunerName.NONE or study.spec.objective.is_multi_objective:
             return False
+        if not is_search_trial(trial):
+            return False  # a re-run is a full evaluation of a configuration
         if not trial.status.intermediate_values:
             return False
         return engine.should_prune(trial.spec.number)
@@ -624,20 +677,18 @@ class StudyController:
         ended: datetime,
         values: list[float] | None = None,
     ) -> None:
-        """Record how a trial ended and tell Optuna."""
-        engine.tell(trial.spec.number, state, values)
-        started = trial.status.start_time
-        status = trial.status.model_copy(
-            update={
-                "state": state,
-                "reason": reason,
-                "message": message or None,
-                "completion_time": ended,
-                "start_time": started,
-                "values": values,
-                "system_attrs": engine.system_attrs(trial.spec.number),
-            }
-        )
+        """Record how a trial ended and tell Optuna (a search trial's)."""
+        updates: dict[str, Any] = {
+            "state": state,
+            "reason": reason,
+            "message": message or None,
+            "completion_time": ended,
+            "values": values,
+        }
+        if is_search_trial(trial):
+            engine.tell(trial.spec.number, state, values)
+            updates["system_attrs"] = engine.system_attrs(trial.spec.number)
+        status = trial.status.model_copy(update=updates)
         work.update(trial, _with_cost(status, work.cost, ended))
         event_type: Literal["Normal", "Warning"] = "Warning" if state.is_failure else "Normal"
         text = f"trial {trial.spec.number} {state.value}"
@@ -676,7 +727,7 @@ class StudyController:
             )
         else:
             self._finish(engine, work, trial, state, reason, message, now)
-            trial = work.trials[trial.spec.number]
+            trial = work.current(trial)
         if trial.status.pod_name is None:
             return
         if trial.status.start_time is None:
@@ -720,10 +771,10 @@ class StudyController:
     ) -> None:
         """Apply the budget's verdict: stop what must stop, start what may start."""
         for stop in decision.trial_stops:
-            trial = next(t for t in work.trials.values() if t.metadata.name == stop.name)
+            trial = next(t for t in work.all() if t.metadata.name == stop.name)
             self._stop(work, trial, stop.state, stop.reason, stop.message, now, engine)
         if decision.end is not None and decision.end.stops_running_trials:
-            for trial in list(work.trials.values()):
+            for trial in work.all():
                 if trial.status.state.is_active:
                     self._stop(
                         work,
@@ -755,6 +806,7 @@ class StudyController:
                     study=study.metadata.name or "",
                     number=suggestion.number,
                     params=suggestion.params,
+                    seed=reevaluation.trial_seed(study_seed(study), suggestion.number),
                 ),
                 status=TuningTrialStatus(gpus=work.cost.gpus, system_attrs=suggestion.system_attrs),
             )
@@ -770,6 +822,98 @@ class StudyController:
                 )
             )
 
+    # --- re-evaluation -----------------------------------------------------------------------
+
+    def _reevaluate(
+        self,
+        study: TuningStudy,
+        engine: Engine,
+        work: _Work,
+        status: TuningStudyStatus,
+        search_end: StudyEnd,
+        now: datetime,
+    ) -> Plan:
+        """The search is over: re-run the best configurations with new seeds, within the
+        budget, and once every re-run has ended (or none more fits) complete the study with
+        the recommendation."""
+        spec = study.spec
+        chosen = reevaluation.candidates(spec, work.trials.values(), engine.best_numbers())
+        planned = reevaluation.planned_runs(
+            study.metadata.name or "", study_seed(study), spec, chosen
+        )
+        missing = [run for run in planned if run.name not in work.reruns]
+        decision = assess_reevaluation(spec, work.all(), status.start_time, now, len(missing))
+        for stop in decision.trial_stops:
+            trial = work.reruns[stop.name]
+            self._stop(work, trial, stop.state, stop.reason, stop.message, now, engine)
+        if decision.end is not None:
+            for trial in list(work.reruns.values()):
+                if trial.status.state.is_active:
+                    end = decision.end
+                    self._stop(work, trial, TrialState.STOPPED, end.reason.value, end.message, now)
+        for run in missing[: decision.may_start]:
+            self._start_rerun(study, work, run)
+        progress, recommendation = reevaluation.summarize(spec, chosen, work.reruns.values())
+        status = status.model_copy(
+            update={"reevaluation": progress, "recommendation": recommendation}
+        )
+        not_run = len(missing) - decision.may_start
+        finished = not any(t.status.holds_pod for t in work.all()) and (
+            not_run == 0 or decision.end is not None or decision.draining is not None
+        )
+        if not finished:
+            message = (
+                f"the search ended ({search_end.reason.value}); re-evaluating the best "
+                f"{len(chosen)} configurations: {progress.finished} of {progress.runs} runs done"
+            )
+            ongoing = BudgetDecision(decision.usage, 0, (), None, None, decision.next_deadline)
+            return self._plan(study, engine, work, status, now, ongoing, message)
+        stopped = decision.end or decision.draining
+        why = f"; the re-evaluation stopped: {stopped.message}" if stopped else ""
+        outcome = _recommendation_text(recommendation, progress)
+        work.events.append(
+            Event("Normal" if recommendation else "Warning", "Recommendation", outcome + why)
+        )
+        end = StudyEnd(search_end.reason, f"{search_end.message}; {outcome}{why}")
+        final = BudgetDecision(decision.usage, 0, (), end, None, None)
+        return self._plan(study, engine, work, status, now, final)
+
+    def _start_rerun(self, study: TuningStudy, work: _Work, run: reevaluation.PlannedRun) -> None:
+        """Create a re-evaluation run: a TuningTrial of the candidate's parameters with a new
+        seed, and its pod."""
+        number = run.candidate.spec.number
+        trial = TuningTrial(
+            metadata=ObjectMeta(
+                name=run.name,
+                namespace=study.metadata.namespace,
+                labels={
+                    api.STUDY_LABEL: study.metadata.name or "",
+                    api.TRIAL_NUMBER_LABEL: str(number),
+                    api.REEVALUATION_LABEL: str(number),
+                },
+                owner_references=[_owner_reference(study)],
+            ),
+            spec=TuningTrialSpec(
+                study=study.metadata.name or "",
+                number=number,
+                params=dict(run.params),
+                seed=run.seed,
+                reevaluation=run.run,
+            ),
+            status=TuningTrialStatus(gpus=work.cost.gpus),
+        )
+        work.add(trial)
+        work.create_trials.append(trial)
+        work.new_trial_pods[run.name] = render_trial_pod(study, trial)
+        work.events.append(
+            Event(
+                "Normal",
+                "ReevaluationRunStarted",
+                f"run {run.run.repeat + 1} of trial {number}'s configuration, seed {run.seed}",
+                run.name,
+            )
+        )
+
     # --- status ------------------------------------------------------------------------------
 
     def _plan(
@@ -780,7 +924,10 @@ class StudyController:
         status: TuningStudyStatus,
         now: datetime,
         decision: BudgetDecision | None,
+        reevaluating: str | None = None,
     ) -> Plan:
+        """The plan, with the study's status. `reevaluating`: the search is over and the
+        re-evaluation runs (what to say about it)."""
         trials = sorted(work.trials.values(), key=lambda t: t.spec.number)
         counts = _count(trials)
         finished = counts.total - counts.pending - counts.running
@@ -790,7 +937,8 @@ class StudyController:
         if engine is not None:
             best, front, front_size = best_and_front(study.spec, engine, work.trials)
         kept = {t.name for t in front} | ({best.name} if best is not None else set())
-        work.delete_pods.extend(_past_retention(study, trials, work.pod_names, kept))
+        ended = [*trials, *work.reruns.values()]
+        work.delete_pods.extend(_past_retention(study, ended, work.pod_names, kept))
         events = list(work.events)
         if (
             best is not None
@@ -864,6 +1012,19 @@ class StudyController:
                         f"{end.reason.value}: {end.message}",
                     )
                 )
+            elif reevaluating is not None:
+                phase, message = StudyPhase.REEVALUATING, reevaluating
+                reason = StudyConditionReason.REEVALUATING
+                conditions = _set_condition(
+                    conditions,
+                    ConditionType.RUNNING,
+                    "True",
+                    reason,
+                    message,
+                    now,
+                    study.metadata.generation,
+                )
+                updates.update(phase=phase, message=message)
             else:
                 running = counts.pending + counts.running > 0
                 phase = StudyPhase.RUNNING if running or counts.total else StudyPhase.PENDING
@@ -963,10 +1124,10 @@ def _with_cost(status: TuningTrialStatus, cost: TrialCost, now: datetime) -> Tun
     )
 
 
-def _record_pod_end(work: _Work, number: int, pod: PodObservation | None) -> None:
+def _record_pod_end(work: _Work, trial: TuningTrial, pod: PodObservation | None) -> None:
     """A trial that ended in this reconcile with its pod: when the pod's GPU time ended (its
     last container may end after the trainer)."""
-    trial = work.trials[number]
+    trial = work.current(trial)
     status = trial.status
     if status.holds_pod or status.pod_end_time is not None:
         return
@@ -1133,14 +1294,68 @@ def _may_resume(
 
 def _resumed(status: TuningStudyStatus) -> TuningStudyStatus:
     """The status of a study that runs again: no completion, no Completed condition."""
+    ended = (ConditionType.COMPLETED, ConditionType.SEARCH_ENDED)
     return status.model_copy(
         update={
             "phase": StudyPhase.RUNNING,
             "completion_time": None,
             "message": "",
-            "conditions": [c for c in status.conditions if c.type != ConditionType.COMPLETED],
+            "conditions": [c for c in status.conditions if c.type not in ended],
+            "reevaluation": None,
+            "recommendation": None,
         }
     )
+
+
+def _search_end(status: TuningStudyStatus) -> StudyEnd | None:
+    """Why the search ended, when it has and the re-evaluation runs (or ran)."""
+    for condition in status.conditions:
+        if condition.type == ConditionType.SEARCH_ENDED and condition.status == "True":
+            return StudyEnd(StudyConditionReason(condition.reason), condition.message)
+    return None
+
+
+def _search_ended(
+    status: TuningStudyStatus, end: StudyEnd, now: datetime, generation: int | None
+) -> TuningStudyStatus:
+    """The status of a study whose search is over: the SearchEnded condition says why."""
+    conditions = _set_condition(
+        status.conditions,
+        ConditionType.SEARCH_ENDED,
+        "True",
+        end.reason,
+        end.message,
+        now,
+        generation,
+    )
+    return status.model_copy(update={"conditions": conditions})
+
+
+def _recommendation_text(
+    recommendation: Recommendation | None, progress: ReevaluationStatus
+) -> str:
+    """The re-evaluation's outcome in one sentence (the study's message and an event)."""
+    runs = (
+        f"{progress.finished} re-evaluation runs of {len(progress.configurations)} configurations"
+    )
+    if recommendation is None:
+        if progress.configurations and len(progress.configurations[0].scores) > 1:
+            return f"{runs}: the means per objective are in status.reevaluation"
+        return f"{runs}, and none reported its metric: no recommendation"
+    text = (
+        f"{runs}: trial {recommendation.trial}'s configuration is recommended, "
+        f"{recommendation.metric} {recommendation.mean:.4g} ± {recommendation.std:.2g} over "
+        f"{len(recommendation.values)} seeds"
+    )
+    if (
+        recommendation.validation_value is not None
+        and recommendation.generalization_gap is not None
+    ):
+        text += (
+            f" (search value {recommendation.validation_value:.4g}, generalization gap "
+            f"{recommendation.generalization_gap:+.4g})"
+        )
+    return text
 
 
 def _end_of(status: TuningStudyStatus) -> StudyEnd:

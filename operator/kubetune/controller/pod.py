@@ -6,9 +6,10 @@ receives
 - KUBETUNE_PARAM_<NAME>: one variable per parameter, the name upper-cased,
 - KUBETUNE_STUDY, KUBETUNE_TRIAL, KUBETUNE_TRIAL_NUMBER, and the pod's own name and namespace
   (downward API) for the reporting helper,
+- KUBETUNE_SEED: the trial's seed (stable per search trial, new per re-evaluation run),
 - KUBETUNE_TERMINATION_LOG: the file for its final metrics (its terminationMessagePath),
-and `${params.<name>}` in command and args is replaced by the value. Nothing else is injected:
-any image works.
+and `${params.<name>}` (and `${trial.seed}`) in command and args is replaced by the value.
+Nothing else is injected: any image works.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ def format_value(value: ParameterValue) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def substitute(text: str, params: Mapping[str, ParameterValue]) -> str:
-    """Replace ${params.<name>} with the value; unknown names are left as they are (the
-    validator reports them before a study starts)."""
+def substitute(text: str, params: Mapping[str, ParameterValue], seed: int | None = None) -> str:
+    """Replace ${params.<name>} with the value and ${trial.seed} with the seed; unknown names
+    are left as they are (the validator reports them before a study starts)."""
+    if seed is not None:
+        text = text.replace(api.SEED_PLACEHOLDER, str(seed))
     return PLACEHOLDER.sub(
         lambda match: format_value(params[match[1]]) if match[1] in params else match[0],
         text,
@@ -80,6 +83,7 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
     uid, and its pod's owner reference gets it with `with_owner_uid`."""
     template = study.spec.trial_template
     params = trial.spec.params
+    seed = trial.spec.seed
     name = trial.metadata.name or ""
     labels = {
         **(template.metadata.labels if template.metadata and template.metadata.labels else {}),
@@ -87,6 +91,8 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
         api.TRIAL_LABEL: name,
         api.TRIAL_NUMBER_LABEL: str(trial.spec.number),
     }
+    if trial.spec.reevaluation is not None:
+        labels[api.REEVALUATION_LABEL] = str(trial.spec.reevaluation.trial)
     annotations = dict(
         template.metadata.annotations if template.metadata and template.metadata.annotations else {}
     )
@@ -94,6 +100,7 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
         {"name": api.STUDY_ENV, "value": trial.spec.study},
         {"name": api.TRIAL_ENV, "value": name},
         {"name": api.TRIAL_NUMBER_ENV, "value": str(trial.spec.number)},
+        *([{"name": api.SEED_ENV, "value": str(seed)}] if seed is not None else []),
         {"name": api.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {
             "name": api.POD_NAMESPACE_ENV,
@@ -113,7 +120,7 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
     for container in pod_spec["containers"]:
         for field in ("command", "args"):
             if field in container:
-                container[field] = [substitute(part, params) for part in container[field]]
+                container[field] = [substitute(part, params, seed) for part in container[field]]
         log = container.get("terminationMessagePath", api.DEFAULT_TERMINATION_LOG)
         container["env"] = [
             *container.get("env", []),

@@ -26,6 +26,8 @@ CATEGORY: Final = "kubetune"
 STUDY_LABEL: Final = f"{GROUP}/study"
 TRIAL_LABEL: Final = f"{GROUP}/trial"
 TRIAL_NUMBER_LABEL: Final = f"{GROUP}/trial-number"
+REEVALUATION_LABEL: Final = f"{GROUP}/reevaluation-of"
+"""On a re-evaluation run's objects: the number of the search trial it repeats."""
 METRICS_ANNOTATION: Final = f"{GROUP}/metrics"
 
 # The trial contract (docs/trial-contract.md): what a trial's containers receive.
@@ -38,6 +40,8 @@ RESERVED_ENV_PREFIX: Final = "KUBETUNE_"
 STUDY_ENV: Final = "KUBETUNE_STUDY"
 TRIAL_ENV: Final = "KUBETUNE_TRIAL"
 TRIAL_NUMBER_ENV: Final = "KUBETUNE_TRIAL_NUMBER"
+SEED_ENV: Final = "KUBETUNE_SEED"
+"""The trial's seed: stable for a search trial, new for each re-evaluation run."""
 POD_NAME_ENV: Final = "KUBETUNE_POD_NAME"
 POD_NAMESPACE_ENV: Final = "KUBETUNE_POD_NAMESPACE"
 TERMINATION_LOG_ENV: Final = "KUBETUNE_TERMINATION_LOG"
@@ -51,6 +55,8 @@ TRAINER_SETTINGS_ENV: Final = (METRICS_PORT_ENV, METRICS_LINGER_ENV)
 """KUBETUNE_* variables the template itself may set: settings of the reporting helper."""
 PARAM_PLACEHOLDER: Final = r"\$\{params\.([^}]*)\}"
 """`${params.<name>}` in command and args is replaced by the parameter's value."""
+SEED_PLACEHOLDER: Final = "${trial.seed}"
+"""Replaced in command and args by the trial's seed (as KUBETUNE_SEED)."""
 
 MAX_STUDY_NAME_LENGTH: Final = 63
 """A study's name is the value of the STUDY_LABEL on each of its trials and pods, and label

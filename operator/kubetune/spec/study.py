@@ -311,6 +311,28 @@ class WarmStart(ApiModel):
     They inform the search but are not run again and do not count toward maxTrials."""
 
 
+MAX_REEVALUATED_TRIALS = 20
+"""Configurations re-evaluated at most: the status lists each, with one value per repeat."""
+MAX_REPEATS = 20
+"""Re-runs per configuration at most (with MAX_REEVALUATED_TRIALS: 400 runs)."""
+
+
+class Reevaluation(ApiModel):
+    top_trials: Annotated[int, Field(ge=1, le=MAX_REEVALUATED_TRIALS)] = 3
+    """How many of the best search trials have their configuration re-run (with several
+    objectives: members of the Pareto front, at most this many)."""
+    repeats: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 3
+    """Runs of each configuration, each with a new seed (KUBETUNE_SEED)."""
+    metric: MetricName | None = None
+    """The metric that ranks the re-run configurations, by its mean over the repeats: a
+    held-out metric the trainer reports (test_accuracy, say), listed in the objective's
+    metrics or additionalMetrics. By default the (single) objective. Multi-objective studies
+    leave it unset: every objective is re-evaluated."""
+    direction: Direction | None = None
+    """Whether a smaller or larger `metric` is better; by default the objective's
+    direction."""
+
+
 # --- pruner ----------------------------------------------------------------------------------
 
 
@@ -464,6 +486,11 @@ is 30): a stopped trainer's GPUs count until its pod has terminated, so the grac
 part of every trial's worst case."""
 
 
+KUBELET_MINIMUM_GRACE_SECONDS = 2
+"""The kubelet gives a container at least this long between SIGTERM and SIGKILL, whatever the
+pod's grace period says (kuberuntime's minimumGracePeriodInSeconds)."""
+
+
 class PodSpec(OpenModel):
     containers: Annotated[list[Container], Field(min_length=1)]
     """The containers of a trial pod; the first one is the trainer."""
@@ -479,6 +506,12 @@ class PodSpec(OpenModel):
         if self.termination_grace_period_seconds is None:
             return DEFAULT_TRIAL_GRACE_SECONDS
         return self.termination_grace_period_seconds
+
+    @property
+    def stop_seconds(self) -> int:
+        """The longest a stopped trial pod may still run: its grace period, and never less
+        than the kubelet's minimum."""
+        return max(self.grace_seconds, KUBELET_MINIMUM_GRACE_SECONDS)
 
 
 class TemplateMetadata(ApiModel):
@@ -541,6 +574,11 @@ class TuningStudySpec(ApiModel):
     """Limits on trials, parallelism, failures, time, GPU-hours and money."""
     warm_start: WarmStart | None = None
     """Configurations to try first and results of earlier runs."""
+    reevaluation: Reevaluation | None = None
+    """Once the search ends (for any reason but failure), re-run the best configurations with
+    new seeds and recommend the one whose held-out metric is best on average
+    (status.recommendation). The re-runs are trials of their own that never inform the
+    search."""
     trial_template: TrialTemplate
     """The pod each trial runs."""
     pod_retention: PodRetention = PodRetention()
@@ -558,6 +596,7 @@ IMMUTABLE_SPEC_FIELDS = (
     "algorithm",
     "pruner",
     "warm_start",
+    "reevaluation",
     "trial_template",
 )
 """Fields that may not change once a study exists: changing them would make the trials already
@@ -567,6 +606,7 @@ run incomparable. Budget (parallelism included) may change at any time."""
 class StudyPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
+    REEVALUATING = "Reevaluating"
     COMPLETED = "Completed"
     FAILED = "Failed"
     INVALID = "Invalid"
@@ -578,6 +618,7 @@ class ConditionType(StrEnum):
     COMPLETED = "Completed"
     FAILED = "Failed"
     METRICS_SOURCE = "MetricsSource"
+    SEARCH_ENDED = "SearchEnded"
 
 
 class StudyConditionReason(StrEnum):
@@ -598,12 +639,13 @@ class StudyConditionReason(StrEnum):
     METRICS_SOURCE_READY = "MetricsSourceReady"
     METRICS_QUERY_INVALID = "MetricsQueryInvalid"
     METRICS_SOURCE_UNREACHABLE = "MetricsSourceUnreachable"
+    REEVALUATING = "Reevaluating"
 
 
 class Condition(ApiModel):
     type: str
-    """Valid, Running, Completed, Failed, or MetricsSource (whether the last Prometheus read
-    worked)."""
+    """Valid, Running, Completed, Failed, MetricsSource (whether the last Prometheus read
+    worked), or SearchEnded (the search is over and why; the re-evaluation runs)."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str
@@ -659,6 +701,67 @@ class ParetoTrial(ApiModel):
     """Its objective values."""
 
 
+class MetricSummary(ApiModel):
+    metric: str
+    """The metric re-evaluated."""
+    values: Annotated[list[float], Field(max_length=MAX_REPEATS)] = []
+    """Its value in each re-run that reported it, in the order of `seeds`."""
+    mean: float | None = None
+    """The mean of values."""
+    std: float | None = None
+    """Their sample standard deviation (0 with a single value)."""
+    validation_value: float | None = None
+    """The configuration's objective value in the search (the matching objective)."""
+
+
+class ReevaluatedConfiguration(ApiModel):
+    trial: int
+    """The search trial whose configuration was re-run."""
+    params: dict[str, ParameterValue]
+    """Its parameters."""
+    seeds: Annotated[list[int], Field(max_length=MAX_REPEATS)] = []
+    """The seed of each re-run that reported, in the order of the values."""
+    failed_runs: int = 0
+    """Re-runs that ended without a value (failed, timed out, stopped)."""
+    scores: Annotated[list[MetricSummary], Field(max_length=MAX_OBJECTIVES)] = []
+    """The reevaluation metric (one objective), or every objective (several)."""
+
+
+class Recommendation(ApiModel):
+    trial: int
+    """The search trial whose configuration wins on the re-evaluation's mean."""
+    params: dict[str, ParameterValue]
+    """Its parameters: the configuration to use."""
+    metric: str
+    """The metric it was chosen by."""
+    values: Annotated[list[float], Field(max_length=MAX_REPEATS)]
+    """The metric in each re-run, one per seed."""
+    seeds: Annotated[list[int], Field(max_length=MAX_REPEATS)]
+    """The seed of each re-run, in the order of values."""
+    mean: float
+    """The mean of values."""
+    std: float
+    """Their sample standard deviation (0 with a single value)."""
+    validation_value: float | None = None
+    """The configuration's objective value in the search."""
+    generalization_gap: float | None = None
+    """How much worse the re-evaluated mean is than the search's value, in the metric's
+    direction (positive: the search's value was optimistic; validation overfitting or a lucky
+    seed)."""
+
+
+class ReevaluationStatus(ApiModel):
+    runs: int = 0
+    """Re-runs planned (configurations x repeats)."""
+    finished: int = 0
+    """Re-runs that have ended."""
+    configurations: Annotated[
+        list[ReevaluatedConfiguration], Field(max_length=MAX_REEVALUATED_TRIALS)
+    ] = []
+    """Each re-evaluated configuration, best first by its mean (several objectives: in the
+    Pareto front's order)."""
+
+
 class BudgetUsage(ApiModel):
     trials: int = 0
     """Trials started."""
@@ -682,7 +785,8 @@ class BudgetUsage(ApiModel):
 
 class TuningStudyStatus(ApiModel):
     phase: StudyPhase = StudyPhase.PENDING
-    """Pending, Running, Completed, Failed or Invalid."""
+    """Pending, Running, Reevaluating (the search ended; the best configurations run again
+    with new seeds), Completed, Failed or Invalid."""
     conditions: list[Condition] = []
     """Valid, Running, Completed and Failed, with reasons."""
     observed_generation: int | None = None
@@ -709,6 +813,10 @@ class TuningStudyStatus(ApiModel):
     """Parameter importances (PED-ANOVA), once enough trials completed."""
     importances_trials: int | None = None
     """Completed trials the importances were computed from."""
+    reevaluation: ReevaluationStatus | None = None
+    """The re-runs of the best configurations (spec.reevaluation), once the search ended."""
+    recommendation: Recommendation | None = None
+    """The configuration to use: the best on average over the re-runs (single objective)."""
     message: str = ""
     """The latest thing a person should know, for example why the study is Invalid."""
     spec_fingerprints: dict[str, str] = {}

@@ -66,6 +66,17 @@ class IntermediateValue(ApiModel):
     """The objective value at that step."""
 
 
+MAX_SEED = 2**31 - 1
+"""Seeds fit a signed 32-bit integer, which every framework's seeding accepts."""
+
+
+class ReevaluationRun(ApiModel):
+    trial: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+    """The search trial whose configuration this run repeats."""
+    repeat: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+    """Which repeat it is, from 0."""
+
+
 class TuningTrialSpec(ApiModel):
     study: Annotated[str, Field(min_length=1, max_length=api.MAX_STUDY_NAME_LENGTH)]
     """The TuningStudy this trial belongs to."""
@@ -73,6 +84,12 @@ class TuningTrialSpec(ApiModel):
     """The trial number within its study, from 0."""
     params: Annotated[dict[ParameterName, ParameterValue], Field(max_length=MAX_PARAMETERS)]
     """The hyperparameters of this trial."""
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
+    """The seed the trainer receives (KUBETUNE_SEED, ${trial.seed}): stable per search trial,
+    new for each re-evaluation run."""
+    reevaluation: ReevaluationRun | None = None
+    """Set on a re-evaluation run: a configuration of the search run again with a new seed,
+    kept out of the search's history. Its number is the search trial's."""
 
 
 class TuningTrialStatus(ApiModel):
@@ -136,12 +153,26 @@ def trial_name(study_name: str, number: int) -> str:
     Kubernetes names are at most 253 characters, and pod names end up as label values (63), so
     long study names are shortened with a stable hash.
     """
-    suffix = f"-{number}"
+    return _suffixed(study_name, f"-{number}")
+
+
+def reevaluation_trial_name(study_name: str, number: int, repeat: int) -> str:
+    """The name of a re-run of trial `number`'s configuration: `<trial name>-r<repeat>`,
+    deterministic like trial_name and within the same 63 characters."""
+    return _suffixed(study_name, f"-{number}-r{repeat}")
+
+
+def _suffixed(study_name: str, suffix: str) -> str:
     limit = 63 - len(suffix)
     if len(study_name) <= limit:
         return f"{study_name}{suffix}"
     digest = hashlib.sha256(study_name.encode()).hexdigest()[:8]
     return f"{study_name[: limit - 9].rstrip('-')}-{digest}{suffix}"
+
+
+def is_search_trial(trial: TuningTrial) -> bool:
+    """A trial of the search (asked of Optuna), not a re-evaluation run."""
+    return trial.spec.reevaluation is None
 
 
 def thin_intermediate_values(

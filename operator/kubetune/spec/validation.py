@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from kubetune.spec import api, promql, values
+from kubetune.spec.duration import parse_duration
 from kubetune.spec.study import (
     ALGORITHM_SETTINGS,
     IMMUTABLE_SPEC_FIELDS,
@@ -42,6 +43,7 @@ from kubetune.spec.study import (
     ParameterValue,
     Pruner,
     PrunerName,
+    Reevaluation,
     TuningStudy,
     TuningStudySpec,
 )
@@ -498,6 +500,7 @@ def check_study_spec(spec: TuningStudySpec) -> list[Problem]:
         *_check_pruner(spec),
         *_check_budget(spec),
         *_check_warm_start(spec),
+        *_check_reevaluation(spec),
         *_check_template(spec),
         *_check_metrics_source(spec),
     ]
@@ -1111,6 +1114,96 @@ def _check_params(
                         f"remove {name} from this entry, or change {condition.parameter}",
                     )
                 )
+    return problems
+
+
+def _check_reevaluation(spec: TuningStudySpec) -> list[Problem]:
+    reevaluation = spec.reevaluation
+    if reevaluation is None:
+        return []
+    path = "spec.reevaluation"
+    objective = spec.objective
+    metric = reevaluation.metric
+    problems = []
+    if objective.is_multi_objective and (metric is not None or reevaluation.direction):
+        which = "metric" if metric is not None else "direction"
+        problems.append(
+            Problem(
+                f"{path}.{which}",
+                "applies to single-objective studies: a multi-objective study re-evaluates "
+                "its Pareto front on every objective",
+                f"remove {which}",
+            )
+        )
+    elif metric is not None:
+        objectives = {m.name: m.direction for m in objective.metrics}
+        if metric not in objectives and metric not in objective.additional_metrics:
+            problems.append(
+                Problem(
+                    f"{path}.metric",
+                    f"{metric!r} is not a metric the study records",
+                    f"add {metric!r} to spec.objective.additionalMetrics (what the trainer "
+                    "reports in its final report), or name an objective metric",
+                )
+            )
+        direction = reevaluation.direction
+        if metric in objectives and direction is not None and direction != objectives[metric]:
+            problems.append(
+                Problem(
+                    f"{path}.direction",
+                    f"is {direction.value}, but the objective {metric!r} is "
+                    f"{objectives[metric].value}d",
+                    "remove direction: an objective metric keeps its own",
+                )
+            )
+    elif reevaluation.direction is not None:
+        problems.append(
+            Problem(
+                f"{path}.direction",
+                "applies to `metric`, which is not set (the objective keeps its own direction)",
+                "remove direction, or set metric to the held-out metric it ranks",
+            )
+        )
+    problems.extend(_check_reevaluation_budget(spec, reevaluation))
+    return problems
+
+
+def _check_reevaluation_budget(spec: TuningStudySpec, reevaluation: Reevaluation) -> list[Problem]:
+    """The GPU-hour and money budgets reserve the re-evaluation's worst case before the search
+    may start a trial: a budget too small for both is a mistake to name now, not a study that
+    ends at its first reconcile."""
+    budget = spec.budget
+    if budget.trial_timeout is None:
+        return []  # _check_budget requires it with maxGpuHours or money
+    prices = budget.money.price_per_gpu_hour if budget.money else {}
+    try:
+        gpus = spec.trial_template.gpu_resources(prices)
+    except ValueError:
+        return []  # _check_budget names the amount
+    runs = reevaluation.top_trials * reevaluation.repeats
+    worst_hours = (
+        parse_duration(budget.trial_timeout) + spec.trial_template.spec.stop_seconds
+    ) / 3600
+    limits = []
+    if budget.max_gpu_hours is not None:
+        limits.append(("maxGpuHours", budget.max_gpu_hours, float(sum(gpus.values())), "GPU-hours"))
+    if budget.money is not None:
+        per_hour = sum(count * prices.get(name, 0.0) for name, count in gpus.items())
+        limits.append(("money.limit", budget.money.limit, per_hour, budget.money.currency))
+    problems = []
+    for name, limit, per_hour, unit in limits:
+        reserved = runs * worst_hours * per_hour
+        if per_hour and reserved + worst_hours * per_hour > limit * (1 + 1e-9):
+            problems.append(
+                Problem(
+                    f"spec.budget.{name}",
+                    f"({limit:g}) cannot hold the re-evaluation's worst case ({runs} runs of "
+                    f"trialTimeout and the grace period: {reserved:.4g} {unit}) and one search "
+                    "trial's",
+                    "raise the budget, or lower reevaluation.topTrials, reevaluation.repeats or "
+                    "budget.trialTimeout",
+                )
+            )
     return problems
 
 
