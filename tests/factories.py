@@ -26,6 +26,7 @@ def study_spec(
     gpus: int = 0,
     warm_start: dict[str, Any] | None = None,
     grace: int | None = None,
+    reevaluation: dict[str, Any] | None = None,
 ) -> TuningStudySpec:
     container: dict[str, Any] = {"name": "trainer", "image": "trainer:1", "command": ["train"]}
     if gpus:
@@ -47,6 +48,8 @@ def study_spec(
         document["pruner"] = pruner
     if warm_start:
         document["warmStart"] = warm_start
+    if reevaluation is not None:
+        document["reevaluation"] = reevaluation
     return TuningStudySpec.model_validate(document)
 
 
