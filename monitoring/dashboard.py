@@ -1,5 +1,6 @@
-"""The Kubetune Grafana dashboard as code (grafana-foundation-sdk): studies, trials, budgets and
-the operator's health, from the operator's metrics (kubetune.metrics).
+"""The Kubetune Grafana dashboard as code (grafana-foundation-sdk): studies, trials, the
+re-evaluation's recommendation, budgets and the operator's health, from the operator's metrics
+(kubetune.metrics).
 
 It writes charts/kubetune/files/grafana-dashboard.json, which the Helm chart ships as a
 ConfigMap for Grafana's dashboard sidecar; a test fails when that file differs from what this
@@ -222,6 +223,63 @@ def build() -> Dashboard:
                 "or whose image does not pull.",
                 "s",
                 _query(f"kubetune_trials_pending_oldest_age_seconds{{{STUDY}}}", by_study),
+            )
+        )
+        .with_row(Row("Re-evaluation").id(103))
+        .with_panel(
+            _timeseries(
+                16,
+                "Recommended configuration: mean ± std",
+                "After the search (spec.reevaluation), the best configurations run again with "
+                "new seeds: the recommended one's mean of the re-evaluation metric, and one "
+                "standard deviation either side.",
+                "none",
+                _query(
+                    f"kubetune_study_recommended_mean{{{STUDY}}}",
+                    f"{by_study} {{{{metric}}}} mean",
+                ),
+                *(
+                    _query(
+                        f"kubetune_study_recommended_mean{{{STUDY}}} {sign} "
+                        f"kubetune_study_recommended_std{{{STUDY}}}",
+                        f"{by_study} {{{{metric}}}} mean {sign} std",
+                        ref,
+                    )
+                    for sign, ref in (("+", "B"), ("-", "C"))
+                ),
+            )
+        )
+        .with_panel(
+            stat.Panel()
+            .id(17)
+            .title("Generalization gap")
+            .description(
+                "How much worse the recommended configuration's re-evaluated mean is than its "
+                "value in the search, in the metric's direction: positive when the search's "
+                "value was optimistic (validation overfitting, a lucky seed)."
+            )
+            .datasource(DATASOURCE)
+            .height(8)
+            .span(6)
+            .graph_mode(BigValueGraphMode.NONE)
+            .with_target(_query(f"kubetune_study_generalization_gap{{{STUDY}}}", by_study))
+        )
+        .with_panel(
+            stat.Panel()
+            .id(18)
+            .title("Re-evaluation runs finished")
+            .description("Re-evaluation runs that have ended, as a fraction of those planned.")
+            .datasource(DATASOURCE)
+            .unit("percentunit")
+            .height(8)
+            .span(6)
+            .graph_mode(BigValueGraphMode.NONE)
+            .with_target(
+                _query(
+                    f"kubetune_reevaluation_runs_finished{{{STUDY}}} / "
+                    f"clamp_min(kubetune_reevaluation_runs_planned{{{STUDY}}}, 1)",
+                    by_study,
+                )
             )
         )
         .with_row(Row("Budget").id(101))

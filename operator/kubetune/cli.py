@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from kubetune.spec import api
-from kubetune.spec.study import MAX_PARETO_FRONT_IN_STATUS
-from kubetune.spec.trial import TuningTrial
+from kubetune.spec.study import (
+    MAX_PARETO_FRONT_IN_STATUS,
+    MetricSummary,
+    Recommendation,
+    ReevaluationStatus,
+)
+from kubetune.spec.trial import TuningTrial, is_search_trial
 
 app = typer.Typer(
     name="kubetune",
@@ -106,7 +112,8 @@ def run_local(
     typer.echo(f"Running {document['metadata']['name']} locally; trial folders in {folder}")
     run = LocalRun(document, folder, echo=typer.echo)
     status = run.run()
-    _print_trials(list(run.trials.values()))
+    trials = list(run.trials.values())
+    _print_trials(trials, None, status.reevaluation, status.recommendation)
     typer.echo(f"\nStudy {status.phase.value}: {status.message}")
     if status.best_trial is not None:
         best = status.best_trial
@@ -118,41 +125,112 @@ def run_local(
         metrics = document["spec"]["objective"]["metrics"]
         for line in front_lines(front, status.pareto_front_size, metrics):
             typer.echo(line)
+    for line in reevaluation_lines(status.reevaluation, status.recommendation, trials):
+        typer.echo(line)
     if status.importances:
         ranked = ", ".join(f"{name} {value:.2f}" for name, value in status.importances.items())
         typer.echo(f"Importances: {ranked}")
     raise typer.Exit(code=0 if status.phase is StudyPhase.COMPLETED else 1)
 
 
-def _print_trials(trials: list[TuningTrial], title: str = "Trials") -> None:
-    """The trials as a table: number, state, params, value, duration, reason."""
+def _print_trials(
+    trials: list[TuningTrial],
+    study: str | None = None,
+    reevaluation: ReevaluationStatus | None = None,
+    recommendation: Recommendation | None = None,
+) -> None:
+    """The search trials as a table (number, state, params, value, duration, reason, and each
+    re-evaluated configuration's means), then the re-evaluation runs as a table of their own."""
     from rich.console import Console
     from rich.table import Table
 
     from kubetune.controller.core import format_params
 
-    table = Table(title=title)
-    for column in ("#", "state", "params", "value", "duration", "reason"):
+    of = f" of {study}" if study else ""
+    configurations = {c.trial: c for c in reevaluation.configurations} if reevaluation else {}
+    table = Table(title=f"Trials{of}")
+    columns = ["#", "state", "params", "value", "duration", "reason"]
+    if configurations:
+        columns.append("re-evaluated (mean ± std)")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("#", "value") else "left")
-    for trial in sorted(trials, key=lambda t: t.spec.number):
+    search = sorted((t for t in trials if is_search_trial(t)), key=lambda t: t.spec.number)
+    for trial in search:
         status = trial.status
-        values = status.values or []
-        value = ", ".join(f"{v:.6g}" for v in values)
-        duration = ""
-        if status.start_time is not None and status.completion_time is not None:
-            duration = f"{(status.completion_time - status.start_time).total_seconds():.1f}s"
-        params = format_params(trial.spec.params)
-        table.add_row(
+        cells = [
             str(trial.spec.number),
             status.state.value,
-            params,
-            value,
-            duration,
+            format_params(trial.spec.params),
+            ", ".join(f"{v:.6g}" for v in status.values or []),
+            _duration(trial),
             status.reason or "",
-        )
+        ]
+        if configurations:
+            configuration = configurations.get(trial.spec.number)
+            cell = "" if configuration is None else _scores(configuration.scores)
+            if recommendation is not None and recommendation.trial == trial.spec.number:
+                cell += " <- recommended"
+            cells.append(cell)
+        table.add_row(*cells)
     console = Console()
     # Off a terminal rich assumes 80 columns, too narrow for the params.
-    Console(width=max(console.width, 120)).print(table)
+    wide = Console(width=max(console.width, 120))
+    wide.print(table)
+    reruns = [t for t in trials if t.spec.reevaluation is not None]
+    if reruns:
+        wide.print(_reruns_table(reruns, of, reevaluation, recommendation))
+
+
+def _reruns_table(
+    reruns: list[TuningTrial],
+    of: str,
+    reevaluation: ReevaluationStatus | None,
+    recommendation: Recommendation | None,
+) -> Any:
+    """The re-evaluation runs: which configuration and repeat, seed, state, the re-evaluated
+    metrics (the objective values when the study does not say which), duration and reason."""
+    from rich.table import Table
+
+    metrics: list[str] = []
+    if reevaluation is not None and reevaluation.configurations:
+        metrics = [score.metric for score in reevaluation.configurations[0].scores]
+    caption = None
+    if recommendation is not None:
+        caption = f"trial {recommendation.trial}'s configuration is recommended"
+    table = Table(title=f"Re-evaluation runs{of}", caption=caption)
+    for column in ("run", "seed", "state", *(metrics or ["value"]), "duration", "reason"):
+        numeric = column in ("seed", "value", *metrics)
+        table.add_column(column, justify="right" if numeric else "left")
+
+    def order(trial: TuningTrial) -> tuple[int, int]:
+        run = trial.spec.reevaluation
+        return (run.trial, run.repeat) if run else (trial.spec.number, 0)
+
+    for trial in sorted(reruns, key=order):
+        run, status = trial.spec.reevaluation, trial.status
+        assert run is not None  # only re-runs are given
+        if metrics:
+            shown = [status.metrics.get(name) for name in metrics]
+            values = ["" if v is None else f"{v:.6g}" for v in shown]
+        else:
+            values = [", ".join(f"{v:.6g}" for v in status.values or [])]
+        table.add_row(
+            f"r{run.repeat} of {run.trial}",
+            "" if trial.spec.seed is None else str(trial.spec.seed),
+            status.state.value,
+            *values,
+            _duration(trial),
+            status.reason or "",
+        )
+    return table
+
+
+def _duration(trial: TuningTrial) -> str:
+    """How long a finished trial ran, e.g. `42.0s`; empty while it runs or if it never did."""
+    status = trial.status
+    if status.start_time is None or status.completion_time is None:
+        return ""
+    return f"{(status.completion_time - status.start_time).total_seconds():.1f}s"
 
 
 @app.command("operator")
@@ -470,7 +548,8 @@ def up(
             for item in outcome.trials.get(_key(study), []):
                 with contextlib.suppress(ValueError):
                     trials.append(TuningTrial.model_validate(item))
-            _print_trials(trials, title=f"Trials of {study['metadata']['name']}")
+            reevaluation, recommendation = reevaluation_of(study.get("status") or {})
+            _print_trials(trials, study["metadata"]["name"], reevaluation, recommendation)
             _print_ending(study, trials)
     if outcome.interrupted and outcome.exit_code == 130:
         typer.echo("Interrupted before every study ended.", err=True)
@@ -482,8 +561,8 @@ def _key(study: dict[str, Any]) -> tuple[str, str]:
 
 
 def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
-    """A study's phase, why it ended and its best trial (its parameters read from the trial
-    itself, the record of what ran)."""
+    """A study's phase, why it ended, its best trial (its parameters read from the trial
+    itself, the record of what ran) and the re-evaluation's recommendation."""
     from kubetune.controller.core import format_params
 
     status = study.get("status") or {}
@@ -512,6 +591,8 @@ def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
         metrics = ((study.get("spec") or {}).get("objective") or {}).get("metrics") or []
         for line in front_lines(front, status["paretoFrontSize"], metrics):
             typer.echo(f"  {line}")
+    for line in reevaluation_lines(*reevaluation_of(status), trials):
+        typer.echo(f"  {line}")
 
 
 FRONT_MEMBERS_SHOWN = 5
@@ -543,6 +624,108 @@ def front_lines(
             f"{MAX_PARETO_FRONT_IN_STATUS})"
         )
     return lines
+
+
+REEVALUATED_SHOWN = 5
+"""Re-evaluated configurations the command line lists (the first of status.reevaluation's)."""
+
+
+def reevaluation_of(
+    status: Mapping[str, Any],
+) -> tuple[ReevaluationStatus | None, Recommendation | None]:
+    """status.reevaluation and status.recommendation of a study as the API returned it; None
+    for one that is absent or that these models cannot read (an operator of another version)."""
+    reevaluation = recommendation = None
+    with contextlib.suppress(ValueError):
+        if status.get("reevaluation"):
+            reevaluation = ReevaluationStatus.model_validate(status["reevaluation"])
+    with contextlib.suppress(ValueError):
+        if status.get("recommendation"):
+            recommendation = Recommendation.model_validate(status["recommendation"])
+    return reevaluation, recommendation
+
+
+def reevaluation_lines(
+    reevaluation: ReevaluationStatus | None,
+    recommendation: Recommendation | None,
+    trials: Sequence[TuningTrial] = (),
+) -> list[str]:
+    """The re-evaluation for people: the recommended configuration (its metric's mean ± std
+    over n seeds, its value in the search and the generalization gap), then each re-evaluated
+    configuration's means (several objectives: one per objective, in the front's order).
+    The recommended parameters are read from its trial when `trials` has it (in the search
+    space's order, as the trials table shows them)."""
+    from kubetune.controller.core import format_params
+
+    lines = []
+    if recommendation is not None:
+        n = len(recommendation.values)
+        seeds = ", ".join(str(seed) for seed in recommendation.seeds)
+        params = next(
+            (
+                t.spec.params
+                for t in trials
+                if is_search_trial(t) and t.spec.number == recommendation.trial
+            ),
+            recommendation.params,
+        )
+        lines.append(f"Recommended: trial {recommendation.trial} with {format_params(params)}")
+        lines.append(
+            f"  {recommendation.metric} {recommendation.mean:.4g} ± {recommendation.std:.2g} "
+            f"over {n} seed{'' if n == 1 else 's'} ({seeds})"
+        )
+        if recommendation.validation_value is not None:
+            search = f"  search value {recommendation.validation_value:.4g}"
+            gap = recommendation.generalization_gap
+            if gap is not None:
+                search += f", generalization gap {gap:+.4g}"
+                if gap > 0:
+                    search += " (the search's value was optimistic)"
+            lines.append(search)
+    if reevaluation is None or not reevaluation.configurations:
+        return lines
+    configurations = reevaluation.configurations
+    if any(len(c.scores) > 1 for c in configurations):
+        order = "means per objective, in the Pareto front's order"
+    else:
+        metric = configurations[0].scores[0].metric if configurations[0].scores else "metric"
+        order = f"best first by mean {metric}"
+    lines.append(
+        f"Re-evaluation: {reevaluation.finished} of {reevaluation.runs} runs finished, "
+        f"{len(configurations)} configurations, {order}:"
+    )
+    for configuration in configurations[:REEVALUATED_SHOWN]:
+        n = len(configuration.seeds)
+        runs = f"{n} seed{'' if n == 1 else 's'}"
+        if configuration.failed_runs:
+            runs += f", {configuration.failed_runs} failed"
+        mark = ""
+        if recommendation is not None and recommendation.trial == configuration.trial:
+            mark = " <- recommended"
+        lines.append(
+            f"  trial {configuration.trial}, {runs}: {_scores(configuration.scores)}{mark}"
+        )
+    if len(configurations) > REEVALUATED_SHOWN:
+        lines.append(
+            f"  ... and {len(configurations) - REEVALUATED_SHOWN} more (status.reevaluation "
+            "lists them all)"
+        )
+    return lines
+
+
+def _scores(scores: list[MetricSummary]) -> str:
+    """Each metric's mean ± std over the re-runs and its value in the search, e.g.
+    `loss 0.31 ± 0.02 (search 0.29)`."""
+    shown = []
+    for score in scores:
+        if score.mean is None:
+            text = f"{score.metric}: no value yet"
+        else:
+            text = f"{score.metric} {score.mean:.4g} ± {score.std or 0.0:.2g}"
+        if score.validation_value is not None:
+            text += f" (search {score.validation_value:.4g})"
+        shown.append(text)
+    return ", ".join(shown)
 
 
 StudyNamespace = Annotated[
@@ -587,7 +770,7 @@ def trials(
     client, namespace = _client_for("trials", kubeconfig, namespace)
     custom = kubernetes.client.CustomObjectsApi(client)
     try:
-        custom.get_namespaced_custom_object(
+        found = custom.get_namespaced_custom_object(
             api.GROUP, api.VERSION, namespace, api.STUDY_PLURAL, study
         )
         listing = custom.list_namespaced_custom_object(
@@ -620,7 +803,11 @@ def trials(
     if not models:
         typer.echo(f"TuningStudy {study} has no trials yet.")
         return
-    _print_trials(models, title=f"Trials of {study}")
+    study_status: dict[str, Any] = found.get("status") or {}  # type: ignore[attr-defined]
+    reevaluation, recommendation = reevaluation_of(study_status)
+    _print_trials(models, study, reevaluation, recommendation)
+    for line in reevaluation_lines(reevaluation, recommendation, models):
+        typer.echo(line)
 
 
 class _LogsError(Exception):

@@ -622,11 +622,20 @@ def _event_order(event: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Group | Table:
-    """Per study: phase, trials by state, best so far, budget used."""
+    """Per study: phase, trials by state, best so far, the re-evaluation, budget used."""
     table = Table(title="Studies", title_justify="left")
     for column in ("study", "phase", "done", "running", "succeeded", "pruned", "failed"):
         table.add_column(column, justify="left" if column in ("study", "phase") else "right")
     table.add_column("best so far")
+    # Only when a study re-evaluates (spec.reevaluation): the table stays narrow otherwise.
+    # (`reevaluation: {}` asks for it with every default.)
+    reevaluated = any(
+        (study.get("spec") or {}).get("reevaluation") is not None
+        or (study.get("status") or {}).get("reevaluation")
+        for study in studies
+    )
+    if reevaluated:
+        table.add_column("recommended")
     table.add_column("budget used")
     for study in studies:
         status = study.get("status") or {}
@@ -641,6 +650,7 @@ def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Gr
             str(trials.get("pruned", 0)),
             str(failed),
             _best(status),
+            *([recommended(status)] if reevaluated else []),
             budget_used(status.get("budget") or {}),
         )
     if hint is None:
@@ -669,6 +679,33 @@ def _best(status: Mapping[str, Any]) -> str:
     ]
     more = size - len(shown)
     return f"front of {size}: " + "; ".join(shown) + (f"; {more} more" if more > 0 else "")
+
+
+def recommended(status: Mapping[str, Any]) -> str:
+    """The re-evaluation (spec.reevaluation) in one cell: the runs finished while it goes on,
+    the recommended trial with its mean ± std over n seeds and the generalization gap; with
+    several objectives, the first configurations' means per objective. Empty without one."""
+    reevaluation = status.get("reevaluation") or {}
+    runs, finished = reevaluation.get("runs") or 0, reevaluation.get("finished") or 0
+    parts = [f"{finished}/{runs} re-runs"] if finished < runs else []
+    recommendation = status.get("recommendation")
+    if recommendation:
+        shown = (
+            f"trial {recommendation['trial']}: {recommendation['mean']:.4g} ± "
+            f"{recommendation['std']:.2g} (n={len(recommendation.get('values') or [])}"
+        )
+        gap = recommendation.get("generalizationGap")
+        parts.append(shown + ("" if gap is None else f", gap {gap:+.4g}") + ")")
+        return "; ".join(parts)
+    configurations = reevaluation.get("configurations") or []
+    if any(len(c.get("scores") or []) > 1 for c in configurations):
+        for configuration in configurations[:FRONT_MEMBERS_SHOWN]:
+            means = [score.get("mean") for score in configuration["scores"]]
+            text = ", ".join("-" if mean is None else f"{mean:.4g}" for mean in means)
+            parts.append(f"{text} (trial {configuration['trial']})")
+        if len(configurations) > FRONT_MEMBERS_SHOWN:
+            parts.append(f"{len(configurations) - FRONT_MEMBERS_SHOWN} more")
+    return "; ".join(parts)
 
 
 def budget_used(budget: Mapping[str, Any]) -> str:

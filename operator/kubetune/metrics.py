@@ -1,11 +1,13 @@
 """The operator's own Prometheus metrics: its studies, their trials and budgets, and its health.
 
-A study's state (phase, trials by state, best value, budget, parallelism, oldest Pending trial)
-is kept as one snapshot per study and turned into gauges at scrape time by a collector: a study
-that goes away takes all its series with it, and a Pending trial's age is current at each scrape
-even when nothing wakes the study. Events (a trial finishing, an ask, a reconcile) are counters
-and histograms updated as they happen. Labels are bounded: namespace, study and state-like values
-only, never a trial, pod or parameter value. Everything is in base units (seconds, GPU-seconds).
+A study's state (phase, trials by state, best value, budget, parallelism, oldest Pending trial,
+the re-evaluation's progress and recommendation) is kept as one snapshot per study and turned
+into gauges at scrape time by a collector: a study that goes away takes all its series with it,
+and a Pending trial's age is current at each scrape even when nothing wakes the study. Events (a
+trial finishing, an ask, a reconcile) are counters and histograms updated as they happen. Labels
+are bounded: namespace, study and state-like values (and the one re-evaluation metric of a
+study) only, never a trial, pod or parameter value. Everything is in base units (seconds,
+GPU-seconds).
 """
 
 from __future__ import annotations
@@ -136,6 +138,33 @@ class _StudyCollector(Collector):
             "Age of a study's oldest Pending trial; 0 when none is Pending.",
             labels=list(_STUDY_LABELS),
         )
+        gap = GaugeMetricFamily(
+            f"{PREFIX}_study_generalization_gap",
+            "How much worse the recommended configuration's re-evaluated mean is than its "
+            "search value (status.recommendation.generalizationGap; positive: optimistic).",
+            labels=list(_STUDY_LABELS),
+        )
+        recommended_mean = GaugeMetricFamily(
+            f"{PREFIX}_study_recommended_mean",
+            "The recommended configuration's mean of the re-evaluation metric over its seeds.",
+            labels=[*_STUDY_LABELS, "metric"],
+        )
+        recommended_std = GaugeMetricFamily(
+            f"{PREFIX}_study_recommended_std",
+            "The sample standard deviation of that metric over the recommended configuration's "
+            "seeds.",
+            labels=[*_STUDY_LABELS, "metric"],
+        )
+        reruns_planned = GaugeMetricFamily(
+            f"{PREFIX}_reevaluation_runs_planned",
+            "Re-evaluation runs planned (configurations x repeats), once the search ended.",
+            labels=list(_STUDY_LABELS),
+        )
+        reruns_finished = GaugeMetricFamily(
+            f"{PREFIX}_reevaluation_runs_finished",
+            "Re-evaluation runs that have ended.",
+            labels=list(_STUDY_LABELS),
+        )
         for (namespace, study), snapshot in snapshots.items():
             status = snapshot.status
             for each in StudyPhase:
@@ -157,7 +186,19 @@ class _StudyCollector(Collector):
             if snapshot.oldest_pending is not None:
                 age = max(0.0, (now - snapshot.oldest_pending).total_seconds())
             pending_age.add_metric([namespace, study], age)
+            if status.reevaluation is not None:
+                reruns_planned.add_metric([namespace, study], status.reevaluation.runs)
+                reruns_finished.add_metric([namespace, study], status.reevaluation.finished)
+            recommendation = status.recommendation
+            if recommendation is not None:
+                # The metric as a label: one per study (spec.reevaluation.metric), so bounded.
+                metric = [namespace, study, recommendation.metric]
+                recommended_mean.add_metric(metric, recommendation.mean)
+                recommended_std.add_metric(metric, recommendation.std)
+                if recommendation.generalization_gap is not None:
+                    gap.add_metric([namespace, study], recommendation.generalization_gap)
         yield from (phase, trials, best, used, limit, parallelism, pending_age)
+        yield from (gap, recommended_mean, recommended_std, reruns_planned, reruns_finished)
 
 
 def _utcnow() -> datetime:

@@ -134,6 +134,16 @@ def test_apply_installs_the_crds_and_the_example(kube: Kube, installed: str) -> 
     assert defaulted.stdout == "tpe minimize"
 
 
+def cells_by_column(listing: str) -> list[dict[str, str]]:
+    """The rows of a `kubectl get` table by column name. kubectl leaves a missing value blank,
+    so cells are cut at the header's column offsets rather than split on spaces."""
+    header, *rows = listing.splitlines()
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    names = [header[a:b].strip() for a, b in bounds]
+    return [{n: row[a:b].strip() for n, (a, b) in zip(names, bounds, strict=True)} for row in rows]
+
+
 def test_get_shows_the_crd_printer_columns(kube: Kube, installed: str) -> None:
     kube.kubectl("apply", "-f", "-", stdin=dump(study("columns")))
     status = {
@@ -153,13 +163,66 @@ def test_get_shows_the_crd_printer_columns(kube: Kube, installed: str) -> None:
         "-p",
         yaml.safe_dump({"status": status}),
     )
-    header, row = kube.kubectl("get", "tuningstudies", "columns").stdout.splitlines()
-    assert header.split() == [
-        "NAME", "PHASE", "TRIALS", "RUNNING", "BEST", "FRONT", "GPU-HOURS", "AGE"
+    (row,) = cells_by_column(kube.kubectl("get", "tuningstudies", "columns").stdout)
+    assert list(row) == [
+        "NAME", "PHASE", "TRIALS", "RUNNING", "BEST", "FRONT", "RECOMMENDED", "GAP", "GPU-HOURS",
+        "AGE",
     ]  # fmt: skip
-    cells = row.split()
-    assert cells[:7] == ["columns", "Running", "3/40", "2", "0.25", "0", "1.5"]
-    assert cells[7].endswith("s")  # an age such as 0s
+    # No recommendation yet: its columns are blank.
+    assert list(row.values())[:9] == ["columns", "Running", "3/40", "2", "0.25", "0", "", "", "1.5"]
+    assert row["AGE"].endswith("s")  # an age such as 0s
+
+    recommendation = {
+        "trial": 2,
+        "params": {"x": 1.5},
+        "metric": "test_loss",
+        "values": [0.3, 0.35],
+        "seeds": [11, 12],
+        "mean": 0.325,
+        "std": 0.035,
+        "validationValue": 0.25,
+        "generalizationGap": 0.075,
+    }
+    kube.kubectl(
+        "patch",
+        "tuningstudy",
+        "columns",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Completed", "recommendation": recommendation}}),
+    )
+    (row,) = cells_by_column(kube.kubectl("get", "tuningstudies", "columns").stdout)
+    assert (row["RECOMMENDED"], row["GAP"]) == ("2", "0.075")
+    assert "MEAN" not in row  # priority 1: only with -o wide
+    (wide,) = cells_by_column(kube.kubectl("get", "tuningstudies", "columns", "-o", "wide").stdout)
+    assert (wide["RECOMMENDED"], wide["GAP"], wide["MEAN"]) == ("2", "0.075", "0.325")
+
+
+def test_get_tuningtrials_tells_reruns_apart_and_shows_seeds_wide(
+    kube: Kube, installed: str
+) -> None:
+    def trial(name: str, repeat: int | None, seed: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {"study": "cols", "number": 3, "params": {"x": 1.5}, "seed": seed}
+        if repeat is not None:
+            spec["reevaluation"] = {"trial": 3, "repeat": repeat}
+        return {
+            "apiVersion": "kubetune.io/v1alpha1",
+            "kind": "TuningTrial",
+            "metadata": {"name": name, "labels": {"suite": "rerun-columns"}},
+            "spec": spec,
+        }
+
+    for body in (trial("cols-3", None, 7), trial("cols-3-r1", 1, 8)):
+        kube.kubectl("apply", "-f", "-", stdin=dump(body))
+    listing = kube.kubectl("get", "tuningtrials", "-l", "suite=rerun-columns").stdout
+    search, rerun = cells_by_column(listing)
+    assert list(search)[:4] == ["NAME", "STUDY", "NUMBER", "REPEAT"]
+    assert "SEED" not in search  # priority 1: only with -o wide
+    assert (search["NAME"], search["NUMBER"], search["REPEAT"]) == ("cols-3", "3", "")
+    assert (rerun["NAME"], rerun["NUMBER"], rerun["REPEAT"]) == ("cols-3-r1", "3", "1")
+    wide = kube.kubectl("get", "tuningtrials", "-l", "suite=rerun-columns", "-o", "wide").stdout
+    assert [row["SEED"] for row in cells_by_column(wide)] == ["7", "8"]
 
 
 def test_label_and_field_selectors(kube: Kube, installed: str) -> None:

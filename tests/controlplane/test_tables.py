@@ -47,7 +47,10 @@ def test_a_study_table_has_the_crd_columns_typed_and_empty_cells_for_missing_val
     assert result["kind"] == "Table"
     assert result["apiVersion"] == "meta.k8s.io/v1"
     names = [c["name"] for c in result["columnDefinitions"]]
-    assert names == ["Name", "Phase", "Trials", "Running", "Best", "Front", "GPU-Hours", "Age"]
+    assert names == [
+        "Name", "Phase", "Trials", "Running", "Best", "Front", "Recommended", "Gap", "Mean",
+        "GPU-Hours", "Age",
+    ]  # fmt: skip
     assert result["columnDefinitions"][0]["format"] == "name"
     assert result["columnDefinitions"][3] == {
         "name": "Running",
@@ -56,8 +59,13 @@ def test_a_study_table_has_the_crd_columns_typed_and_empty_cells_for_missing_val
         "description": "Trials running now.",
         "priority": 0,
     }
-    assert result["rows"][0]["cells"] == ["digits", "Running", "3/40", 2, 1.0, 0, 0.25, "5m"]
-    assert result["rows"][1]["cells"] == ["new", None, None, None, None, None, None, "4s"]
+    # The server sends every column; kubectl hides those of priority 1 (Mean) without -o wide.
+    assert [c["priority"] for c in result["columnDefinitions"]].count(1) == 1
+    assert result["columnDefinitions"][8]["priority"] == 1
+    assert result["rows"][0]["cells"] == [
+        "digits", "Running", "3/40", 2, 1.0, 0, None, None, None, 0.25, "5m"
+    ]  # fmt: skip
+    assert result["rows"][1]["cells"] == ["new", *[None] * 9, "4s"]
     assert result["rows"][0]["object"] == {
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",

@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.metrics import OperatorMetrics
+from kubetune.spec.study import Reevaluation
 from monitoring import dashboard
 from tests.monitoring.test_metrics import run_study
 
@@ -39,9 +40,9 @@ def test_the_generator_writes_the_file_it_is_given(tmp_path: Path) -> None:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the operator exports, with a study known."""
+    """Every sample name the operator exports, with a study known that was re-evaluated."""
     metrics = OperatorMetrics()
-    run_study(metrics, max_trials=2)
+    run_study(metrics, max_trials=2, reevaluation=Reevaluation(top_trials=1, repeats=2))
     text = generate_latest(metrics.registry).decode()
     return {
         sample.name for family in text_string_to_metric_families(text) for sample in family.samples
@@ -55,6 +56,13 @@ def test_dashboard_and_alerts_name_only_exported_metrics() -> None:
     assert used - exported == set()
     # Every study gauge is on the dashboard.
     assert {"kubetune_study_phase", "kubetune_trials", "kubetune_study_parallelism"} <= used
+    assert {
+        "kubetune_study_generalization_gap",
+        "kubetune_study_recommended_mean",
+        "kubetune_study_recommended_std",
+        "kubetune_reevaluation_runs_planned",
+        "kubetune_reevaluation_runs_finished",
+    } <= used
 
 
 def test_promtool_accepts_the_rules_and_their_unit_tests_pass() -> None:

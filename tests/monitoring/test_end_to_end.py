@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from monitoring.dashboard import OUTPUT as DASHBOARD
 
@@ -24,8 +25,9 @@ RATE_INTERVAL = "1m"
 
 
 def observed_study() -> dict[str, Any]:
-    """The synthetic example, small, on one GPU per trial, with every budget set and trial 1
-    failing."""
+    """The synthetic example, small, on one GPU per trial, with every budget set, trial 1
+    failing, and the best configuration re-run twice (ranked by its distance, so that the
+    generalization gap is that of another metric than the search's loss)."""
     document = example(
         "synthetic-quadratic.yaml",
         maxTrials=5,
@@ -34,6 +36,7 @@ def observed_study() -> dict[str, Any]:
         money={"limit": 10, "pricePerGpuHour": {"nvidia.com/gpu": 2.5}},
     )
     document["metadata"]["name"] = STUDY
+    document["spec"]["reevaluation"] = {"topTrials": 1, "repeats": 2, "metric": "distance"}
     container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
     container["resources"]["limits"][GPU] = 1
     container["command"][2] = (
@@ -94,6 +97,15 @@ def test_every_panel_and_alert_query_returns_series(
         gpu = prometheus.query(f'kubetune_gpu_seconds_total{{study="{STUDY}"}}')
         # One GPU per trial, for its running time (whole seconds: Kubernetes' timestamps).
         assert float(gpu[0]["value"][1]) == sum(t["status"].get("gpuSeconds", 0) for t in trials)
+        # The re-evaluation's result as the study's status has it.
+        recommendation = get_json(kube, "tuningstudy", STUDY)["status"]["recommendation"]
+        assert len([t for t in trials if t["spec"].get("reevaluation")]) == 2
+        gap = prometheus.query(f'kubetune_study_generalization_gap{{study="{STUDY}"}}')
+        assert float(gap[0]["value"][1]) == pytest.approx(recommendation["generalizationGap"])
+        mean = prometheus.query(
+            f'kubetune_study_recommended_mean{{study="{STUDY}", metric="distance"}}'
+        )
+        assert float(mean[0]["value"][1]) == pytest.approx(recommendation["mean"])
 
         for title, expr in panel_queries():
             assert prometheus.query(expr), f"panel {title!r}: {expr} returned no series"

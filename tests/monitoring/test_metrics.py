@@ -12,7 +12,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.controller import Plan
 from kubetune.metrics import FINISHED_STATES, OperatorMetrics
-from kubetune.spec.study import BestTrial, BudgetUsage, StudyPhase, TrialCounts, TuningStudyStatus
+from kubetune.spec.study import (
+    BestTrial,
+    BudgetUsage,
+    MetricSummary,
+    Recommendation,
+    ReevaluatedConfiguration,
+    Reevaluation,
+    ReevaluationStatus,
+    StudyPhase,
+    TrialCounts,
+    TuningStudyStatus,
+)
 from kubetune.spec.trial import TrialState, TuningTrial
 from tests.factories import at, study_spec
 from tests.simulation import PodScript, SimulatedCluster
@@ -48,7 +59,14 @@ def test_the_study_gauges_follow_its_status() -> None:
         phase.value: value(metrics, "kubetune_study_phase", **STUDY, phase=phase.value)
         for phase in StudyPhase
     }
-    assert phases == {"Pending": 0, "Running": 1, "Completed": 0, "Failed": 0, "Invalid": 0}
+    assert phases == {
+        "Pending": 0,
+        "Running": 1,
+        "Reevaluating": 0,
+        "Completed": 0,
+        "Failed": 0,
+        "Invalid": 0,
+    }
     trials = {s.value: value(metrics, "kubetune_trials", **STUDY, state=s) for s in TrialState}
     assert trials == {
         "Pending": 1,
@@ -93,19 +111,32 @@ def test_the_study_gauges_follow_its_status() -> None:
     assert value(metrics, "kubetune_best_objective_value", **STUDY, objective="1") == 7.0
 
 
-def run_study(metrics: OperatorMetrics, max_trials: int, name: str = "demo") -> SimulatedCluster:
+RERUN_PENALTY = 0.5
+"""How much worse than its search value a re-run of run_study reports: the generalization gap."""
+
+
+def run_study(
+    metrics: OperatorMetrics,
+    max_trials: int,
+    name: str = "demo",
+    reevaluation: Reevaluation | None = None,
+) -> SimulatedCluster:
     """A simulated study to its end, each applied plan shown to the metrics as the handler
-    does: odd trials fail, even ones succeed after 10 s on one GPU."""
+    does: odd trials fail, even ones succeed after 10 s on one GPU (with `reevaluation`, their
+    re-runs report a loss RERUN_PENALTY higher than the search trial's)."""
 
     def script(trial: TuningTrial) -> PodScript:
         if trial.spec.number % 2:
             return PodScript(start_after=1, end_after=4, succeeds=False, reason="OOMKilled")
-        return PodScript(start_after=1, end_after=11, final={"loss": float(trial.spec.number)})
+        loss = float(trial.spec.number)
+        if trial.spec.reevaluation is not None:
+            loss += RERUN_PENALTY
+        return PodScript(start_after=1, end_after=11, final={"loss": loss})
 
     spec = study_spec(
         budget={"maxTrials": max_trials, "parallelism": 2, "maxFailedTrials": max_trials},
         gpus=1,
-    )
+    ).model_copy(update={"reevaluation": reevaluation})
     cluster = SimulatedCluster.of(spec, script, name=name)
     while True:
         before = list(cluster.trials.values())
@@ -114,6 +145,89 @@ def run_study(metrics: OperatorMetrics, max_trials: int, name: str = "demo") -> 
         if cluster.study_status.phase is StudyPhase.COMPLETED:
             return cluster
         cluster.now = cluster.now + (at(1) - at(0))
+
+
+REEVALUATION_GAUGES = (
+    "kubetune_study_generalization_gap",
+    "kubetune_study_recommended_mean",
+    "kubetune_study_recommended_std",
+    "kubetune_reevaluation_runs_planned",
+    "kubetune_reevaluation_runs_finished",
+)
+
+
+def test_the_reevaluation_gauges_follow_the_recommendation() -> None:
+    metrics = OperatorMetrics()
+    searching = TuningStudyStatus(phase=StudyPhase.RUNNING)
+    metrics.update_study("ml", "resnet", searching)
+    # Before the search ends there is no re-evaluation: no series (not a 0 read as no gap).
+    assert {name for name, _ in series(metrics)} & set(REEVALUATION_GAUGES) == set()
+
+    configuration = ReevaluatedConfiguration(
+        trial=3,
+        params={"lr": 0.1},
+        seeds=[11, 12],
+        scores=[MetricSummary(metric="test_accuracy", values=[0.9, 0.8], validation_value=0.95)],
+    )
+    reevaluating = TuningStudyStatus(
+        phase=StudyPhase.REEVALUATING,
+        reevaluation=ReevaluationStatus(runs=6, finished=2, configurations=[configuration]),
+    )
+    metrics.update_study("ml", "resnet", reevaluating)
+    assert value(metrics, "kubetune_study_phase", **STUDY, phase="Reevaluating") == 1
+    assert value(metrics, "kubetune_reevaluation_runs_planned", **STUDY) == 6
+    assert value(metrics, "kubetune_reevaluation_runs_finished", **STUDY) == 2
+    assert value(metrics, "kubetune_study_generalization_gap", **STUDY) is None
+
+    recommended = reevaluating.model_copy(
+        update={
+            "phase": StudyPhase.COMPLETED,
+            "reevaluation": reevaluating.reevaluation.model_copy(update={"finished": 6}),
+            "recommendation": Recommendation(
+                trial=3,
+                params={"lr": 0.1},
+                metric="test_accuracy",
+                values=[0.9, 0.8],
+                seeds=[11, 12],
+                mean=0.85,
+                std=0.0707,
+                validation_value=0.95,
+                generalization_gap=0.1,
+            ),
+        }
+    )
+    metrics.update_study("ml", "resnet", recommended)
+    assert value(metrics, "kubetune_reevaluation_runs_finished", **STUDY) == 6
+    assert value(metrics, "kubetune_study_generalization_gap", **STUDY) == 0.1
+    by_metric = {**STUDY, "metric": "test_accuracy"}
+    assert value(metrics, "kubetune_study_recommended_mean", **by_metric) == 0.85
+    assert value(metrics, "kubetune_study_recommended_std", **by_metric) == 0.0707
+
+    # A metric the search never recorded as a value has no gap; the mean still shows.
+    assert recommended.recommendation is not None
+    no_gap = recommended.recommendation.model_copy(
+        update={"validation_value": None, "generalization_gap": None}
+    )
+    metrics.update_study("ml", "resnet", recommended.model_copy(update={"recommendation": no_gap}))
+    assert value(metrics, "kubetune_study_generalization_gap", **STUDY) is None
+    assert value(metrics, "kubetune_study_recommended_mean", **by_metric) == 0.85
+
+
+def test_a_reevaluated_study_exports_its_gap_and_recommended_mean() -> None:
+    metrics = OperatorMetrics()
+    cluster = run_study(metrics, max_trials=4, reevaluation=Reevaluation(top_trials=2, repeats=2))
+    labels = {"namespace": "default", "study": "demo"}
+
+    recommendation = cluster.study_status.recommendation
+    assert recommendation is not None
+    assert recommendation.trial == 0  # trials 0 and 2 succeeded; loss 0 is the smaller
+    assert value(metrics, "kubetune_study_generalization_gap", **labels) == RERUN_PENALTY
+    mean = value(metrics, "kubetune_study_recommended_mean", **labels, metric="loss")
+    assert mean == recommendation.mean == RERUN_PENALTY
+    assert value(metrics, "kubetune_reevaluation_runs_planned", **labels) == 4
+    assert value(metrics, "kubetune_reevaluation_runs_finished", **labels) == 4
+    # Re-runs are trials: they are counted by outcome with the search's (2 + 4 succeeded).
+    assert value(metrics, "kubetune_trials_finished_total", **labels, outcome="Succeeded") == 6
 
 
 def test_a_study_s_trials_are_counted_once_by_outcome() -> None:
@@ -162,12 +276,13 @@ def test_a_forgotten_study_leaves_no_series_and_others_keep_theirs() -> None:
 
 def test_series_do_not_grow_with_trials_and_labels_hold_no_trial_values() -> None:
     few, many = OperatorMetrics(), OperatorMetrics()
-    run_study(few, max_trials=2)
-    cluster = run_study(many, max_trials=12)
+    run_study(few, max_trials=2, reevaluation=Reevaluation(top_trials=1, repeats=1))
+    # More trials, more configurations re-run, more repeats: the same series.
+    cluster = run_study(many, max_trials=12, reevaluation=Reevaluation(top_trials=3, repeats=2))
 
     assert len(list(series(few))) == len(list(series(many)))
     allowed = {"namespace", "study", "phase", "state", "objective", "budget", "outcome", "handler"}
-    allowed |= {"le", "version", "python", "optuna"}
+    allowed |= {"metric", "le", "version", "python", "optuna"}
     trial_names = {t.metadata.name for t in cluster.trials.values()}
     for name, labels in series(many):
         assert set(labels) <= allowed, name

@@ -23,7 +23,7 @@ from kubetune.spec.crd import (
     trial_crd,
     trial_schema,
 )
-from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, TuningStudy, TuningStudySpec
+from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, StudyPhase, TuningStudy, TuningStudySpec
 from kubetune.spec.trial import TuningTrial
 from kubetune.spec.validation import validate_text
 from tests.unit.crd_checks import (
@@ -260,8 +260,22 @@ def _schema_node(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("crd", "names"),
     [
-        (study_crd(), ["Phase", "Trials", "Running", "Best", "Front", "GPU-Hours", "Age"]),
-        (trial_crd(), ["Study", "Number", "State", "Value", "Age"]),
+        (
+            study_crd(),
+            [
+                "Phase",
+                "Trials",
+                "Running",
+                "Best",
+                "Front",
+                "Recommended",
+                "Gap",
+                "Mean",
+                "GPU-Hours",
+                "Age",
+            ],
+        ),
+        (trial_crd(), ["Study", "Number", "Repeat", "State", "Value", "Seed", "Age"]),
     ],
     ids=["study", "trial"],
 )
@@ -277,6 +291,12 @@ def test_printer_columns_point_at_fields_of_their_type(
             assert column["type"] == "date"
             continue
         assert _schema_node(schema, column["jsonPath"])["type"] == column["type"], column
+
+
+def test_the_phase_column_names_every_phase() -> None:
+    (version,) = study_crd()["spec"]["versions"]
+    (phase,) = [c for c in version["additionalPrinterColumns"] if c["name"] == "Phase"]
+    assert [p.value for p in StudyPhase if p.value not in phase["description"]] == []
 
 
 # --- (4) what kubectl apply does with the schema ---------------------------------------------

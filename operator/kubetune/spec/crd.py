@@ -485,14 +485,30 @@ def trial_schema() -> Schema:
 # --- the CRD objects -------------------------------------------------------------------------
 
 
-def _column(name: str, type_: str, json_path: str, description: str) -> Schema:
-    return {"name": name, "type": type_, "jsonPath": json_path, "description": description}
+def _column(
+    name: str, type_: str, json_path: str, description: str, *, priority: int = 0
+) -> Schema:
+    column: Schema = {
+        "name": name,
+        "type": type_,
+        "jsonPath": json_path,
+        "description": description,
+    }
+    if priority:
+        # kubectl shows a column of priority above 0 only with `-o wide`.
+        column["priority"] = priority
+    return column
 
 
 _AGE: Final = _column("Age", "date", ".metadata.creationTimestamp", "Time since creation.")
 
 STUDY_COLUMNS: Final = (
-    _column("Phase", "string", ".status.phase", "Pending, Running, Completed, Failed or Invalid."),
+    _column(
+        "Phase",
+        "string",
+        ".status.phase",
+        "Pending, Running, Reevaluating, Completed, Failed or Invalid.",
+    ),
     _column("Trials", "string", ".status.progress", "Finished trials over maxTrials."),
     _column("Running", "integer", ".status.trials.running", "Trials running now."),
     _column("Best", "number", ".status.bestTrial.value", "Best objective value so far."),
@@ -504,14 +520,45 @@ STUDY_COLUMNS: Final = (
         ".status.paretoFrontSize",
         "Trials on the Pareto front (several objectives).",
     ),
+    # The result of spec.reevaluation, beside the search's Best: the trial whose configuration
+    # is best on average over new seeds, and how optimistic the search's value of it was.
+    _column(
+        "Recommended",
+        "integer",
+        ".status.recommendation.trial",
+        "The search trial whose configuration is recommended after re-evaluation.",
+    ),
+    _column(
+        "Gap",
+        "number",
+        ".status.recommendation.generalizationGap",
+        "Generalization gap: how much worse the re-evaluated mean is than the search's value "
+        "(positive: the search was optimistic).",
+    ),
+    _column(
+        "Mean",
+        "number",
+        ".status.recommendation.mean",
+        "The recommended configuration's mean of the re-evaluation metric over its seeds.",
+        priority=1,
+    ),
     _column("GPU-Hours", "number", ".status.budget.gpuHours", "GPU-hours used so far."),
     _AGE,
 )
 TRIAL_COLUMNS: Final = (
     _column("Study", "string", ".spec.study", "The study the trial belongs to."),
     _column("Number", "integer", ".spec.number", "Trial number within the study."),
+    # A re-run has the number of the search trial it repeats; Repeat tells them apart.
+    _column(
+        "Repeat",
+        "integer",
+        ".spec.reevaluation.repeat",
+        "Which re-evaluation run of trial Number's configuration this is (empty for a search "
+        "trial).",
+    ),
     _column("State", "string", ".status.state", "Pending, Running, Succeeded, Pruned, ..."),
     _column("Value", "number", ".status.values[0]", "Final value of the first objective."),
+    _column("Seed", "integer", ".spec.seed", "The seed the trainer received.", priority=1),
     _AGE,
 )
 
