@@ -355,7 +355,7 @@ def assess(
                 StudyConditionReason.MAX_TRIALS_REACHED,
                 f"maxTrials ({budget.max_trials}) trials were started",
             )
-    reserved = reevaluation_runs_left(spec, trials)
+    reserved = reevaluation_reserve(spec)
     for affordable, end_if_none in _affordable(spec, trials, holders, now, reserved):
         slots.append(affordable)
         if affordable <= 0 and draining is None:
@@ -370,13 +370,14 @@ def assess(
     return BudgetDecision(usage, may_start, tuple(trial_stops), None, draining, next_deadline)
 
 
-def reevaluation_runs_left(spec: TuningStudySpec, trials: Sequence[TuningTrial]) -> int:
-    """Re-evaluation runs not created yet, at their most (spec.reevaluation: topTrials x
-    repeats): what the GPU-hour and money budgets hold back for them during the search."""
+def reevaluation_reserve(spec: TuningStudySpec) -> int:
+    """The re-evaluation runs the GPU-hour and money budgets hold back during the search: all
+    of them (topTrials x repeats). Runs of an earlier re-evaluation (a study resumed by a larger
+    budget) count on their own, by what their pods held, and are not subtracted: which
+    configurations the next re-evaluation re-runs is not known until the search ends."""
     if spec.reevaluation is None:
         return 0
-    planned = spec.reevaluation.top_trials * spec.reevaluation.repeats
-    return max(0, planned - sum(1 for t in trials if not is_search_trial(t)))
+    return spec.reevaluation.top_trials * spec.reevaluation.repeats
 
 
 def assess_reevaluation(

@@ -427,3 +427,27 @@ def test_reevaluation_is_immutable_once_the_study_exists() -> None:
     changed = immutable_changes(before, reevaluated_spec(reevaluation={"repeats": 5}))
     assert [p.path for p in changed] == ["spec.reevaluation"]
     assert study(reevaluated_spec()).spec.reevaluation is not None
+
+
+def test_raising_max_trials_after_the_reevaluation_searches_on_and_reevaluates_again() -> None:
+    spec = reevaluated_spec(budget={"parallelism": 2, "maxTrials": 4})
+    cluster = SimulatedCluster.of(spec, seeded_trainer)
+    first = cluster.run().recommendation
+    assert first is not None
+    raised = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_trials": 10})})
+    metadata = cluster.study.metadata.model_copy(update={"generation": 2})
+    cluster.study = cluster.study.model_copy(update={"spec": raised, "metadata": metadata})
+    plan = cluster.reconcile()
+    assert [t.spec.number for t in plan.create_trials] == [4, 5]  # search numbers go on
+    assert plan.study_status.phase is StudyPhase.RUNNING
+    assert plan.study_status.recommendation is None  # the old one no longer holds
+    status = cluster.run()
+    assert status.phase is StudyPhase.COMPLETED
+    assert status.trials.total == 10
+    search = [t for t in cluster.trials.values() if is_search_trial(t)]
+    top = sorted(search, key=lambda t: ((t.status.values or [0])[0], t.spec.number))[:3]
+    assert status.reevaluation is not None
+    assert {c.trial for c in status.reevaluation.configurations} == {t.spec.number for t in top}
+    assert status.reevaluation.finished == 9
+    assert status.recommendation is not None
+    assert status.recommendation.trial in {t.spec.number for t in top}
