@@ -21,6 +21,7 @@ from kubetune.controller import (
     StudyController,
     with_owner_uid,
 )
+from kubetune.controller.warm_start import SourceStudy
 from kubetune.spec.study import StudyPhase, TuningStudy, TuningStudySpec, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 from tests.factories import T0
@@ -103,6 +104,8 @@ class SimulatedCluster:
     plans: list[Plan] = field(default_factory=list)
     gone: list[_Pod] = field(default_factory=list)
     """Pods deleted whose processes ended: what they held still counts."""
+    sources: dict[str, SourceStudy] = field(default_factory=dict)
+    """The studies of spec.warmStart.fromStudies that exist, by name."""
     now: datetime = T0
     _uid: int = 0
 
@@ -181,7 +184,7 @@ class SimulatedCluster:
             if (observation := self.observe(name)) is not None
         }
         return (controller or self.controller).reconcile(
-            self.document(), list(self.trials.values()), observations, self.now
+            self.document(), list(self.trials.values()), observations, self.now, self.sources
         )
 
     def reconcile(self) -> Plan:

@@ -10,7 +10,9 @@ keeps raising is backed off (kubetune.k8s.backoff) and marked with a ReconcileFa
 condition naming the error. Events on
 its trials and pods, and changes of the study's spec or deletion, wake the daemon at once (a
 reaction, not a polling interval); a plan's requeue_after wakes it for timeouts. The study's
-own status writes do not wake it: they would make every reconcile cause the next.
+own status writes do not wake it: they would make every reconcile cause the next. A study
+that has not started is also woken by changes of the studies it warm-starts from
+(spec.warmStart.fromStudies) and of their trials: it may be waiting for their searches to end.
 
 Reads cost no request: the study is kopf's live body, its trials and pods come from kopf
 indexes fed by the watches (kopf starts no daemon before their first listing is complete),
@@ -37,6 +39,7 @@ import kubernetes
 
 from kubetune.controller import PodObservation, StudyController
 from kubetune.controller.metrics_source import REFUSE_ALL
+from kubetune.controller.warm_start import SourceStudy, source_names, study_essentials
 from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.backoff import Backoff, first_line
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
@@ -75,12 +78,17 @@ class StudyView:
     pod_writes: OwnWrites = field(default_factory=OwnWrites)
     study_writes: OwnWrites = field(default_factory=OwnWrites)
     parsed: ParsedTrials = field(default_factory=ParsedTrials)
+    source_trials: ParsedTrials = field(default_factory=ParsedTrials)
+    """The trials of the studies it warm-starts from."""
 
 
 # Per study: the spec generation last seen, so that status-only changes wake nobody.
 _generations: dict[StudyKey, int | None] = {}
 # Per study with a running daemon: what it keeps between reconciles.
 _views: dict[StudyKey, StudyView] = {}
+# Per study: the studies that warm-start from it and have not started yet (they may be
+# waiting for it), woken by its changes and its trials'.
+_importers: defaultdict[StudyKey, set[str]] = defaultdict(set)
 
 
 def _wake(namespace: str | None, study: str | None) -> None:
@@ -118,6 +126,16 @@ async def study_changed(namespace: str | None, name: str | None, meta: kopf.Meta
     if meta.get("deletionTimestamp") or _generations.get(key) != generation:
         _generations[key] = generation
         _wake(namespace, name)
+    for importer in _importers.get(key, ()):
+        _wake(namespace, importer)  # a source's phase is in its status
+
+
+@kopf.index(api.GROUP, api.VERSION, api.STUDY_PLURAL)
+async def studies_by_name(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[StudyKey, dict[str, Any]]:
+    """What a study that warm-starts from this one reads of it."""
+    return {(namespace or "", name or ""): study_essentials(body)}
 
 
 @kopf.index(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
@@ -136,7 +154,10 @@ async def pods_by_study(
 
 @kopf.on.event(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
 async def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    _wake(namespace, labels.get(api.STUDY_LABEL))  # the index already has the new version
+    study = labels.get(api.STUDY_LABEL)
+    _wake(namespace, study)  # the index already has the new version
+    for importer in _importers.get((namespace or "", study or ""), ()):
+        _wake(namespace, importer)
 
 
 @kopf.on.event("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})
@@ -164,6 +185,7 @@ async def run_study(
     # kopf passes every index by its handler's name.
     trials_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["trials_by_study"]
     pods_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["pods_by_study"]
+    studies_by_name: kopf.Index[StudyKey, dict[str, Any]] = indices["studies_by_name"]
     kube: KubeApi = memo.api
     # kubetune operator --allow-prometheus (none: no study may read Prometheus) and
     # --trial-service-account (none: any).
@@ -179,7 +201,18 @@ async def run_study(
         key = (namespace, name)
         trials = list(trials_by_study.get(key, []))
         pods = list(pods_by_study.get(key, []))
-        return await reconcile(kube, controller, view, body, trials, pods, logger, worker)
+        sources: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
+        started = bool((body.get("status") or {}).get("startTime"))
+        for source in source_names(body):
+            found = list(studies_by_name.get((namespace, source), []))
+            source_trials = list(trials_by_study.get((namespace, source), []))
+            sources[source] = (found[0] if found else None, source_trials)
+            waiters = _importers[(namespace, source)]
+            if started:
+                waiters.discard(name)
+            else:
+                waiters.add(name)
+        return await reconcile(kube, controller, view, body, trials, pods, logger, worker, sources)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.ensure_future(stopped.wait())
@@ -210,6 +243,9 @@ async def run_study(
         _wakeups.pop((namespace, name), None)
         _generations.pop((namespace, name), None)
         _views.pop((namespace, name), None)
+        for (importers_namespace, _), waiters in _importers.items():
+            if importers_namespace == namespace:
+                waiters.discard(name)
         METRICS.forget_study(namespace, name)  # deleted, or no longer run by this replica
 
 
@@ -291,6 +327,25 @@ def _read(
     return trials, unreadable, observations
 
 
+def _read_sources(
+    parsed: ParsedTrials,
+    sources: Mapping[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]],
+    logger: kopf.Logger,
+) -> dict[str, SourceStudy]:
+    """The studies a study warm-starts from, with their trials parsed (once per version)."""
+    trials, unreadable = parsed.parse([t for _, objects in sources.values() for t in objects])
+    for object_name, error in unreadable.items():
+        logger.warning(f"ignoring unreadable {object_name}: {error}")
+    by_study: dict[str, list[TuningTrial]] = defaultdict(list)
+    for trial in trials:
+        by_study[trial.spec.study].append(trial)
+    return {
+        name: SourceStudy(name, document, tuple(by_study.get(name, ())))
+        for name, (document, _) in sources.items()
+        if document is not None
+    }
+
+
 async def reconcile(
     kube: KubeApi,
     controller: StudyController,
@@ -300,10 +355,13 @@ async def reconcile(
     pods: list[dict[str, Any]],
     logger: kopf.Logger,
     worker: ThreadPoolExecutor,
+    sources: Mapping[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] | None = None,
 ) -> float | None:
     """One reconcile: read, decide, act. Returns when to look again with nothing changing.
     The parsing and the decision run in `worker` (the study's thread), the API calls in
-    KubeApi's pool; only merging the operator's own writes runs on the event loop."""
+    KubeApi's pool; only merging the operator's own writes runs on the event loop.
+    `sources`: each study named in spec.warmStart.fromStudies as the index has it (None:
+    there is no such study), with its trial objects."""
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     study = dict(view.study_writes.newest(dict(body)))
     if study["metadata"].get("deletionTimestamp"):
@@ -326,8 +384,19 @@ async def reconcile(
         datetime.now(UTC),
         partial(kube.read_object, namespace),
     )
+    warm_start: dict[str, SourceStudy] = {}
+    if sources:
+        warm_start = await loop.run_in_executor(
+            worker, _read_sources, view.source_trials, sources, logger
+        )
     plan = await loop.run_in_executor(
-        worker, controller.reconcile, decided_on, trials, observations, datetime.now(UTC)
+        worker,
+        controller.reconcile,
+        decided_on,
+        trials,
+        observations,
+        datetime.now(UTC),
+        warm_start,
     )
     # The status writes are conditional on the versions this plan was decided on.
     versions = {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in decided_trials}

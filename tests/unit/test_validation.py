@@ -422,6 +422,36 @@ def test_warm_start_rules() -> None:
     ]
 
 
+def test_from_studies_names_other_studies_each_once() -> None:
+    names = ["small", "demo", "small", "Small_Digits", "tiny.v2"]
+    study, problems = parse_study(manifest(warmStart={"fromStudies": names}))
+    assert study is not None
+    assert paths(problems) == [
+        "spec.warmStart.fromStudies[1]",
+        "spec.warmStart.fromStudies[2]",
+        "spec.warmStart.fromStudies[3]",
+    ]
+    itself, repeated, not_a_name = problems
+    assert "'demo' is this study" in itself.message
+    assert "'small' is already fromStudies[0]" in repeated.message
+    assert '"Small_Digits" is not a study name: lower-case letters' in not_a_name.message
+    assert "metadata.name" in not_a_name.fix
+
+
+@pytest.mark.parametrize(
+    ("names", "path", "words"),
+    [
+        ([f"s{i}" for i in range(21)], "spec.warmStart.fromStudies", "more than the 20 allowed"),
+        (["a" * 64], "spec.warmStart.fromStudies[0]", "at most 63 characters"),
+        ([""], "spec.warmStart.fromStudies[0]", "at least 1 character"),
+    ],
+)
+def test_from_studies_is_bounded(names: list[str], path: str, words: str) -> None:
+    _, problems = parse_study(manifest(warmStart={"fromStudies": names}))
+    assert paths(problems) == [path]
+    assert words in problems[0].message
+
+
 def test_problems_of_every_section_are_reported_together() -> None:
     problems = check_study_spec(
         spec(

@@ -51,6 +51,13 @@ from kubetune.controller.observation import (
     metric_value,
 )
 from kubetune.controller.pod import render_trial_pod
+from kubetune.controller.warm_start import (
+    ImportCache,
+    SourceStudy,
+    WarmStartVerdict,
+    imports_message,
+    resolve,
+)
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.study import (
@@ -235,7 +242,8 @@ class StudyController:
         # The ServiceAccounts trial pods may run as (--trial-service-account; None: any).
         self._service_accounts = service_accounts
         self._engine: Engine | None = None
-        self._engine_key: tuple[str, ...] = ()
+        self._engine_key: tuple[object, ...] = ()
+        self._imports = ImportCache()  # what spec.warmStart.fromStudies gives, per source
         # When each running trial was last read from the metrics source: a cache like the
         # engine (after a restart every running trial is simply read at once).
         self._polled: dict[str, datetime] = {}
@@ -293,9 +301,11 @@ class StudyController:
         trials: Sequence[TuningTrial],
         pods: Mapping[str, PodObservation],
         now: datetime,
+        sources: Mapping[str, SourceStudy] | None = None,
     ) -> Plan:
         """The plan for a study manifest (as read from the API), its trials and their pods
-        (keyed by pod name), at time `now` (timezone-aware)."""
+        (keyed by pod name), at time `now` (timezone-aware). `sources`: the studies named in
+        spec.warmStart.fromStudies, by name (kubetune.controller.warm_start)."""
         study, fingerprints, invalid = self._parse(document)
         previous = _previous_status(document)
         if study is None:
@@ -310,6 +320,12 @@ class StudyController:
         changed = immutable_changes(previous.spec_fingerprints, study.spec)
         if changed:
             return _invalid(previous, document, "; ".join(str(problem) for problem in changed), now)
+        started = previous.start_time is not None or bool(trials)
+        warm = resolve(study, started, sources or {}, self._imports)
+        if warm.refused is not None:
+            return _invalid(previous, document, warm.refused, now)
+        if warm.waiting is not None:
+            return _waiting(previous, document, warm.waiting, now)
 
         work = _Work(
             trials={t.spec.number: t for t in trials if is_search_trial(t)},
@@ -344,7 +360,8 @@ class StudyController:
                 )
             )
 
-        engine = self._engine_for(study, fingerprints, list(work.trials.values()))
+        engine = self._engine_for(study, fingerprints, list(work.trials.values()), warm)
+        status = _imports_recorded(study, engine, warm, work, status, now)
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
                 self._observe(study, engine, work, trial, pods, now)
@@ -388,16 +405,24 @@ class StudyController:
     # --- engine ------------------------------------------------------------------------------
 
     def _engine_for(
-        self, study: TuningStudy, fingerprints: Mapping[str, str], trials: Sequence[TuningTrial]
+        self,
+        study: TuningStudy,
+        fingerprints: Mapping[str, str],
+        trials: Sequence[TuningTrial],
+        warm: WarmStartVerdict,
     ) -> Engine:
-        key = (study.metadata.uid or "", *fingerprints.values())
+        # The imported trials belong in the key: a source that gained a trial changes the
+        # study Optuna sees. Compared by value rather than by a digest, which would serialize
+        # them at each reconcile: unchanged ones are the ImportCache's objects, equal by
+        # identity at once.
+        key = (study.metadata.uid or "", *fingerprints.values(), warm.imported)
         if (
             self._engine is None
             or self._engine_key != key
             or not self._engine.is_in_sync_with(trials)
         ):
             self._engine = Engine.rebuild(
-                study.spec, _study_name(study), default_seed(study), trials
+                study.spec, _study_name(study), default_seed(study), trials, warm.imported
             )
             self._engine_key = key
         return self._engine
@@ -1395,3 +1420,73 @@ def _invalid(
         }
     )
     return Plan(study_status=status, events=events)
+
+
+def _waiting(
+    previous: TuningStudyStatus, document: Mapping[str, Any], message: str, now: datetime
+) -> Plan:
+    """The plan for a study that waits for the studies it warm-starts from: Pending, saying
+    for what, and nothing started (a change of a source wakes it: kubetune.handlers)."""
+    generation = (document.get("metadata") or {}).get("generation")
+    old = next((c for c in previous.conditions if c.type == ConditionType.WARM_START), None)
+    events: tuple[Event, ...] = ()
+    if old is None or old.reason != StudyConditionReason.WAITING_FOR_STUDIES:
+        # Once: the message follows the sources' progress, the event need not.
+        events = (Event("Normal", "WaitingForStudies", message),)
+    conditions = _set_condition(
+        previous.conditions,
+        ConditionType.VALID,
+        "True",
+        StudyConditionReason.VALID,
+        "",
+        now,
+        generation,
+    )
+    conditions = _set_condition(
+        conditions,
+        ConditionType.WARM_START,
+        "False",
+        StudyConditionReason.WAITING_FOR_STUDIES,
+        message,
+        now,
+        generation,
+    )
+    status = previous.model_copy(
+        update={
+            "phase": StudyPhase.PENDING,
+            "message": message,
+            "observed_generation": generation,
+            "conditions": conditions,
+        }
+    )
+    return Plan(study_status=status, events=events)
+
+
+def _imports_recorded(
+    study: TuningStudy,
+    engine: Engine,
+    warm: WarmStartVerdict,
+    work: _Work,
+    status: TuningStudyStatus,
+    now: datetime,
+) -> TuningStudyStatus:
+    """The WarmStart condition: what the engine imported of each source (an event when that
+    changes). Nothing for a study without fromStudies."""
+    names = study.spec.warm_start.from_studies if study.spec.warm_start else []
+    if not names:
+        return status
+    message = imports_message(names, engine.import_counts, warm.left_out)
+    old = next((c for c in status.conditions if c.type == ConditionType.WARM_START), None)
+    if old is None or old.message != message:
+        kind: Literal["Normal", "Warning"] = "Warning" if warm.left_out else "Normal"
+        work.events.append(Event(kind, "WarmStartImported", message))
+    conditions = _set_condition(
+        status.conditions,
+        ConditionType.WARM_START,
+        "True",
+        StudyConditionReason.TRIALS_IMPORTED,
+        message,
+        now,
+        study.metadata.generation,
+    )
+    return status.model_copy(update={"conditions": conditions})

@@ -4,6 +4,12 @@ Pure Python, no Kubernetes. `Engine` is the one entry point the controller uses;
 mirror Optuna's shape: `space` (distributions and asking params), `samplers`, `pruners`.
 """
 
-from kubetune.engine.study import STUDY_ATTR_PREFIX, Engine, Suggestion
+from kubetune.engine.study import (
+    STUDY_ATTR_PREFIX,
+    Engine,
+    ImportCount,
+    ImportedTrial,
+    Suggestion,
+)
 
-__all__ = ["STUDY_ATTR_PREFIX", "Engine", "Suggestion"]
+__all__ = ["STUDY_ATTR_PREFIX", "Engine", "ImportCount", "ImportedTrial", "Suggestion"]

@@ -185,6 +185,26 @@ class SearchSpace:
                     raise ValueError(f"{where}.{parameter.name}: {error}") from None
         return out
 
+    def imported_params(self, params: Mapping[str, object]) -> dict[str, ParameterValue]:
+        """Another study's trial params as this space's: the parameters searched here that it
+        set and that a trial here would be asked given them (their conditions hold), in this
+        space's types. Parameters fixed here are left out, whatever their value there: the
+        fixed value is what this study runs (a larger dataset, say). Raises ValueError for a
+        value its parameter here cannot take; Optuna's create_trial checks the range."""
+        out: dict[str, ParameterValue] = {}
+        seen: dict[str, ParameterValue] = {}
+        for parameter in self.parameters:
+            if not condition_holds(parameter, seen):
+                continue
+            if parameter.type is ParameterType.FIXED:
+                assert parameter.value is not None
+                seen[parameter.name] = parameter.value
+            elif parameter.name in params:
+                out[parameter.name] = seen[parameter.name] = coerce(
+                    parameter, params[parameter.name]
+                )
+        return out
+
 
 class _Step(NamedTuple):
     name: str

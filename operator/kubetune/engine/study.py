@@ -12,7 +12,8 @@ exactly the suggestions the old one would have made. That rests on three rules:
   system attributes, and the study-level attributes a sampler writes while asking a trial (QMC's
   sequence counter, NSGA's parent populations) are copied into that trial's attributes under
   `STUDY_ATTR_PREFIX` and replayed, in trial order, on rebuild.
-- Trial numbers stay aligned: warm-start results come first in the Optuna study (Kubetune's trial
+- Trial numbers stay aligned: warm-start results, then the trials imported from other studies
+  (`ImportedTrial`, in the order given), come first in the Optuna study (Kubetune's trial
   numbers are offset by their count and start at 0), a deleted record becomes a failed
   placeholder, and only the warm-start configurations not yet used are enqueued again.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,26 @@ class Suggestion:
     """Every parameter the trial receives, in searchSpace order (fixed ones included)."""
     system_attrs: dict[str, Any] = field(default_factory=dict)
     """Optuna's state for this trial, for TuningTrial.status.systemAttrs."""
+
+
+@dataclass(frozen=True)
+class ImportedTrial:
+    """A succeeded trial of another study (spec.warmStart.fromStudies), given to the engine like
+    a warm-start result: its params as that study stored them, and its objective values."""
+
+    study: str
+    number: int
+    params: Mapping[str, ParameterValue]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ImportCount:
+    """What became of one source study's trials: imported, or skipped because a value is one
+    this study's parameters cannot take or none of its parameters is searched here."""
+
+    imported: int = 0
+    skipped: int = 0
 
 
 def optuna_state(
@@ -143,8 +164,14 @@ class _Storage(InMemoryStorage):
 class Engine:
     """The Optuna side of one TuningStudy. Not thread-safe: one reconcile at a time."""
 
-    def __init__(self, spec: TuningStudySpec, study_name: str, default_seed: int) -> None:
-        self._setup(spec, study_name, default_seed, ())
+    def __init__(
+        self,
+        spec: TuningStudySpec,
+        study_name: str,
+        default_seed: int,
+        imported: Sequence[ImportedTrial] = (),
+    ) -> None:
+        self._setup(spec, study_name, default_seed, (), imported)
 
     @classmethod
     def rebuild(
@@ -153,10 +180,12 @@ class Engine:
         study_name: str,
         default_seed: int,
         trials: Sequence[TuningTrial],
+        imported: Sequence[ImportedTrial] = (),
     ) -> Engine:
-        """The engine as it was when the last of these records was written."""
+        """The engine as it was when the last of these records was written (with the same
+        imported trials)."""
         engine = cls.__new__(cls)
-        engine._setup(spec, study_name, default_seed, trials)
+        engine._setup(spec, study_name, default_seed, trials, imported)
         return engine
 
     # --- construction ------------------------------------------------------------------------
@@ -167,6 +196,7 @@ class Engine:
         study_name: str,
         default_seed: int,
         records: Sequence[TuningTrial],
+        imported: Sequence[ImportedTrial],
     ) -> None:
         self._spec = spec
         self._seed = spec.algorithm.seed if spec.algorithm.seed is not None else default_seed
@@ -213,7 +243,7 @@ class Engine:
                     distributions=dists,
                 )
             )
-        self._offset = len(results)
+        self._offset = len(results) + self._import(imported)
 
         by_number: dict[int, TuningTrial] = {}
         for given in records:
@@ -263,6 +293,39 @@ class Engine:
 
         self._study.pruner = pruners.create_pruner(spec.pruner, self._resolved_resources())
         pruners.initialize(self._study.pruner, self._study)
+
+    def _import(self, imported: Sequence[ImportedTrial]) -> int:
+        """Add the trials of other studies that fit this one as completed trials; how many."""
+        self._import_counts: dict[str, ImportCount] = {}
+        frozen: list[FrozenTrial] = []
+        for item in imported:
+            count = self._import_counts.get(item.study, ImportCount())
+            try:
+                params = self._space.imported_params(item.params)
+                kept, dists = self._space.searched(params)
+                if not kept or not _complete_values(item.values, self._n_objectives):
+                    raise ValueError("nothing to learn from")
+                # create_trial refuses a value outside its distribution (range, step).
+                frozen.append(
+                    optuna.trial.create_trial(
+                        state=OptunaState.COMPLETE,
+                        values=list(item.values),
+                        params=kept,
+                        distributions=dists,
+                    )
+                )
+            except ValueError:
+                count = ImportCount(count.imported, count.skipped + 1)
+            else:
+                count = ImportCount(count.imported + 1, count.skipped)
+            self._import_counts[item.study] = count
+        self._study.add_trials(frozen)
+        return len(frozen)
+
+    @property
+    def import_counts(self) -> dict[str, ImportCount]:
+        """Per source study, in the order first given: trials imported and skipped."""
+        return dict(self._import_counts)
 
     def _frozen(self, record: TuningTrial) -> tuple[FrozenTrial, dict[str, ParameterValue]]:
         """The Optuna trial a record becomes, and the record's params in searchSpace types."""
@@ -455,7 +518,7 @@ class Engine:
 
         Ties in a single objective go to the lower trial number. The status orders the front
         itself (kubetune.controller.best.front_order: best first in the first objective).
-        Warm-start results are not trials of this study and are never best.
+        Warm-start results and imported trials are not trials of this study and are never best.
         """
         completed = self._kubetune_trials((OptunaState.COMPLETE,))
         if not completed:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from kubetune.spec import api
 from kubetune.spec.base import ApiModel, OpenModel
 from kubetune.spec.duration import Duration
 
@@ -292,6 +293,21 @@ SINGLE_OBJECTIVE_ALGORITHMS = frozenset({AlgorithmName.CMAES})
 MULTI_OBJECTIVE_ONLY_ALGORITHMS = frozenset({AlgorithmName.NSGA2, AlgorithmName.NSGA3})
 
 
+MAX_WARM_START_STUDIES = 20
+"""Studies one study warm-starts from at most (spec.warmStart.fromStudies)."""
+STUDY_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A TuningStudy's name, as Kubernetes names objects (a DNS-1123 subdomain)."""
+# The pattern is in the CRD; the validator says what is wrong in words.
+StudyName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=api.MAX_STUDY_NAME_LENGTH,
+        json_schema_extra={"pattern": STUDY_NAME_PATTERN},
+    ),
+]
+
+
 class WarmStartResult(ApiModel):
     params: Annotated[dict[ParameterName, ParameterValue], Field(max_length=MAX_PARAMETERS)]
     """The parameters of a completed run."""
@@ -309,6 +325,11 @@ class WarmStart(ApiModel):
     results: Annotated[list[WarmStartResult], Field(max_length=10000)] = []
     """Completed results from earlier runs, given to the algorithm before the first suggestion.
     They inform the search but are not run again and do not count toward maxTrials."""
+    from_studies: Annotated[list[StudyName], Field(max_length=MAX_WARM_START_STUDIES)] = []
+    """Other studies of this namespace to learn from (a smaller dataset's, say): the trials of
+    their searches that succeeded are given to the algorithm like results, over the parameters
+    this study searches too. Each must optimize the same objective metrics, in the same order
+    and directions. This study starts once their searches have ended."""
 
 
 MAX_REEVALUATED_TRIALS = 20
@@ -573,7 +594,8 @@ class TuningStudySpec(ApiModel):
     budget: Budget = Budget()
     """Limits on trials, parallelism, failures, time, GPU-hours and money."""
     warm_start: WarmStart | None = None
-    """Configurations to try first and results of earlier runs."""
+    """Configurations to try first, results of earlier runs, and earlier studies to learn
+    from."""
     reevaluation: Reevaluation | None = None
     """Once the search ends (for any reason but failure), re-run the best configurations with
     new seeds and recommend the one whose held-out metric is best on average
@@ -619,6 +641,7 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     METRICS_SOURCE = "MetricsSource"
     SEARCH_ENDED = "SearchEnded"
+    WARM_START = "WarmStart"
 
 
 class StudyConditionReason(StrEnum):
@@ -640,12 +663,15 @@ class StudyConditionReason(StrEnum):
     METRICS_QUERY_INVALID = "MetricsQueryInvalid"
     METRICS_SOURCE_UNREACHABLE = "MetricsSourceUnreachable"
     REEVALUATING = "Reevaluating"
+    WAITING_FOR_STUDIES = "WaitingForStudies"
+    TRIALS_IMPORTED = "TrialsImported"
 
 
 class Condition(ApiModel):
     type: str
     """Valid, Running, Completed, Failed, MetricsSource (whether the last Prometheus read
-    worked), or SearchEnded (the search is over and why; the re-evaluation runs)."""
+    worked), SearchEnded (the search is over and why; the re-evaluation runs), or WarmStart
+    (the trials imported from spec.warmStart.fromStudies, or the studies waited for)."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str

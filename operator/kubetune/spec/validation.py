@@ -36,6 +36,7 @@ from kubetune.spec.study import (
     PROMETHEUS_URL_PATTERN,
     PRUNER_SETTINGS,
     SINGLE_OBJECTIVE_ALGORITHMS,
+    STUDY_NAME_PATTERN,
     Algorithm,
     AlgorithmName,
     Parameter,
@@ -221,6 +222,7 @@ def parse_study(document: Mapping[str, Any]) -> tuple[TuningStudy | None, list[P
         )
     try:
         problems.extend(check_study_spec(study.spec))
+        problems.extend(_check_from_studies(study))
     except Exception as error:
         problems.append(_unchecked("spec", error))
     return study, problems
@@ -1073,6 +1075,44 @@ def _check_warm_start(spec: TuningStudySpec) -> list[Problem]:
                         "leave out results that failed or diverged",
                     )
                 )
+    return problems
+
+
+def _check_from_studies(study: TuningStudy) -> list[Problem]:
+    """Each source study named once, and not this study: the rest (it exists, it optimizes
+    the same objective) depends on the cluster, and kubetune.controller.warm_start checks it."""
+    if study.spec.warm_start is None:
+        return []
+    problems = []
+    first_at: dict[str, int] = {}
+    for i, name in enumerate(study.spec.warm_start.from_studies):
+        path = f"spec.warmStart.fromStudies[{i}]"
+        if not re.fullmatch(STUDY_NAME_PATTERN, name):
+            problems.append(
+                Problem(
+                    path,
+                    f"{_show(name)} is not a study name: lower-case letters, digits, '-' and "
+                    "'.', beginning and ending with a letter or digit",
+                    "write the metadata.name of a TuningStudy of this namespace",
+                )
+            )
+        elif name == study.metadata.name:
+            problems.append(
+                Problem(
+                    path,
+                    f"{name!r} is this study: a study cannot learn from its own trials",
+                    "name another study of this namespace, or remove the entry",
+                )
+            )
+        elif name in first_at:
+            problems.append(
+                Problem(
+                    path,
+                    f"{name!r} is already fromStudies[{first_at[name]}]",
+                    "list each study once",
+                )
+            )
+        first_at.setdefault(name, i)
     return problems
 
 
