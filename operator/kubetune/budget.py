@@ -77,11 +77,9 @@ class TrialCost:
     @classmethod
     def of(cls, spec: TuningStudySpec) -> TrialCost:
         prices = spec.budget.money.price_per_gpu_hour if spec.budget.money else {}
-        resources = spec.trial_template.gpu_resources(prices)
-        money = sum(count * prices.get(name, 0.0) for name, count in resources.items())
         return cls(
-            gpus=sum(resources.values()),
-            money_per_hour=money,
+            gpus=sum(spec.trial_template.gpu_resources(prices).values()),
+            money_per_hour=spec.trial_template.money_per_hour(prices),
             grace_seconds=float(spec.trial_template.spec.stop_seconds),
         )
 

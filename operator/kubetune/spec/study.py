@@ -570,6 +570,12 @@ class TrialTemplate(ApiModel):
                     gpus[name] = gpus.get(name, 0) + int(str(amount))
         return gpus
 
+    def money_per_hour(self, price_table: Mapping[str, float]) -> float:
+        """What one running hour of a trial pod costs at these prices per GPU-hour. Raises
+        ValueError as gpu_resources does."""
+        gpus = self.gpu_resources(price_table)
+        return sum(count * price_table.get(name, 0.0) for name, count in gpus.items())
+
 
 class PodRetention(ApiModel):
     succeeded: Count = 20

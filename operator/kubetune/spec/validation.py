@@ -1228,7 +1228,7 @@ def _check_reevaluation_budget(spec: TuningStudySpec, reevaluation: Reevaluation
     if budget.max_gpu_hours is not None:
         limits.append(("maxGpuHours", budget.max_gpu_hours, float(sum(gpus.values())), "GPU-hours"))
     if budget.money is not None:
-        per_hour = sum(count * prices.get(name, 0.0) for name, count in gpus.items())
+        per_hour = spec.trial_template.money_per_hour(prices)
         limits.append(("money.limit", budget.money.limit, per_hour, budget.money.currency))
     problems = []
     for name, limit, per_hour, unit in limits:
