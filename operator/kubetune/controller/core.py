@@ -1411,9 +1411,22 @@ def _invalid(
         now,
         generation,
     )
+    return _held(previous, StudyPhase.INVALID, message, generation, conditions, events)
+
+
+def _held(
+    previous: TuningStudyStatus,
+    phase: StudyPhase,
+    message: str,
+    generation: int | None,
+    conditions: list[Condition],
+    events: tuple[Event, ...],
+) -> Plan:
+    """The plan of a study that may not run now (Invalid, or waiting): its phase, why, and
+    nothing else touched."""
     status = previous.model_copy(
         update={
-            "phase": StudyPhase.INVALID,
+            "phase": phase,
             "message": message,
             "observed_generation": generation,
             "conditions": conditions,
@@ -1451,15 +1464,7 @@ def _waiting(
         now,
         generation,
     )
-    status = previous.model_copy(
-        update={
-            "phase": StudyPhase.PENDING,
-            "message": message,
-            "observed_generation": generation,
-            "conditions": conditions,
-        }
-    )
-    return Plan(study_status=status, events=events)
+    return _held(previous, StudyPhase.PENDING, message, generation, conditions, events)
 
 
 def _imports_recorded(
