@@ -17,7 +17,10 @@ READY = "escapees ready"
 
 _ESCAPEE = (
     "import os, signal, sys, time\n"
-    "signal.signal(signal.SIGTERM, lambda *_: print(sys.argv[1], 'got SIGTERM', flush=True))\n"
+    # One write per line: print's pieces are separate writes when stdout is unbuffered, and
+    # three processes share the log.
+    "said = f'{sys.argv[1]} got SIGTERM\\n'.encode()\n"
+    "signal.signal(signal.SIGTERM, lambda *_: os.write(1, said))\n"
     "os.write(int(sys.argv[2]), b'+')\n"  # its handler is in place
     "while True: time.sleep(1)\n"
 )
@@ -30,7 +33,7 @@ def script(*, exits: bool) -> str:
     return f"""
 import os, signal, subprocess, sys, time
 if not {exits}:
-    signal.signal(signal.SIGTERM, lambda *_: print("main got SIGTERM", flush=True))
+    signal.signal(signal.SIGTERM, lambda *_: os.write(1, b"main got SIGTERM\\n"))
 escapee = {_ESCAPEE!r}
 ready, ready_writer = os.pipe()
 setsid = subprocess.Popen(
