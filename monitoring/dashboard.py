@@ -1,5 +1,5 @@
-"""The Kubetune Grafana dashboard as code (grafana-foundation-sdk): studies, trials, the
-re-evaluation's recommendation, budgets and the operator's health, from the operator's metrics
+"""The Kubetune Grafana dashboard as code (grafana-foundation-sdk): studies, trials, their
+parameter importances, the re-evaluation's recommendation, budgets and the operator's health, from the operator's metrics
 (kubetune.metrics).
 
 It writes charts/kubetune/files/grafana-dashboard.json, which the Helm chart ships as a
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, stat, timeseries
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
     DatasourceVariable,
@@ -27,12 +27,14 @@ from grafana_foundation_sdk.builders.dashboard import (
 from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import (
+    BarGaugeDisplayMode,
     BigValueGraphMode,
     BigValueTextMode,
     GraphDrawStyle,
     LegendDisplayMode,
     LegendPlacement,
     StackingMode,
+    VizOrientation,
 )
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
@@ -223,6 +225,30 @@ def build() -> Dashboard:
                 "or whose image does not pull.",
                 "s",
                 _query(f"kubetune_trials_pending_oldest_age_seconds{{{STUDY}}}", by_study),
+            )
+        )
+        .with_panel(
+            bargauge.Panel()
+            .id(19)
+            .title("Parameter importances")
+            .description(
+                "How much each parameter matters to the objective (status.importances, "
+                "PED-ANOVA over the completed trials), most important first; empty until "
+                "enough trials completed. Narrow the search space to the top ones, or fix the "
+                "rest."
+            )
+            .datasource(DATASOURCE)
+            .height(8)
+            .span(24)
+            .min(0)
+            .max(1)
+            .orientation(VizOrientation.HORIZONTAL)
+            .display_mode(BarGaugeDisplayMode.GRADIENT)
+            .with_target(
+                _query(
+                    f"sort_desc(kubetune_study_parameter_importance{{{STUDY}}})",
+                    f"{by_study} {{{{parameter}}}}",
+                ).instant()
             )
         )
         .with_row(Row("Re-evaluation").id(103))

@@ -6,7 +6,8 @@ into gauges at scrape time by a collector: a study that goes away takes all its 
 and a Pending trial's age is current at each scrape even when nothing wakes the study. Events (a
 trial finishing, an ask, a reconcile) are counters and histograms updated as they happen. Labels
 are bounded: namespace, study and state-like values (and the one re-evaluation metric of a
-study) only, never a trial, pod or parameter value. Everything is in base units (seconds,
+study, and the names of its search space's parameters) only, never a trial, pod or parameter
+value. Everything is in base units (seconds,
 GPU-seconds).
 """
 
@@ -165,8 +166,17 @@ class _StudyCollector(Collector):
             "Re-evaluation runs that have ended.",
             labels=list(_STUDY_LABELS),
         )
+        importance = GaugeMetricFamily(
+            f"{PREFIX}_study_parameter_importance",
+            "Each parameter's importance to the objective (status.importances, PED-ANOVA); "
+            "absent until enough trials completed.",
+            labels=[*_STUDY_LABELS, "parameter"],
+        )
         for (namespace, study), snapshot in snapshots.items():
             status = snapshot.status
+            # The parameter as a label: the names of the study's search space, so bounded.
+            for parameter, value in (status.importances or {}).items():
+                importance.add_metric([namespace, study, parameter], value)
             for each in StudyPhase:
                 phase.add_metric([namespace, study, each.value], float(status.phase is each))
             for state in TrialState:
@@ -199,6 +209,7 @@ class _StudyCollector(Collector):
                     gap.add_metric([namespace, study], recommendation.generalization_gap)
         yield from (phase, trials, best, used, limit, parallelism, pending_age)
         yield from (gap, recommended_mean, recommended_std, reruns_planned, reruns_finished)
+        yield importance
 
 
 def _utcnow() -> datetime:

@@ -40,9 +40,10 @@ def test_the_generator_writes_the_file_it_is_given(tmp_path: Path) -> None:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the operator exports, with a study known that was re-evaluated."""
+    """Every sample name the operator exports, with a study known that was re-evaluated and has
+    importances (enough completed trials)."""
     metrics = OperatorMetrics()
-    run_study(metrics, max_trials=2, reevaluation=Reevaluation(top_trials=1, repeats=2))
+    run_study(metrics, max_trials=12, reevaluation=Reevaluation(top_trials=1, repeats=2))
     text = generate_latest(metrics.registry).decode()
     return {
         sample.name for family in text_string_to_metric_families(text) for sample in family.samples
@@ -62,6 +63,7 @@ def test_dashboard_and_alerts_name_only_exported_metrics() -> None:
         "kubetune_study_recommended_std",
         "kubetune_reevaluation_runs_planned",
         "kubetune_reevaluation_runs_finished",
+        "kubetune_study_parameter_importance",
     } <= used
 
 

@@ -280,9 +280,15 @@ def test_series_do_not_grow_with_trials_and_labels_hold_no_trial_values() -> Non
     # More trials, more configurations re-run, more repeats: the same series.
     cluster = run_study(many, max_trials=12, reevaluation=Reevaluation(top_trials=3, repeats=2))
 
-    assert len(list(series(few))) == len(list(series(many)))
+    # Importances appear once enough trials completed: one series per parameter, at most.
+    importance = "kubetune_study_parameter_importance"
+    assert len([s for s in series(few) if s[0] != importance]) == len(
+        [s for s in series(many) if s[0] != importance]
+    )
+    parameters = {labels["parameter"] for name, labels in series(many) if name == importance}
+    assert parameters and parameters <= {p.name for p in cluster.study.spec.search_space}
     allowed = {"namespace", "study", "phase", "state", "objective", "budget", "outcome", "handler"}
-    allowed |= {"metric", "le", "version", "python", "optuna"}
+    allowed |= {"metric", "le", "version", "python", "optuna", "parameter"}
     trial_names = {t.metadata.name for t in cluster.trials.values()}
     for name, labels in series(many):
         assert set(labels) <= allowed, name
@@ -360,3 +366,26 @@ def test_the_gpu_seconds_of_a_stopped_pod_count_until_it_has_terminated() -> Non
     assert cluster.gpu_seconds_held() == 2 * 8
     assert value(metrics, "kubetune_gpu_seconds_total", **labels) == 2 * 8
     assert sum(t.status.gpu_seconds for t in cluster.trials.values()) == 2 * 8
+
+
+def test_the_importance_gauge_follows_status_importances() -> None:
+    metrics = OperatorMetrics()
+    metrics.update_study("ml", "resnet", TuningStudyStatus(phase=StudyPhase.RUNNING))
+    # Before enough trials completed there are no importances: no series, not zeros.
+    assert "kubetune_study_parameter_importance" not in {name for name, _ in series(metrics)}
+
+    importances = {"lr": 0.7, "momentum": 0.2, "batch": 0.1}
+    status = TuningStudyStatus(phase=StudyPhase.RUNNING, importances=importances)
+    metrics.update_study("ml", "resnet", status)
+    shown = {
+        parameter: value(metrics, "kubetune_study_parameter_importance", **STUDY, parameter=parameter)
+        for parameter in importances
+    }
+    assert shown == importances
+
+    # A parameter that drops out of status.importances drops out of the gauge.
+    metrics.update_study("ml", "resnet", status.model_copy(update={"importances": {"lr": 1.0}}))
+    assert value(metrics, "kubetune_study_parameter_importance", **STUDY, parameter="lr") == 1.0
+    assert (
+        value(metrics, "kubetune_study_parameter_importance", **STUDY, parameter="batch") is None
+    )
