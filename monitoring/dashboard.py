@@ -1,6 +1,6 @@
 """The Kubetune Grafana dashboard as code (grafana-foundation-sdk): studies, trials, their
-parameter importances, the re-evaluation's recommendation, budgets and the operator's health, from the operator's metrics
-(kubetune.metrics).
+parameter importances, the re-evaluation's recommendation, budgets and the operator's health,
+from the operator's metrics (kubetune.metrics).
 
 It writes charts/kubetune/files/grafana-dashboard.json, which the Helm chart ships as a
 ConfigMap for Grafana's dashboard sidecar; a test fails when that file differs from what this
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import bargauge, stat, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
     DatasourceVariable,

@@ -286,7 +286,8 @@ def test_series_do_not_grow_with_trials_and_labels_hold_no_trial_values() -> Non
         [s for s in series(many) if s[0] != importance]
     )
     parameters = {labels["parameter"] for name, labels in series(many) if name == importance}
-    assert parameters and parameters <= {p.name for p in cluster.study.spec.search_space}
+    assert parameters
+    assert parameters <= {p.name for p in cluster.study.spec.search_space}
     allowed = {"namespace", "study", "phase", "state", "objective", "budget", "outcome", "handler"}
     allowed |= {"metric", "le", "version", "python", "optuna", "parameter"}
     trial_names = {t.metadata.name for t in cluster.trials.values()}
@@ -377,15 +378,11 @@ def test_the_importance_gauge_follows_status_importances() -> None:
     importances = {"lr": 0.7, "momentum": 0.2, "batch": 0.1}
     status = TuningStudyStatus(phase=StudyPhase.RUNNING, importances=importances)
     metrics.update_study("ml", "resnet", status)
-    shown = {
-        parameter: value(metrics, "kubetune_study_parameter_importance", **STUDY, parameter=parameter)
-        for parameter in importances
-    }
+    gauge = "kubetune_study_parameter_importance"
+    shown = {name: value(metrics, gauge, **STUDY, parameter=name) for name in importances}
     assert shown == importances
 
     # A parameter that drops out of status.importances drops out of the gauge.
     metrics.update_study("ml", "resnet", status.model_copy(update={"importances": {"lr": 1.0}}))
-    assert value(metrics, "kubetune_study_parameter_importance", **STUDY, parameter="lr") == 1.0
-    assert (
-        value(metrics, "kubetune_study_parameter_importance", **STUDY, parameter="batch") is None
-    )
+    assert value(metrics, gauge, **STUDY, parameter="lr") == 1.0
+    assert value(metrics, gauge, **STUDY, parameter="batch") is None
