@@ -967,6 +967,38 @@ def _data(response: Any) -> bytes:
     return bytes(response.data)
 
 
+@app.command()
+def dashboard(
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Show this namespace's studies (default: all)."),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to serve on.")] = 8080,
+    host: Annotated[
+        str, typer.Option(help="The address to bind (0.0.0.0 to serve beyond this machine).")
+    ] = "127.0.0.1",
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """Serve optuna-dashboard over the cluster's TuningStudies, read-only and live: one Optuna
+    study per TuningStudy, named namespace/name. In a pod without --kubeconfig: in-cluster."""
+    import kubernetes
+
+    from kubetune.dashboard.serve import api_client, serve
+
+    try:
+        client = api_client(kubeconfig)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        typer.echo(f"kubetune dashboard: cannot read the kubeconfig: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        serve(client, namespace, host, port)
+    except (RuntimeError, OSError) as error:
+        typer.echo(f"kubetune dashboard: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        pass
+
+
 cluster_app = typer.Typer(help="A local Kubernetes control plane, for trying Kubetune.")
 app.add_typer(cluster_app, name="cluster")
 
