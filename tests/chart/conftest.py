@@ -70,6 +70,24 @@ EVERYTHING: dict[str, Any] = {
         }
     },
 }
+# The dashboard, reading every namespace (a ClusterRole) with an Ingress and the
+# NetworkPolicies, and reading the one namespace of a list that it is told (a Role there).
+DASHBOARD: dict[str, Any] = {
+    "dashboard": {
+        "enabled": True,
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "annotations": {"nginx.ingress.kubernetes.io/auth-type": "basic"},
+            "tls": [{"hosts": ["kubetune.example.com"], "secretName": "kubetune-tls"}],
+        },
+    },
+    "networkPolicy": {"enabled": True},
+}
+DASHBOARD_NAMESPACED: dict[str, Any] = {
+    **NAMESPACED,
+    "dashboard": {"enabled": True, "namespace": "team-b", "port": 9000},
+}
 MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "cluster-wide": CLUSTER_WIDE,
@@ -79,6 +97,8 @@ MODES: dict[str, dict[str, Any]] = {
     "monitoring-on": MONITORING_ON,
     "monitoring-off": MONITORING_OFF,
     "everything": EVERYTHING,
+    "dashboard": DASHBOARD,
+    "dashboard-namespaced": DASHBOARD_NAMESPACED,
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.chart.conftest import (
+    DASHBOARD,
     EVERYTHING,
     MONITORING,
     NAMESPACE,
@@ -51,8 +52,17 @@ def stream(items: list[dict[str, Any]]) -> str:
     return "\n---\n".join(json.dumps(item) for item in items)
 
 
+# Everything, with the dashboard reading team-a behind an Ingress.
+WITH_DASHBOARD = {
+    **EVERYTHING,
+    "dashboard": {**DASHBOARD["dashboard"], "namespace": "team-a"},
+}
+
+
 @pytest.mark.parametrize(
-    "values", [{}, EVERYTHING], ids=["default", "namespaced-ha-monitoring-networkpolicy"]
+    "values",
+    [{}, EVERYTHING, WITH_DASHBOARD],
+    ids=["default", "namespaced-ha-monitoring-networkpolicy", "everything-and-the-dashboard"],
 )
 def test_the_rendered_objects_apply_with_kubectl(kube: Kube, values: dict[str, Any]) -> None:
     crds = chart_crds()
@@ -66,16 +76,21 @@ def test_the_rendered_objects_apply_with_kubectl(kube: Kube, values: dict[str, A
         [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in namespaces],
     )
     rendered = objects(render(values, api_versions=(MONITORING,)))
+    # The emulator serves no Ingress (the real plane applies it; test_render validates it).
+    unserved = {"Ingress"} if kube.plane == "embedded" else set()
     items = [
         item
         for item in rendered
-        if item["kind"] not in WORKLOADS and not item["apiVersion"].startswith("monitoring.")
+        if item["kind"] not in WORKLOADS | unserved
+        and not item["apiVersion"].startswith("monitoring.")
     ]
     kinds = {item["kind"] for item in items}
     assert {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Service"} <= kinds
     if values:
         assert {"Role", "RoleBinding", "ConfigMap"} <= kinds
         assert {"PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    if "dashboard" in values and kube.plane == "real":
+        assert "Ingress" in kinds
     first = apply(kube, items)
     assert len(first) == len(items)
     assert all(line.endswith(" created") for line in first), first

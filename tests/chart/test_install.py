@@ -64,7 +64,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 
 def operator_pod(kube: Kube) -> dict[str, Any]:
-    pods = get_json(kube, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=kubetune")["items"]
+    operator = "app.kubernetes.io/name=kubetune,app.kubernetes.io/component=operator"
+    pods = get_json(kube, "pods", "-n", NAMESPACE, "-l", operator)["items"]
     running = [p for p in pods if p["status"].get("phase") == "Running"]
     assert len(running) == 1, [p["status"] for p in pods]
     return running[0]
@@ -136,3 +137,50 @@ def test_the_installed_operator_runs_a_study_to_completed(installed: Kube) -> No
     log = kube.kubectl("logs", "-n", NAMESPACE, "deploy/kubetune").stdout
     assert "Initial authentication has finished" in log
     assert "Forbidden" not in log
+
+
+def test_the_dashboard_account_may_read_studies_and_trials_and_nothing_else(
+    installed: Kube,
+) -> None:
+    kube = installed
+    # Without --wait: the RBAC objects are what the real authorizer answers from, whether or
+    # not the dashboard's pod is up yet.
+    helm(
+        kube,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "dashboard.enabled=true",
+    )
+    account = get_json(kube, "serviceaccount", "-n", NAMESPACE, f"{RELEASE}-dashboard")
+    user = f"system:serviceaccount:{NAMESPACE}:{account['metadata']['name']}"
+    reads = [
+        f"{verb} {resource}.kubetune.io -n {namespace}"
+        for verb in ("get", "list", "watch")
+        for resource in ("tuningstudies", "tuningtrials")
+        for namespace in ("default", NAMESPACE)
+    ]
+    writes = [
+        f"{verb} {resource} -n default"
+        for verb in ("create", "patch", "update", "delete", "deletecollection")
+        for resource in (
+            "tuningstudies.kubetune.io",
+            "tuningtrials.kubetune.io",
+            "tuningstudies.kubetune.io/status",
+            "pods",
+        )
+    ]
+    others = ["list pods -n default", "get secrets -n default", "list namespaces", "list nodes"]
+    can = {
+        what: kube.kubectl("auth", "can-i", "--as", user, *what.split(), check=False).stdout.strip()
+        for what in reads + writes + others
+    }
+    assert can == {
+        **dict.fromkeys(reads, "yes"),
+        **dict.fromkeys(writes, "no"),
+        **dict.fromkeys(others, "no"),
+    }

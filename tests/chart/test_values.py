@@ -56,6 +56,22 @@ MISTAKES = {
         "at '/metrics/podMonitor/interval'",
     ),
     "invalid digest": ({"image": {"digest": "latest"}}, "at '/image/digest'"),
+    "string for the dashboard's port": (
+        {"dashboard": {"enabled": True, "port": "8080"}},
+        "at '/dashboard/port': got string, want integer",
+    ),
+    "string for the dashboard switch": (
+        {"dashboard": {"enabled": "yes"}},
+        "at '/dashboard/enabled': got string, want boolean",
+    ),
+    "misspelled dashboard ingress field": (
+        {"dashboard": {"ingress": {"enabled": True, "class": "nginx"}}},
+        "at '/dashboard/ingress': additional properties 'class'",
+    ),
+    "ingress path without its type": (
+        {"dashboard": {"ingress": {"hosts": [{"host": "a.example", "paths": [{"path": "/"}]}]}}},
+        "at '/dashboard/ingress/hosts/0/paths/0'",
+    ),
 }
 
 

@@ -112,3 +112,41 @@ release's and trials.namespaces. */}}
   resources: [tuningstudies/status, tuningtrials/status]
   verbs: [patch]
 {{- end }}
+
+{{/* Labels of the dashboard's objects (dashboard.enabled). */}}
+{{- define "kubetune.dashboardLabels" -}}
+{{ include "kubetune.baseLabels" . }}
+app.kubernetes.io/component: dashboard
+{{- end }}
+
+{{- define "kubetune.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dashboard
+{{- end }}
+
+{{- define "kubetune.dashboardName" -}}
+{{- printf "%s-dashboard" (include "kubetune.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubetune.dashboardServiceAccountName" -}}
+{{- default (include "kubetune.dashboardName" .) .Values.dashboard.serviceAccount.name }}
+{{- end }}
+
+{{/* The one namespace the dashboard reads (`kubetune dashboard --namespace`), or "" for
+every namespace. `kubetune dashboard` reads one namespace or all of them, so with several
+watched namespaces dashboard.namespace must name one. */}}
+{{- define "kubetune.dashboardNamespace" -}}
+{{- $chosen := .Values.dashboard.namespace }}
+{{- $watched := uniq .Values.watch.namespaces }}
+{{- if $chosen }}
+{{- if and $watched (not (has $chosen $watched)) }}
+{{- fail (printf "dashboard.namespace %q is not watched by the operator: set it to one of watch.namespaces (%s)" $chosen (join ", " $watched)) }}
+{{- end }}
+{{- $chosen }}
+{{- else if eq (len $watched) 1 }}
+{{- first $watched }}
+{{- else if $watched }}
+{{- fail (printf "dashboard.namespace is empty but the operator watches several namespaces (%s), and `kubetune dashboard` reads one or all: set dashboard.namespace to one of them" (join ", " $watched)) }}
+{{- end }}
+{{- end }}
