@@ -95,6 +95,7 @@ def test_the_optuna_study_of_a_simulated_study_has_its_best_trial_and_reruns() -
     assert status.best_trial is not None
     assert study.best_trial.number == status.best_trial.number
     assert study.best_value == status.best_trial.value
+    assert study.metric_names == ["loss"]
     assert len(study.trials) == len(search)
     for optuna_trial, record in zip(study.trials, search, strict=True):
         assert optuna_trial.values == record.status.values

@@ -33,6 +33,10 @@ TRIAL_ID_STRIDE = MAX_COUNT + 1
 """Trial ids of study `s` are `s * TRIAL_ID_STRIDE + number`; trial numbers stay below it."""
 
 
+METRIC_NAMES_ATTR = "study:metric_names"
+"""optuna.study.study._SYSTEM_ATTR_METRIC_NAMES (private in Optuna, so named again here)."""
+
+
 class ReadOnlyStorageError(HTTPError):  # type: ignore[misc]  # bottle is untyped
     """A write through the dashboard: Kubetune's records are written by the operator only."""
 
@@ -53,6 +57,8 @@ class StudySnapshot:
     directions: tuple[StudyDirection, ...]
     user_attrs: dict[str, Any]
     trials: tuple[FrozenTrial, ...]
+    metric_names: tuple[str, ...] = ()
+    """The objective metrics' names, which the dashboard shows instead of "Objective 0"."""
 
 
 def snapshot_of(study: TuningStudy, trials: Sequence[TuningTrial], study_id: int) -> StudySnapshot:
@@ -73,6 +79,7 @@ def snapshot_of(study: TuningStudy, trials: Sequence[TuningTrial], study_id: int
         directions=tuple(optuna_directions(study.spec)),
         user_attrs=user_attrs,
         trials=tuple(frozen_trials(study.spec, trials, study_id * TRIAL_ID_STRIDE)),
+        metric_names=tuple(m.name for m in study.spec.objective.metrics),
     )
 
 
@@ -134,7 +141,7 @@ class SnapshotStorage(BaseStorage):
         return copy.deepcopy(self._snapshot(study_id).user_attrs)
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return {}
+        return _system_attrs(self._snapshot(study_id))
 
     def get_all_studies(self) -> list[FrozenStudy]:
         with self._lock:
@@ -145,7 +152,7 @@ class SnapshotStorage(BaseStorage):
                 direction=None,
                 directions=list(s.directions),
                 user_attrs=copy.deepcopy(s.user_attrs),
-                system_attrs={},
+                system_attrs=_system_attrs(s),
                 study_id=study_id,
             )
             for study_id, s in snapshots
@@ -216,3 +223,8 @@ class SnapshotStorage(BaseStorage):
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> NoReturn:
         raise ReadOnlyStorageError("writing a trial note")
+
+
+def _system_attrs(snapshot: StudySnapshot) -> dict[str, Any]:
+    # Where Study.set_metric_names keeps the names, which optuna-dashboard reads.
+    return {METRIC_NAMES_ATTR: list(snapshot.metric_names)} if snapshot.metric_names else {}

@@ -18,6 +18,7 @@ Optuna params; they are in the `fixed_params` user attribute.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -93,6 +94,10 @@ def optuna_study(spec: TuningStudySpec, name: str, trials: Sequence[TuningTrial]
     )
     # add_trials renumbers and re-ids the trials in order, which frozen_trials' numbering matches.
     study.add_trials(frozen_trials(spec, trials))
+    with warnings.catch_warnings():
+        # Experimental in Optuna since 3.2 and stable in use; the warning would reach users.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([m.name for m in spec.objective.metrics])
     return study
 
 
