@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kubetune.spec import api
 from kubetune.spec.study import (
     MAX_PARETO_FRONT_IN_STATUS,
     MetricSummary,
     Recommendation,
     ReevaluationStatus,
+    TuningStudyStatus,
 )
 from kubetune.spec.trial import TuningTrial, is_search_trial
+
+if TYPE_CHECKING:
+    from kubetune.client import Client as KubetuneClient
 
 app = typer.Typer(
     name="kubetune",
@@ -562,7 +565,8 @@ def _key(study: dict[str, Any]) -> tuple[str, str]:
 
 def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
     """A study's phase, why it ended, its best trial (its parameters read from the trial
-    itself, the record of what ran) and the re-evaluation's recommendation."""
+    itself, the record of what ran) and its held-out metrics, the top parameter importances
+    and the re-evaluation's recommendation."""
     from kubetune.controller.core import format_params
 
     status = study.get("status") or {}
@@ -586,11 +590,17 @@ def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
         typer.echo(f"  best trial {best['number']}: {shown} with {format_params(params)}")
     else:
         typer.echo("  no trial completed")
+    objective = (study.get("spec") or {}).get("objective") or {}
+    if best:
+        for line in held_out_lines(best["number"], trials, objective.get("additionalMetrics")):
+            typer.echo(f"  {line}")
     if status.get("paretoFrontSize"):
         front = [(m["number"], m["values"]) for m in status.get("paretoFront") or []]
-        metrics = ((study.get("spec") or {}).get("objective") or {}).get("metrics") or []
+        metrics = objective.get("metrics") or []
         for line in front_lines(front, status["paretoFrontSize"], metrics):
             typer.echo(f"  {line}")
+    for line in importance_lines(status.get("importances"), status.get("importancesTrials")):
+        typer.echo(f"  {line}")
     for line in reevaluation_lines(*reevaluation_of(status), trials):
         typer.echo(f"  {line}")
 
@@ -624,6 +634,39 @@ def front_lines(
             f"{MAX_PARETO_FRONT_IN_STATUS})"
         )
     return lines
+
+
+IMPORTANCES_SHOWN = 5
+"""Parameters whose importance the command line lists, the most important first."""
+
+
+def importance_lines(
+    importances: Mapping[str, float] | None, trials_count: int | None = None
+) -> list[str]:
+    """The most important parameters (status.importances), most important first; nothing
+    before enough trials completed for the operator to compute them."""
+    if not importances:
+        return []
+    ranked = sorted(importances.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{name} {value:.2f}" for name, value in ranked[:IMPORTANCES_SHOWN])
+    more = len(ranked) - IMPORTANCES_SHOWN
+    if more > 0:
+        shown += f", and {more} more"
+    over = f" (PED-ANOVA over {trials_count} trials)" if trials_count else ""
+    return [f"Importances{over}: {shown}"]
+
+
+def held_out_lines(
+    best: int, trials: Sequence[TuningTrial], additional_metrics: Sequence[str] | None
+) -> list[str]:
+    """The best trial's additional metrics (spec.objective.additionalMetrics, such as a
+    held-out test accuracy) as it recorded them; nothing when it recorded none."""
+    record = next((t for t in trials if is_search_trial(t) and t.spec.number == best), None)
+    if record is None or not additional_metrics:
+        return []
+    recorded = record.status.metrics
+    shown = [f"{name} {recorded[name]:.6g}" for name in additional_metrics if name in recorded]
+    return [f"Best trial {best} also recorded: {', '.join(shown)}"] if shown else []
 
 
 REEVALUATED_SHOWN = 5
@@ -737,25 +780,27 @@ Kubeconfig = Annotated[
 ]
 
 
-def _client_for(command: str, kubeconfig: Path | None, namespace: str | None) -> tuple[Any, str]:
-    """An API client from the kubeconfig, and the namespace (the context's unless given); exit 1
-    saying why when the kubeconfig cannot be read."""
-    import os
+def _connect(command: str, kubeconfig: Path | None, namespace: str | None) -> KubetuneClient:
+    """A kubetune.client Client from the kubeconfig, in the namespace given or the context's;
+    exit 1 saying why when the kubeconfig cannot be read."""
+    from kubetune.client import ConfigError, connect
 
-    import kubernetes
-
-    # Read $KUBECONFIG now: the client reads it once, when first imported.
-    config = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
-    # The `kubernetes` client has no type annotations.
     try:
-        client = kubernetes.config.new_client_from_config(config_file=config)  # type: ignore[no-untyped-call]
-        if namespace is None:
-            _, active = kubernetes.config.list_kube_config_contexts(config_file=config)  # type: ignore[no-untyped-call]
-            namespace = (active or {}).get("context", {}).get("namespace") or "default"
-    except (kubernetes.config.ConfigException, OSError) as error:
-        typer.echo(f"kubetune {command}: cannot read the kubeconfig: {error}", err=True)
+        return connect(kubeconfig, namespace)
+    except ConfigError as error:
+        typer.echo(f"kubetune {command}: {error}", err=True)
         raise typer.Exit(code=1) from None
-    return client, namespace
+
+
+def _api_said(error: Any) -> str:
+    """What the API server said in an ApiException: its Status message, else the reason."""
+    import json
+
+    try:
+        said = json.loads(error.body or "{}").get("message") or error.reason
+    except ValueError:
+        said = error.body or error.reason
+    return f"the API server said {error.status}: {said}"
 
 
 @app.command()
@@ -764,111 +809,41 @@ def trials(
     namespace: StudyNamespace = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
-    """Print a study's trials as a table, from any cluster the kubeconfig reaches."""
+    """Print a study's trials as a table, from any cluster the kubeconfig reaches, then its
+    best trial's additional metrics, the top parameter importances and the recommendation."""
+    import warnings
+
     import kubernetes
 
-    client, namespace = _client_for("trials", kubeconfig, namespace)
-    custom = kubernetes.client.CustomObjectsApi(client)
-    try:
-        found = custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.STUDY_PLURAL, study
-        )
-        listing = custom.list_namespaced_custom_object(
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.TRIAL_PLURAL,
-            label_selector=f"{api.STUDY_LABEL}={study}",
-        )
-    except kubernetes.client.ApiException as error:
-        if error.status == 404:
-            typer.echo(
-                f"kubetune trials: no TuningStudy {study} in namespace {namespace}", err=True
-            )
-        else:
-            typer.echo(
-                f"kubetune trials: the API server said {error.status} {error.reason}", err=True
-            )
-        raise typer.Exit(code=1) from None
-    finally:
-        client.close()
-    models = []
-    items: list[dict[str, Any]] = listing["items"]  # type: ignore[index]
-    for item in items:
+    from kubetune.client import ClientError, UnreadableTrialWarning
+
+    with _connect("trials", kubeconfig, namespace) as client:
         try:
-            models.append(TuningTrial.model_validate(item))
-        except ValueError as error:
-            name = item["metadata"].get("name")
-            typer.echo(f"kubetune trials: skipping unreadable trial {name}: {error}", err=True)
+            found = client.study(study)
+            with warnings.catch_warnings(record=True) as skipped:
+                warnings.simplefilter("always", UnreadableTrialWarning)
+                models = client.trials(study)
+        except ClientError as error:
+            typer.echo(f"kubetune trials: {error}", err=True)
+            raise typer.Exit(code=1) from None
+        except kubernetes.client.ApiException as error:
+            typer.echo(f"kubetune trials: {_api_said(error)}", err=True)
+            raise typer.Exit(code=1) from None
+    for warning in skipped:
+        typer.echo(f"kubetune trials: {warning.message}", err=True)
     if not models:
         typer.echo(f"TuningStudy {study} has no trials yet.")
         return
-    study_status: dict[str, Any] = found.get("status") or {}  # type: ignore[attr-defined]
-    reevaluation, recommendation = reevaluation_of(study_status)
-    _print_trials(models, study, reevaluation, recommendation)
-    for line in reevaluation_lines(reevaluation, recommendation, models):
+    status = found.status or TuningStudyStatus()
+    _print_trials(models, study, status.reevaluation, status.recommendation)
+    if status.best_trial is not None:
+        additional = found.spec.objective.additional_metrics
+        for line in held_out_lines(status.best_trial.number, models, additional):
+            typer.echo(line)
+    for line in importance_lines(status.importances, status.importances_trials):
         typer.echo(line)
-
-
-class _LogsError(Exception):
-    """What `kubetune logs` prints before it exits 1."""
-
-
-def _number_ranges(numbers: list[int]) -> str:
-    """Trial numbers as ranges: [0, 1, 2, 5] -> "0-2, 5"."""
-    ranges: list[str] = []
-    ordered = sorted(set(numbers))
-    start = previous = ordered[0]
-    for number in [*ordered[1:], None]:
-        if number is not None and number == previous + 1:
-            previous = number
-            continue
-        ranges.append(str(start) if start == previous else f"{start}-{previous}")
-        if number is not None:
-            start = previous = number
-    return ", ".join(ranges)
-
-
-def _find_trial(custom: Any, namespace: str, study: str, trial: str) -> dict[str, Any]:
-    """The TuningTrial of `study` named `trial`, or numbered `trial`."""
-    import kubernetes
-
-    try:
-        custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.STUDY_PLURAL, study
-        )
-    except kubernetes.client.ApiException as error:
-        if error.status == 404:
-            raise _LogsError(
-                f"no TuningStudy {study} in namespace {namespace} "
-                f"(kubectl get tuningstudies -n {namespace} lists them)"
-            ) from None
-        raise
-    listing = custom.list_namespaced_custom_object(
-        api.GROUP,
-        api.VERSION,
-        namespace,
-        api.TRIAL_PLURAL,
-        label_selector=f"{api.STUDY_LABEL}={study}",
-    )
-    items: list[dict[str, Any]] = listing["items"]
-    wanted = int(trial) if trial.isdigit() else None
-    for item in items:
-        number = (item.get("spec") or {}).get("number")
-        if item["metadata"]["name"] == trial or (wanted is not None and number == wanted):
-            return item
-    numbers = [
-        item["spec"]["number"]
-        for item in items
-        if isinstance((item.get("spec") or {}).get("number"), int)
-    ]
-    if not numbers:
-        raise _LogsError(f"TuningStudy {study} has no trials yet")
-    raise _LogsError(
-        f"TuningStudy {study} has no trial {trial}: give a trial number "
-        f"({_number_ranges(numbers)}) or a TuningTrial name (kubetune trials {study} "
-        "lists them)"
-    )
+    for line in reevaluation_lines(status.reevaluation, status.recommendation, models):
+        typer.echo(line)
 
 
 @app.command()
@@ -886,85 +861,20 @@ def logs(
     kubeconfig: Kubeconfig = None,
 ) -> None:
     """Print a trial's log: what its pod's container printed, running, finished or stopped."""
-    import json
-
     import kubernetes
 
-    client, namespace = _client_for("logs", kubeconfig, namespace)
-    try:
-        text = _trial_log(client, namespace, study, trial, container, tail)
-    except _LogsError as error:
-        typer.echo(f"kubetune logs: {error}", err=True)
-        raise typer.Exit(code=1) from None
-    except kubernetes.client.ApiException as error:
+    from kubetune.client import ClientError
+
+    with _connect("logs", kubeconfig, namespace) as client:
         try:
-            said = json.loads(error.body or "{}").get("message") or error.reason
-        except ValueError:
-            said = error.body or error.reason
-        typer.echo(f"kubetune logs: the API server said {error.status}: {said}", err=True)
-        raise typer.Exit(code=1) from None
-    finally:
-        client.close()
+            text = client.logs(study, trial, container, tail)
+        except ClientError as error:
+            typer.echo(f"kubetune logs: {error}", err=True)
+            raise typer.Exit(code=1) from None
+        except kubernetes.client.ApiException as error:
+            typer.echo(f"kubetune logs: {_api_said(error)}", err=True)
+            raise typer.Exit(code=1) from None
     typer.echo(text, nl=False)
-
-
-def _trial_log(
-    client: Any, namespace: str, study: str, trial: str, container: str | None, tail: int | None
-) -> str:
-    """The log of a trial's pod's container; _LogsError says why there is none."""
-    import json
-
-    import kubernetes
-
-    found = _find_trial(kubernetes.client.CustomObjectsApi(client), namespace, study, trial)
-    name, number = found["metadata"]["name"], found["spec"]["number"]
-    status = found.get("status") or {}
-    state = status.get("state") or "Pending"
-    pod_name = status.get("podName")
-    if not pod_name and state == "Pending":
-        raise _LogsError(
-            f"trial {number} ({name}) has no pod yet: it is Pending; its log exists once its "
-            f"pod runs (kubectl get tuningtrial {name} -n {namespace} shows its state)"
-        )
-    if not pod_name:
-        why = status.get("message") or status.get("reason") or "no reason recorded"
-        raise _LogsError(f"trial {number} ({name}) ended {state} without a pod: {why}")
-    core = kubernetes.client.CoreV1Api(client)
-    try:
-        pod = json.loads(
-            _data(core.read_namespaced_pod(pod_name, namespace, _preload_content=False))
-        )
-    except kubernetes.client.ApiException as error:
-        if error.status != 404:
-            raise
-        why = status.get("message") or status.get("reason") or "none recorded"
-        raise _LogsError(
-            f"the pod {pod_name} of trial {number} ({name}, {state}) no longer exists: pods "
-            "of ended trials are removed by the study's pod retention rule "
-            "(spec.podRetention). The trial's status.message keeps why it ended: "
-            f"{why}"
-        ) from None
-    spec = pod.get("spec") or {}
-    names = [str(c.get("name")) for c in spec.get("containers") or []]
-    every = names + [str(c.get("name")) for c in spec.get("initContainers") or []]
-    chosen = container or names[0]
-    if chosen not in every:
-        raise _LogsError(
-            f"the pod {pod_name} of trial {number} has no container {chosen}: give "
-            f"--container one of {', '.join(every)}"
-        )
-    options: dict[str, Any] = {"container": chosen}
-    if tail is not None:
-        options["tail_lines"] = tail
-    # Unparsed (_preload_content=False): the client would decode a log that happens to be
-    # JSON into a dict.
-    log = core.read_namespaced_pod_log(pod_name, namespace, _preload_content=False, **options)
-    return _data(log).decode("utf-8", "replace")
-
-
-def _data(response: Any) -> bytes:
-    """The body of a `kubernetes` client call made with _preload_content=False."""
-    return bytes(response.data)
 
 
 @app.command()

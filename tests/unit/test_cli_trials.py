@@ -76,6 +76,9 @@ REEVALUATION = {
     ],
 }
 
+IMPORTANCES = {"y": 0.05, "x": 0.6, "tilt": 0.02, "shape": 0.3, "steps": 0.02, "extra": 0.01}
+"""More parameters than the command line shows (5), not in order."""
+
 
 @pytest.fixture(scope="module")
 def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -100,6 +103,7 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "state": "Succeeded",
                 "reason": "Completed",
                 "values": [0.3125],
+                "metrics": {"loss": 0.3125, "distance": 0.559},
                 "startTime": "2026-01-01T10:00:00Z",
                 "completionTime": "2026-01-01T10:00:42Z",
             },
@@ -142,6 +146,14 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             {
                 "status": {
                     "phase": "Completed",
+                    "bestTrial": {
+                        "name": f"{STUDY}-0",
+                        "number": 0,
+                        "value": 0.3125,
+                        "params": succeeded["spec"]["params"],
+                    },
+                    "importances": IMPORTANCES,
+                    "importancesTrials": 2,
                     "reevaluation": REEVALUATION,
                     "recommendation": RECOMMENDATION,
                 }
@@ -256,3 +268,17 @@ def test_trials_reads_kubeconfig_from_the_environment_and_takes_a_namespace(
     elsewhere = kubetune("trials", STUDY, "-n", "research", env=env)
     assert elsewhere.returncode == 1
     assert f"no TuningStudy {STUDY} in namespace research" in elsewhere.stdout + elsewhere.stderr
+
+
+def test_trials_shows_the_best_trial_s_additional_metrics_and_the_top_importances(
+    kubeconfig: Path,
+) -> None:
+    result = kubetune("trials", STUDY, "--kubeconfig", str(kubeconfig))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # spec.objective.additionalMetrics of the example is [distance]: the loss is the value.
+    assert "Best trial 0 also recorded: distance 0.559\n" in result.stdout
+    # The most important first, the five largest of six; ties by name.
+    assert (
+        "Importances (PED-ANOVA over 2 trials): x 0.60, shape 0.30, y 0.05, steps 0.02, "
+        "tilt 0.02, and 1 more\n"
+    ) in result.stdout
