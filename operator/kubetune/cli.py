@@ -130,9 +130,8 @@ def run_local(
             typer.echo(line)
     for line in reevaluation_lines(status.reevaluation, status.recommendation, trials):
         typer.echo(line)
-    if status.importances:
-        ranked = ", ".join(f"{name} {value:.2f}" for name, value in status.importances.items())
-        typer.echo(f"Importances: {ranked}")
+    for line in importance_lines(status.importances, status.importances_trials):
+        typer.echo(line)
     raise typer.Exit(code=0 if status.phase is StudyPhase.COMPLETED else 1)
 
 
@@ -645,9 +644,11 @@ def importance_lines(
 ) -> list[str]:
     """The most important parameters (status.importances), most important first; nothing
     before enough trials completed for the operator to compute them."""
-    if not importances:
+    from kubetune.demo import ranked_importances
+
+    ranked = ranked_importances(importances)
+    if not ranked:
         return []
-    ranked = sorted(importances.items(), key=lambda item: (-item[1], item[0]))
     shown = ", ".join(f"{name} {value:.2f}" for name, value in ranked[:IMPORTANCES_SHOWN])
     more = len(ranked) - IMPORTANCES_SHOWN
     if more > 0:

@@ -622,7 +622,8 @@ def _event_order(event: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Group | Table:
-    """Per study: phase, trials by state, best so far, the re-evaluation, budget used."""
+    """Per study: phase, trials by state, best so far, the re-evaluation, the most important
+    parameters, budget used."""
     table = Table(title="Studies", title_justify="left")
     for column in ("study", "phase", "done", "running", "succeeded", "pruned", "failed"):
         table.add_column(column, justify="left" if column in ("study", "phase") else "right")
@@ -636,6 +637,10 @@ def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Gr
     )
     if reevaluated:
         table.add_column("recommended")
+    # Only once a study has importances (enough completed trials).
+    weighed = any((study.get("status") or {}).get("importances") for study in studies)
+    if weighed:
+        table.add_column("most important")
     table.add_column("budget used")
     for study in studies:
         status = study.get("status") or {}
@@ -651,6 +656,7 @@ def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Gr
             str(failed),
             _best(status),
             *([recommended(status)] if reevaluated else []),
+            *([most_important(status)] if weighed else []),
             budget_used(status.get("budget") or {}),
         )
     if hint is None:
@@ -679,6 +685,21 @@ def _best(status: Mapping[str, Any]) -> str:
     ]
     more = size - len(shown)
     return f"front of {size}: " + "; ".join(shown) + (f"; {more} more" if more > 0 else "")
+
+
+IMPORTANT_SHOWN = 3
+"""Parameters the progress table names, the most important first."""
+
+
+def ranked_importances(importances: Mapping[str, float] | None) -> list[tuple[str, float]]:
+    """status.importances, the most important parameter first (ties by name)."""
+    return sorted((importances or {}).items(), key=lambda item: (-item[1], item[0]))
+
+
+def most_important(status: Mapping[str, Any]) -> str:
+    """The most important parameters with their importance, e.g. `x 0.61, y 0.3`."""
+    ranked = ranked_importances(status.get("importances"))[:IMPORTANT_SHOWN]
+    return ", ".join(f"{name} {value:.2g}" for name, value in ranked)
 
 
 def recommended(status: Mapping[str, Any]) -> str:
