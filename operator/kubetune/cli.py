@@ -830,6 +830,10 @@ def trials(
         except kubernetes.client.ApiException as error:
             typer.echo(f"kubetune trials: {_api_said(error)}", err=True)
             raise typer.Exit(code=1) from None
+        except ValueError as error:
+            # A study these models cannot read: written by an operator of another version.
+            typer.echo(f"kubetune trials: cannot read TuningStudy {study}: {error}", err=True)
+            raise typer.Exit(code=1) from None
     for warning in skipped:
         typer.echo(f"kubetune trials: {warning.message}", err=True)
     if not models:
