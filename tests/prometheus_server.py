@@ -20,11 +20,15 @@ from kubetune.demo import free_port
 STARTUP_TIMEOUT_S = 30.0
 
 
-def prometheus_trainer(steps: int, pause: float) -> str:
+def prometheus_trainer(steps: int, pause: float, hopeless_steps: int | None = None) -> str:
     """A trainer (python -c) exporting on the reporting helper's Prometheus route only: loss
     (x - 2)^2 + 1/step and accuracy step/10 at steps 1..`steps`, `pause` seconds apart, then
     exactly (x - 2)^2 and 0.9 as final values; report_final waits until they were scraped
-    (KUBETUNE_METRICS_LINGER)."""
+    (KUBETUNE_METRICS_LINGER).
+
+    A trial whose loss is above 10 trains `hopeless_steps` steps instead, so a test of the
+    pruner does not race the trainer's end: pruned, it is stopped long before; not pruned,
+    it ends Succeeded and the test fails."""
     return textwrap.dedent(
         f"""\
         import os, time
@@ -36,7 +40,8 @@ def prometheus_trainer(steps: int, pause: float) -> str:
             metrics_linger=float(os.environ["KUBETUNE_METRICS_LINGER"]),
         )
         x = float(os.environ["KUBETUNE_PARAM_X"])
-        for step in range(1, {steps + 1}):
+        steps = {hopeless_steps or steps} if (x - 2) ** 2 > 10 else {steps}
+        for step in range(1, steps + 1):
             reporter.report(step, loss=(x - 2) ** 2 + 1 / step, accuracy=step / 10)
             time.sleep({pause})
         reporter.report_final(loss=(x - 2) ** 2, accuracy=0.9)

@@ -24,8 +24,9 @@ from tests.prometheus_server import PrometheusServer, free_port, prometheus_trai
 DOWN = f"http://127.0.0.1:{free_port()}"
 """A Prometheus URL the operator allows where nothing listens."""
 # Ten steps half a second apart: long enough for the file_sd refresh, a scrape and a poll,
-# each every second, on a busy machine.
-TRAINER = prometheus_trainer(steps=10, pause=0.5)
+# each every second, on a busy machine. The trial the pruner must stop (x = 10) trains for
+# 50 s, within trialTimeout, so its end cannot outrun the first poll.
+TRAINER = prometheus_trainer(steps=10, pause=0.5, hopeless_steps=100)
 QUERY = (
     'kubetune_trial_metric{namespace="${trial.namespace}", pod="${trial.pod}", metric="${metric}"}'
 )
