@@ -17,7 +17,6 @@ Optuna params; they are in the `fixed_params` user attribute.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from kubetune.spec.study import Direction, ParameterType, TuningStudySpec
 from kubetune.spec.trial import TuningTrial, is_search_trial
 
 from . import space
-from .study import optuna_state
+from .study import recorded_outcome
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """datetime_start of a record that has none yet: Optuna requires one for a non-waiting trial."""
@@ -112,20 +111,7 @@ def _frozen(
     params = search_space.coerce_params(record.spec.params, f"trial {number}: spec.params")
     kept, dists = search_space.searched(params)
     status = record.status
-    state = optuna_state(status.state, status.values, n_objectives)
-    # Optuna keeps intermediate values of single-objective trials only (the engine does the same).
-    intermediate = (
-        {iv.step: iv.value for iv in status.intermediate_values} if n_objectives == 1 else {}
-    )
-    values: list[float] | None = None
-    if state is OptunaState.COMPLETE:
-        assert status.values is not None
-        values = [float(v) for v in status.values]
-    elif state is OptunaState.PRUNED and intermediate:
-        # Study.tell stores a pruned trial with its last intermediate value; the engine too.
-        last = intermediate[max(intermediate)]
-        if not math.isnan(last):
-            values = [last]
+    state, values, intermediate = recorded_outcome(status, n_objectives)
     start = status.start_time or record.metadata.creation_timestamp or _EPOCH
     complete = (status.completion_time or start) if state.is_finished() else None
     user_attrs: dict[str, Any] = {

@@ -28,7 +28,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from kubetune.spec.study import AlgorithmName, Direction, ParameterValue, TuningStudySpec
-from kubetune.spec.trial import TrialState, TuningTrial
+from kubetune.spec.trial import TrialState, TuningTrial, TuningTrialStatus
 
 from . import pruners, samplers, space
 
@@ -109,6 +109,35 @@ def optuna_state(
     if mapped is OptunaState.COMPLETE and not _complete_values(values, n_objectives):
         return OptunaState.FAIL
     return mapped
+
+
+class RecordedOutcome(NamedTuple):
+    """What Optuna stores of a trial's end: its state, values and intermediate values."""
+
+    state: OptunaState
+    values: list[float] | None
+    intermediate: dict[int, float]
+
+
+def recorded_outcome(status: TuningTrialStatus, n_objectives: int) -> RecordedOutcome:
+    """A trial record's outcome as `Study.tell` would have stored it.
+
+    Optuna keeps intermediate values of single-objective trials only, and stores a pruned
+    trial with its last intermediate value (when it is a number).
+    """
+    state = optuna_state(status.state, status.values, n_objectives)
+    intermediate = (
+        {iv.step: iv.value for iv in status.intermediate_values} if n_objectives == 1 else {}
+    )
+    values: list[float] | None = None
+    if state is OptunaState.COMPLETE:
+        assert status.values is not None
+        values = [float(v) for v in status.values]
+    elif state is OptunaState.PRUNED and intermediate:
+        last = intermediate[max(intermediate)]
+        if not math.isnan(last):
+            values = [last]
+    return RecordedOutcome(state, values, intermediate)
 
 
 def _complete_values(values: Sequence[float] | None, n_objectives: int) -> bool:
@@ -333,28 +362,14 @@ class Engine:
         params = self._space.coerce_params(record.spec.params, f"trial {number}: spec.params")
         kept, dists = self._space.searched(params)
         status = record.status
-        state = optuna_state(status.state, status.values, self._n_objectives)
-        intermediate = (
-            {iv.step: iv.value for iv in status.intermediate_values}
-            if self._n_objectives == 1
-            else {}
-        )
-        values: list[float] | None = None
-        if state is OptunaState.COMPLETE:
-            assert status.values is not None
-            values = [float(v) for v in status.values]
-        elif state is OptunaState.PRUNED and intermediate:
-            # Study.tell stores a pruned trial with its last intermediate value; so must we.
-            last = intermediate[max(intermediate)]
-            if not math.isnan(last):
-                values = [last]
+        outcome = recorded_outcome(status, self._n_objectives)
         frozen = optuna.trial.create_trial(
-            state=state,
-            values=values,
+            state=outcome.state,
+            values=outcome.values,
             params=kept,
             distributions=dists,
             system_attrs=dict(status.system_attrs),
-            intermediate_values=intermediate,
+            intermediate_values=outcome.intermediate,
         )
         return frozen, params
 
