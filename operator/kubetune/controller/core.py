@@ -1037,25 +1037,18 @@ class StudyController:
                         f"{end.reason.value}: {end.message}",
                     )
                 )
-            elif reevaluating is not None:
-                phase, message = StudyPhase.REEVALUATING, reevaluating
-                reason = StudyConditionReason.REEVALUATING
-                conditions = _set_condition(
-                    conditions,
-                    ConditionType.RUNNING,
-                    "True",
-                    reason,
-                    message,
-                    now,
-                    study.metadata.generation,
-                )
-                updates.update(phase=phase, message=message)
             else:
-                running = counts.pending + counts.running > 0
-                phase = StudyPhase.RUNNING if running or counts.total else StudyPhase.PENDING
-                drain = decision.draining
-                message = f"{drain.message}; waiting for active trials to finish" if drain else ""
-                reason = drain.reason if drain else StudyConditionReason.TRIALS_RUNNING
+                if reevaluating is not None:
+                    phase, message = StudyPhase.REEVALUATING, reevaluating
+                    reason = StudyConditionReason.REEVALUATING
+                else:
+                    running = counts.pending + counts.running > 0
+                    phase = StudyPhase.RUNNING if running or counts.total else StudyPhase.PENDING
+                    drain = decision.draining
+                    message = (
+                        f"{drain.message}; waiting for active trials to finish" if drain else ""
+                    )
+                    reason = drain.reason if drain else StudyConditionReason.TRIALS_RUNNING
                 conditions = _set_condition(
                     conditions,
                     ConditionType.RUNNING,
