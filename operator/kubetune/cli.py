@@ -416,12 +416,13 @@ def _run_leading(
     import kopf
 
     from kubetune.k8s import leader
+    from kubetune.kubeconfig import pod_namespace
 
     try:
         leader.check_timing(lease_duration, renew_deadline, retry_period)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    store = leader.KubeLeaseStore.from_environment(namespace or leader.default_namespace(), name)
+    store = leader.KubeLeaseStore.from_environment(namespace or pod_namespace(), name)
     elector = leader.LeaseElector(
         store,
         leader.default_identity(),
@@ -896,17 +897,16 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard over the cluster's TuningStudies, read-only and live: one Optuna
     study per TuningStudy, named namespace/name. In a pod without --kubeconfig: in-cluster."""
-    import kubernetes
-
-    from kubetune.dashboard.serve import api_client, serve
+    from kubetune.dashboard.serve import serve
+    from kubetune.kubeconfig import KubeconfigError, connect
 
     try:
-        client = api_client(kubeconfig)
-    except (kubernetes.config.ConfigException, OSError) as error:
-        typer.echo(f"kubetune dashboard: cannot read the kubeconfig: {error}", err=True)
+        connection = connect(kubeconfig)
+    except KubeconfigError as error:
+        typer.echo(f"kubetune dashboard: {error}", err=True)
         raise typer.Exit(code=1) from None
     try:
-        serve(client, namespace, host, port)
+        serve(connection.api_client, namespace, host, port)
     except (RuntimeError, OSError) as error:
         typer.echo(f"kubetune dashboard: {error}", err=True)
         raise typer.Exit(code=1) from None

@@ -14,7 +14,6 @@ read the cluster through it.
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import kubernetes
 import yaml
 
+import kubetune.kubeconfig
 from kubetune.spec import api
 from kubetune.spec.study import StudyPhase, TuningStudy, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
@@ -39,8 +39,6 @@ FIELD_MANAGER = "kubetune-client"
 
 ENDED_PHASES = frozenset({StudyPhase.COMPLETED, StudyPhase.FAILED, StudyPhase.INVALID})
 """The phases `wait` returns at: a study in one of them does not change any more."""
-
-_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class ClientError(Exception):
@@ -75,25 +73,14 @@ class UnreadableTrialWarning(UserWarning):
 def connect(kubeconfig: str | Path | None = None, namespace: str | None = None) -> Client:
     """A client of the cluster a kubeconfig names, or of the cluster this pod runs in.
 
-    Without `kubeconfig`: $KUBECONFIG, else ~/.kube/config, else the in-cluster service
-    account. The namespace defaults to the kubeconfig context's, the pod's, or `default`.
+    Without `kubeconfig`: $KUBECONFIG, else (in a pod) the service account, else
+    ~/.kube/config. The namespace defaults to the kubeconfig context's, the pod's, or `default`.
     """
-    # Read $KUBECONFIG now: the kubernetes client reads it once, when first imported.
-    path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
     try:
-        api_client = kubernetes.config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
-        if namespace is None:
-            _, active = kubernetes.config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
-            namespace = (active or {}).get("context", {}).get("namespace") or "default"
-    except (kubernetes.config.ConfigException, OSError) as error:
-        if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            raise ConfigError(f"cannot read the kubeconfig: {error}") from error
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        api_client = kubernetes.client.ApiClient(configuration)
-        if namespace is None and _SERVICE_ACCOUNT_NAMESPACE.exists():
-            namespace = _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    return Client(api_client, namespace or "default")
+        connection = kubetune.kubeconfig.connect(kubeconfig)
+    except kubetune.kubeconfig.KubeconfigError as error:
+        raise ConfigError(str(error)) from error
+    return Client(connection.api_client, namespace or connection.namespace)
 
 
 class Client:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
-from kubernetes import client, config
+from kubernetes import client
 
 from .feed import Feed
 from .storage import SnapshotStorage
@@ -28,17 +26,6 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         logger.debug(format, *args)
-
-
-def api_client(kubeconfig: Path | None) -> client.ApiClient:
-    """A client of the cluster the kubeconfig names ($KUBECONFIG, ~/.kube/config when None),
-    or, with no kubeconfig given inside a pod, of the cluster the pod runs in."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return client.ApiClient(configuration)
-    path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG")
-    return config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call,no-any-return]
 
 
 def serve(api_client: client.ApiClient, namespace: str | None, host: str, port: int) -> None:

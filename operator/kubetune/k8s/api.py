@@ -27,6 +27,7 @@ from typing import Any, Final
 import kubernetes
 
 from kubetune.controller import STOP_DEADLINE_SECONDS, Plan, with_owner_uid
+from kubetune.kubeconfig import connect
 from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
 
@@ -87,12 +88,8 @@ class KubeApi:
 
     @classmethod
     def from_environment(cls, fence: Callable[[], None] = _no_fence) -> KubeApi:
-        """In a pod, the service account; elsewhere $KUBECONFIG or ~/.kube/config."""
-        try:
-            kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
-        return cls(kubernetes.client.ApiClient(), fence)
+        """$KUBECONFIG, else in a pod the service account, else ~/.kube/config."""
+        return cls(connect().api_client, fence)
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A write: the fence is checked in the API thread, just before the request."""

@@ -29,18 +29,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final, Protocol
 
 import kubernetes
 from aiohttp import web
+
+from kubetune.kubeconfig import connect
 
 logger = logging.getLogger("kubetune.leader")
 
 JITTER_FACTOR: Final = 1.2
 """client-go's JitterFactor: a candidate waits retry period to 2.2 retry periods between tries,
 so candidates started together do not keep colliding."""
-SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class NotLeadingError(RuntimeError):
@@ -83,14 +83,6 @@ def micro_time(moment: datetime) -> str:
 def default_identity() -> str:
     """hostname_uuid, as Kubernetes components name their candidacy: unique per process."""
     return f"{socket.gethostname()}_{uuid.uuid4()}"
-
-
-def default_namespace() -> str:
-    """The pod's own namespace in a cluster; "default" elsewhere."""
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        return "default"
 
 
 def check_timing(lease_duration: float, renew_deadline: float, retry_period: float) -> None:
@@ -254,12 +246,8 @@ class KubeLeaseStore:
 
     @classmethod
     def from_environment(cls, namespace: str, name: str) -> KubeLeaseStore:
-        """In a pod, the service account; elsewhere $KUBECONFIG or ~/.kube/config."""
-        try:
-            kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
-        return cls(kubernetes.client.ApiClient(), namespace, name)
+        """$KUBECONFIG, else in a pod the service account, else ~/.kube/config."""
+        return cls(connect().api_client, namespace, name)
 
     async def _call(self, function: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function)
