@@ -72,67 +72,25 @@ def crds(
         typer.echo(f"wrote {output_dir / name}")
 
 
-@app.command("run-local")
+@app.command("run-local", hidden=True)
 def run_local(
     file: Annotated[Path, typer.Argument(help="A TuningStudy manifest.")],
     workdir: Annotated[
         Path | None,
-        typer.Option(help="Where each trial's folder (log, termination message) goes."),
+        typer.Option(help="Where the operator's log and the pods' folders go."),
     ] = None,
 ) -> None:
-    """Run a study on this machine with no cluster: each trial runs as a local process.
+    """Deprecated: `kubetune up FILE`, which this runs.
 
-    The operator's own controller decides what to run, prune and stop; only the trial
-    contract's termination-message route is available (see docs/trial-contract.md).
+    run-local had a process runner of its own beside the local kubelet, with only the
+    termination-message route; `kubetune up` runs the same study through the real operator
+    and kubelet, with every route of the trial contract.
     """
     import tempfile
 
-    import yaml
-
-    from kubetune.controller.core import format_params
-    from kubetune.localrun import LocalRun
-    from kubetune.spec.study import StudyPhase
-    from kubetune.spec.validation import validate_file
-
-    reports = validate_file(file)
-    if len(reports) != 1 or reports[0].problems:
-        for report in reports:
-            for problem in report.problems:
-                typer.echo(f"{report.source}: {problem}", err=True)
-        if len(reports) != 1:
-            typer.echo(f"{file}: give exactly one TuningStudy", err=True)
-        raise typer.Exit(code=1)
-    document = yaml.safe_load(file.read_text())
-    if (document.get("spec") or {}).get("metricsSource"):
-        typer.echo(
-            f"{file}: spec.metricsSource is not supported by run-local (its trials are plain "
-            "processes that no Prometheus scrapes); run it with the operator, or remove "
-            "metricsSource to read the termination message",
-            err=True,
-        )
-        raise typer.Exit(code=1)
-    folder = workdir or Path(tempfile.mkdtemp(prefix="kubetune-"))
-    typer.echo(f"Running {document['metadata']['name']} locally; trial folders in {folder}")
-    run = LocalRun(document, folder, echo=typer.echo)
-    status = run.run()
-    trials = list(run.trials.values())
-    _print_trials(trials, None, status.reevaluation, status.recommendation)
-    typer.echo(f"\nStudy {status.phase.value}: {status.message}")
-    if status.best_trial is not None:
-        best = status.best_trial
-        shown = best.value if best.value is not None else best.values
-        first = " (the first of the Pareto front)" if best.value is None else ""
-        typer.echo(f"Best trial {best.number}{first}: {shown} with {format_params(best.params)}")
-    if status.pareto_front_size:
-        front = [(member.number, member.values) for member in status.pareto_front]
-        metrics = document["spec"]["objective"]["metrics"]
-        for line in front_lines(front, status.pareto_front_size, metrics):
-            typer.echo(line)
-    for line in reevaluation_lines(status.reevaluation, status.recommendation, trials):
-        typer.echo(line)
-    for line in importance_lines(status.importances, status.importances_trials):
-        typer.echo(line)
-    raise typer.Exit(code=0 if status.phase is StudyPhase.COMPLETED else 1)
+    typer.echo("kubetune run-local is now `kubetune up`; running that.", err=True)
+    folder = workdir or Path(tempfile.mkdtemp(prefix="kubetune-up-"))
+    up([file], workdir=folder, kubeconfig=folder / "kubeconfig")
 
 
 def _print_trials(

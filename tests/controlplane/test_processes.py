@@ -119,7 +119,7 @@ async def test_the_command_gets_exactly_the_environment_given(tmp_path: Path) ->
 
 
 KUBELET = """
-import asyncio, sys, time
+import asyncio, sys
 from pathlib import Path
 from kubetune.controlplane import processes
 folder, command = Path(sys.argv[1]), [sys.executable, "-c", sys.argv[2]]
@@ -130,19 +130,13 @@ async def serve():  # as the kubelet starts them: from its event loop
     print(init.pid, flush=True)
     await asyncio.sleep(600)
 
-if sys.argv[3] == "async":
-    asyncio.run(serve())
-with (folder / "log").open("ab") as log:  # as run-local starts them
-    init = processes.start_sync(command, cwd=folder, env={}, log=log)
-print(init.pid, flush=True)
-time.sleep(600)
+asyncio.run(serve())
 """
 
 
-@pytest.mark.parametrize("how", ["async", "sync"])
-async def test_a_pods_processes_die_with_a_kubelet_that_is_killed(tmp_path: Path, how: str) -> None:
+async def test_a_pods_processes_die_with_a_kubelet_that_is_killed(tmp_path: Path) -> None:
     kubelet = subprocess.Popen(
-        [PY, "-c", KUBELET, str(tmp_path), escapees.script(exits=False), how],
+        [PY, "-c", KUBELET, str(tmp_path), escapees.script(exits=False)],
         stdout=subprocess.PIPE,
     )
     try:
@@ -162,23 +156,6 @@ async def test_a_pods_processes_die_with_a_kubelet_that_is_killed(tmp_path: Path
     escapees.kill(left)
     assert left == []
     assert "got SIGTERM" not in (tmp_path / "log").read_text()  # killed, with no grace
-
-
-def test_start_sync_and_end_sync_stop_as_the_kubelet_does(tmp_path: Path) -> None:
-    with (tmp_path / "log").open("ab") as log:
-        popen = processes.start_sync(
-            [PY, "-c", escapees.script(exits=False)], cwd=tmp_path, env=os.environ, log=log
-        )
-    while escapees.READY not in (tmp_path / "log").read_text():
-        assert popen.poll() is None, (tmp_path / "log").read_text()
-        time.sleep(0.02)  # polling the log: a file offers nothing to await
-    pids = escapees.pids(tmp_path)
-    processes.end_sync(popen, grace=0.5)
-    assert popen.returncode == -signal.SIGKILL
-    assert "setsid got SIGTERM" in (tmp_path / "log").read_text()
-    assert not any(escapees.alive(pid) for pid in pids)
-    with (tmp_path / "log").open("ab") as log, pytest.raises(processes.StartError):
-        processes.start_sync(["/nonexistent/train"], cwd=tmp_path, env=os.environ, log=log)
 
 
 def test_the_init_is_plain_standard_library() -> None:

@@ -1,18 +1,13 @@
 """How the re-evaluation (spec.reevaluation) shows to people: the recommendation and each
-re-evaluated configuration in `kubetune up`'s and `run-local`'s summary (kubetune.cli), and the
+re-evaluated configuration in `kubetune up`'s summary (kubetune.cli), and the
 one cell of `kubetune up`'s progress table (kubetune.demo)."""
 
 from __future__ import annotations
 
 import io
-import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from kubetune.cli import REEVALUATED_SHOWN, reevaluation_lines, reevaluation_of
@@ -193,35 +188,3 @@ def test_the_progress_table_has_a_recommended_column_only_when_a_study_re_evalua
     # From the start (the spec asks for it), not only once the search has ended.
     reevaluating = {"metadata": {"name": "r"}, "spec": {"reevaluation": {}}, "status": {}}
     assert "recommended" in header_of([plain, reevaluating])
-
-
-def test_run_local_prints_the_re_runs_and_the_recommendation(tmp_path: Path) -> None:
-    document = yaml.safe_load((ROOT / "examples" / "synthetic-quadratic.yaml").read_text())
-    document["spec"]["budget"].update(maxTrials=4, parallelism=2)
-    document["spec"]["reevaluation"] = {"topTrials": 2, "repeats": 2, "metric": "distance"}
-    manifest = tmp_path / "study.yaml"
-    # As JSON: PyYAML would write the parameter name y unquoted, read back as a boolean.
-    manifest.write_text(json.dumps(document))
-    result = subprocess.run(
-        [sys.executable, "-m", "kubetune", "run-local", str(manifest), "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    (winner,) = re.findall(r"^Recommended: trial (\d+) with ", out, re.MULTILINE)
-    assert re.search(r"^  distance \S+ ± \S+ over 2 seeds \(\d+, \d+\)$", out, re.MULTILINE)
-    assert re.search(r"^  search value \S+, generalization gap [-+]\S+", out, re.MULTILINE)
-    assert f"  trial {winner}, 2 seeds: distance " in out
-    assert re.search(rf"^  trial {winner}, .* <- recommended$", out, re.MULTILINE)
-    # The re-runs have a table of their own: each configuration twice, each run with a seed.
-    runs = re.findall(r"^│ r(\d) of (\d+) +│ +(\d+) │ Succeeded", out, re.MULTILINE)
-    configurations = {trial for _, trial, _ in runs}
-    assert len(configurations) == 2
-    assert winner in configurations
-    expected = [(trial, repeat) for trial in sorted(configurations) for repeat in "01"]
-    assert sorted((trial, repeat) for repeat, trial, _ in runs) == expected
-    assert len({seed for _, _, seed in runs}) == 4
-    assert f"trial {winner}'s configuration is recommended" in out

@@ -2,7 +2,7 @@
 them.
 
 The front's order, which `status.paretoFront`, `status.bestTrial`, `kubetune up` and
-`kubetune run-local` all follow: by the first objective, best first (ascending when it is
+`kubetune trials` all follow: by the first objective, best first (ascending when it is
 minimized, descending when it is maximized), ties by trial number. The status lists the first
 MAX_PARETO_FRONT_IN_STATUS trials of that order; `paretoFrontSize` counts the whole front. The
 best trial of a multi-objective study is the first of that order: the Pareto-optimal trial that

@@ -1,5 +1,5 @@
-"""The init process of one container on the local kubelet (and in `kubetune run-local`): it
-runs the container's command and ends everything that command started.
+"""The init process of one container on the local kubelet: it runs the container's command
+and ends everything that command started.
 
 A container runtime gives each container a PID namespace and a cgroup, and when the
 container's first process ends the kernel kills the rest. Here processes share the host, so

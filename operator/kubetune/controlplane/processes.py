@@ -1,6 +1,6 @@
-"""Starting and stopping a container's processes, for the local kubelet and `kubetune
-run-local`: each container runs under its own init (podinit.py), which ends everything the
-container started, so this module only speaks to the init.
+"""Starting and stopping a container's processes, for the local kubelet: each container runs
+under its own init (podinit.py), which ends everything the container started, so this module
+only speaks to the init.
 
 Why an init that is a subreaper, not a cgroup per pod: it needs no root and no delegated
 cgroup v2 hierarchy, so it works the same on every machine the project runs on, and one
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,44 +102,3 @@ async def end_processes(processes: list[asyncio.subprocess.Process], grace: floa
             _send(process, KILL_SIGNAL)
     # An init exits only once every process below it has been reaped.
     await asyncio.gather(*(process.wait() for process in alive))
-
-
-def start_sync(
-    argv: list[str], *, cwd: Path, env: Mapping[str, str], log: IO[bytes]
-) -> subprocess.Popen[bytes]:
-    """`start` for callers without an event loop (run-local)."""
-    report, report_writer = os.pipe()
-    try:
-        popen = subprocess.Popen(
-            init_argv(argv, report_writer),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(report_writer,),
-        )
-    except BaseException:
-        os.close(report)
-        raise
-    finally:
-        os.close(report_writer)
-    with open(report, "rb") as reader:
-        error = reader.read()
-    if error:
-        popen.wait()
-        raise StartError(error.decode("utf-8", "replace"))
-    return popen
-
-
-def end_sync(popen: subprocess.Popen[bytes], grace: float) -> None:
-    """`end_processes` for one container started by `start_sync`."""
-    if popen.poll() is not None:
-        return
-    popen.send_signal(signal.SIGTERM)
-    try:
-        popen.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        popen.send_signal(KILL_SIGNAL)
-        popen.wait()
