@@ -188,11 +188,6 @@ class Run:
     user_agents: set[str]
 
 
-def get_json(kube: Kube, *what: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
-    return result
-
-
 def run_operator(kube: Kube, log: Path, args: list[str], study_namespaces: list[str]) -> Run:
     """Start `kubetune operator` with these arguments, run a study in each namespace to
     completion (all at once) and delete them; the calls made meanwhile."""
@@ -215,17 +210,15 @@ def run_operator(kube: Kube, log: Path, args: list[str], study_namespaces: list[
                 kube.kubectl("apply", "-f", "-", stdin=stream)
             states = {}
             for namespace in study_namespaces:
-                kube.kubectl(
-                    "wait",
-                    "--for=jsonpath={.status.completionTime}",
+                kube.wait_for(
                     f"tuningstudy/{name}",
                     "-n",
                     namespace,
-                    "--timeout=60s",
-                    timeout=70,
+                    condition="jsonpath={.status.completionTime}",
+                    timeout=60,
                 )
-                trials = get_json(
-                    kube, "tuningtrials", "-n", namespace, "-l", f"kubetune.io/study={name}"
+                trials = kube.get_json(
+                    "tuningtrials", "-n", namespace, "-l", f"kubetune.io/study={name}"
                 )["items"]
                 trials.sort(key=lambda trial: trial["spec"]["number"])
                 states[namespace] = [trial["status"]["state"] for trial in trials]

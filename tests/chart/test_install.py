@@ -36,11 +36,6 @@ def helm(kube: Kube, *args: str, timeout: float = 300) -> subprocess.CompletedPr
     return result
 
 
-def get_json(kube: Kube, *what: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
-    return result
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     with local_kube(tmp_path_factory.mktemp("helm"), plane="real") as kube:
@@ -65,7 +60,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 def operator_pod(kube: Kube) -> dict[str, Any]:
     operator = "app.kubernetes.io/name=kubetune,app.kubernetes.io/component=operator"
-    pods = get_json(kube, "pods", "-n", NAMESPACE, "-l", operator)["items"]
+    pods = kube.get_json("pods", "-n", NAMESPACE, "-l", operator)["items"]
     running = [p for p in pods if p["status"].get("phase") == "Running"]
     assert len(running) == 1, [p["status"] for p in pods]
     return running[0]
@@ -118,18 +113,16 @@ def test_the_installed_operator_runs_a_study_to_completed(installed: Kube) -> No
     )
     study["spec"]["budget"].update(maxTrials=4, parallelism=2)
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(study))
-    kube.kubectl(
-        "wait",
-        "--for=jsonpath={.status.phase}=Completed",
+    kube.wait_for(
         "tuningstudy/synthetic-quadratic",
-        "--timeout=180s",
-        timeout=190,
+        condition="jsonpath={.status.phase}=Completed",
+        timeout=180,
     )
-    status = get_json(kube, "tuningstudy", "synthetic-quadratic")["status"]
+    status = kube.get_json("tuningstudy", "synthetic-quadratic")["status"]
     assert status["trials"]["succeeded"] == 4
-    trials = get_json(kube, "tuningtrials", "-l", "kubetune.io/study=synthetic-quadratic")
+    trials = kube.get_json("tuningtrials", "-l", "kubetune.io/study=synthetic-quadratic")
     assert sorted(t["spec"]["number"] for t in trials["items"]) == list(range(4))
-    pods = get_json(kube, "pods", "-l", "kubetune.io/study=synthetic-quadratic")["items"]
+    pods = kube.get_json("pods", "-l", "kubetune.io/study=synthetic-quadratic")["items"]
     assert len(pods) == 4, "a finished trial keeps its pod"
     assert {p["spec"]["nodeName"] for p in pods} == {"kubetune-local"}
     # kubectl logs goes through the API server to the kubelet's own endpoint: the operator
@@ -156,7 +149,7 @@ def test_the_dashboard_account_may_read_studies_and_trials_and_nothing_else(
         "--set",
         "dashboard.enabled=true",
     )
-    account = get_json(kube, "serviceaccount", "-n", NAMESPACE, f"{RELEASE}-dashboard")
+    account = kube.get_json("serviceaccount", "-n", NAMESPACE, f"{RELEASE}-dashboard")
     user = f"system:serviceaccount:{NAMESPACE}:{account['metadata']['name']}"
     reads = [
         f"{verb} {resource}.kubetune.io -n {namespace}"

@@ -231,6 +231,18 @@ class Kube:
             )
         return result
 
+    def get_json(self, *what: str) -> dict[str, Any]:
+        """`kubectl get <what> -o json`, parsed: an object, or a list with its items."""
+        result: dict[str, Any] = json.loads(self.kubectl("get", *what, "-o", "json").stdout)
+        return result
+
+    def wait_for(self, *what: str, condition: str, timeout: int) -> None:
+        """`kubectl wait --for=<condition> <what>` (`what` as kubectl takes it: `kind/name`,
+        `-l`, `-n`, `--all`), failing after `timeout` seconds; kubectl watches, so no polling."""
+        self.kubectl(
+            "wait", f"--for={condition}", *what, f"--timeout={timeout}s", timeout=timeout + 10
+        )
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """kubectl in the background (get -w, wait), its output readable line by line."""
         return subprocess.Popen(
@@ -270,7 +282,7 @@ def install_crds(kube: Kube) -> None:
     a moment after it accepts the CRD)."""
     for path in sorted((REPO / "crds").glob("*.yaml")):
         kube.kubectl("apply", "-f", str(path))
-    kube.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    kube.wait_for("crd", "--all", condition="condition=Established", timeout=60)
 
 
 @pytest.fixture(scope="module")

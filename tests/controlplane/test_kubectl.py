@@ -548,20 +548,16 @@ def test_create_of_built_in_kinds(kube: Kube) -> None:
     kube.kubectl("create", "rolebinding", "robot-reads", "--role=reader", *made,
                  "--serviceaccount=made-by-create:robot")  # fmt: skip
 
-    def get(*args: str) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(kube.kubectl("get", *args, "-o", "json").stdout)
-        return document
-
-    assert get("namespace", "made-by-create")["status"]["phase"] == "Active"
-    assert get("configmap", "settings", *made)["data"] == {"a": "b", "c": ""}
-    secret = get("secret", "login", *made)
+    assert kube.get_json("namespace", "made-by-create")["status"]["phase"] == "Active"
+    assert kube.get_json("configmap", "settings", *made)["data"] == {"a": "b", "c": ""}
+    secret = kube.get_json("secret", "login", *made)
     assert secret["type"] == "Opaque"
     assert secret["data"] == {"password": "czNjcmV0"}  # base64 of s3cret
-    assert get("serviceaccount", "robot", *made)["metadata"]["name"] == "robot"
-    assert get("role", "reader", *made)["rules"] == [
+    assert kube.get_json("serviceaccount", "robot", *made)["metadata"]["name"] == "robot"
+    assert kube.get_json("role", "reader", *made)["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}
     ]
-    binding = get("rolebinding", "robot-reads", *made)
+    binding = kube.get_json("rolebinding", "robot-reads", *made)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",

@@ -82,7 +82,7 @@ def test_a_value_nested_1000_deep_never_reaches_a_client(kube: Kube) -> None:
     # Under the server's default field validation (a create without fieldValidation), the
     # unknown part is pruned before it is stored: a watch never delivers it.
     kube.kubectl("create", "--validate=false", "-f", "-", stdin=as_json(document))
-    stored = json.loads(kube.kubectl("get", "tuningstudy", "deep", "-o", "json").stdout)
+    stored = kube.get_json("tuningstudy", "deep")
     assert trainer(stored)["env"] == [{"name": "A", "value": "1", "valueFrom": {}}]
 
 

@@ -26,7 +26,6 @@ from tests.e2e.test_endings import (
     apply,
     condition,
     finish,
-    get_json,
     moment,
     pods_of,
     study,
@@ -55,14 +54,12 @@ def kube(gpu_kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K
 
 def wait_until_every_pod_ended(kube: Kube, name: str) -> list[dict[str, Any]]:
     """The study's trials once no pod of theirs is left terminating (the books are final)."""
-    kube.kubectl(
-        "wait",
-        "--for=jsonpath={.status.podTerminating}=false",
+    kube.wait_for(
         "tuningtrials",
         "-l",
         f"kubetune.io/study={name}",
-        "--timeout=60s",
-        timeout=70,
+        condition="jsonpath={.status.podTerminating}=false",
+        timeout=60,
     )
     return trials_of(kube, name)
 
@@ -118,7 +115,7 @@ def test_trials_past_their_timeout_never_overspend_the_gpu_hours(kube: Kube) -> 
     held = held_gpu_seconds(pods_of(kube, "overrun"))
     assert held <= limit * 3600
     # The books count what the pods held, from the same timestamps.
-    final = get_json(kube, "tuningstudy", "overrun")["status"]["budget"]
+    final = kube.get_json("tuningstudy", "overrun")["status"]["budget"]
     assert final["gpuHours"] * 3600 == pytest.approx(held, abs=1e-6)
     assert sum(t["status"]["gpuSeconds"] for t in trials) == pytest.approx(held, abs=1e-6)
     # A trial's slot was free only once its pod had terminated: never more than 2 at once.
@@ -155,7 +152,7 @@ def test_trainers_that_ignore_sigterm_are_paid_until_sigkill(
     pods = pods_of(kube, "stubborn")
     spent = held_gpu_seconds(pods) * price / 3600
     assert spent <= limit + 1e-9
-    final = get_json(kube, "tuningstudy", "stubborn")["status"]["budget"]
+    final = kube.get_json("tuningstudy", "stubborn")["status"]["budget"]
     assert final["money"] == pytest.approx(spent, abs=1e-9)
     # Each pod ran past its deadline for its whole grace period: SIGTERM did not end it.
     for trial in trials:

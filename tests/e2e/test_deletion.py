@@ -15,7 +15,7 @@ import yaml
 from kubetune.spec.crd import NAME_RULE
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
-from tests.e2e.test_operator import example, get_json, wait_for_phase
+from tests.e2e.test_operator import example
 
 LONG_NAME = "a-study-whose-name-is-longer-than-a-label-value-may-be-" + "x" * 15
 
@@ -38,12 +38,14 @@ def test_a_study_whose_pods_cannot_be_selected_is_still_deleted(operator: Operat
     study["metadata"]["name"] = LONG_NAME
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(study))
     # The operator itself refuses the name, as the CRD now does: no trial is created.
-    wait_for_phase(kube, LONG_NAME, "Invalid")
-    status = get_json(kube, "tuningstudy", LONG_NAME)["status"]
+    kube.wait_for(
+        f"tuningstudy/{LONG_NAME}", condition="jsonpath={.status.phase}=Invalid", timeout=120
+    )
+    status = kube.get_json("tuningstudy", LONG_NAME)["status"]
     assert "metadata.name" in status["message"]
     kube.kubectl("delete", "tuningstudy", LONG_NAME, "--wait=true", "--timeout=60s", timeout=70)
     assert "NotFound" in kube.kubectl("get", "tuningstudy", LONG_NAME, check=False).stderr
-    events = json.loads(kube.kubectl("get", "events", "-o", "json").stdout)["items"]
+    events = kube.get_json("events")["items"]
     failed = [e for e in events if e["reason"] == "DeleteFailed"]
     assert failed, "the delete handler did not say why it could not stop the pods"
     assert "the deletion goes ahead" in failed[0]["message"]

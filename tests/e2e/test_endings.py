@@ -166,21 +166,12 @@ def apply(kube: Kube, document: dict[str, Any]) -> None:
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(document))
 
 
-def get_json(kube: Kube, *what: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
-    return result
-
-
 def finish(kube: Kube, name: str, timeout: int = 60) -> dict[str, Any]:
     """Wait until the study has a completion time (whatever its phase); the study."""
-    kube.kubectl(
-        "wait",
-        "--for=jsonpath={.status.completionTime}",
-        f"tuningstudy/{name}",
-        f"--timeout={timeout}s",
-        timeout=timeout + 10,
+    kube.wait_for(
+        f"tuningstudy/{name}", condition="jsonpath={.status.completionTime}", timeout=timeout
     )
-    return get_json(kube, "tuningstudy", name)
+    return kube.get_json("tuningstudy", name)
 
 
 def condition(document: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -190,12 +181,12 @@ def condition(document: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def trials_of(kube: Kube, name: str) -> list[dict[str, Any]]:
-    items = get_json(kube, "tuningtrials", "-l", f"kubetune.io/study={name}")["items"]
+    items = kube.get_json("tuningtrials", "-l", f"kubetune.io/study={name}")["items"]
     return sorted(items, key=lambda t: t["spec"]["number"])
 
 
 def pods_of(kube: Kube, name: str) -> list[dict[str, Any]]:
-    return list(get_json(kube, "pods", "-l", f"kubetune.io/study={name}")["items"])
+    return list(kube.get_json("pods", "-l", f"kubetune.io/study={name}")["items"])
 
 
 def wait_for_events(
@@ -382,11 +373,8 @@ def test_max_duration_stops_the_running_trials(
     # Their pods are stopped where they ran and stay, with their logs, after the study ended.
     for trial in stopped:
         name = trial["metadata"]["name"]
-        kube.kubectl(
-            "wait",
-            "--for=jsonpath={.status.reason}=DeadlineExceeded",
-            f"pod/{name}",
-            "--timeout=30s",
+        kube.wait_for(
+            f"pod/{name}", condition="jsonpath={.status.reason}=DeadlineExceeded", timeout=30
         )
         assert "training" in kube.kubectl("logs", f"pod/{name}").stdout
     assert status["trials"]["stopped"] == len(stopped)
@@ -590,8 +578,10 @@ def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
         # Stopped where it ran (its activeDeadlineSeconds lowered, unless it ended first): the
         # pod stays, ended.
         name = trial["metadata"]["name"]
-        kube.kubectl("wait", "--for=jsonpath={.status.podTerminating}=false", f"tuningtrial/{name}")
-        phase = get_json(kube, "pod", name)["status"]["phase"]
+        kube.wait_for(
+            f"tuningtrial/{name}", condition="jsonpath={.status.podTerminating}=false", timeout=30
+        )
+        phase = kube.get_json("pod", name)["status"]["phase"]
         assert phase in ("Failed", "Succeeded")
     # The completed trials ran every step (their final value is the last step's); every trial
     # kept its pod.

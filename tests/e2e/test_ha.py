@@ -29,7 +29,7 @@ import pytest
 from kubetune.spec import api
 from kubetune.spec.trial import TrialState
 from tests.controlplane.conftest import Kube
-from tests.e2e.test_operator import apply, example, get_json, wait_for_phase
+from tests.e2e.test_operator import apply, example
 
 LEASE = "kubetune-ha"
 # Short election times so that a takeover takes seconds (the defaults are 15, 10 and 2 s).
@@ -247,7 +247,7 @@ class Changes:
 
 
 def lease_holder(kube: Kube) -> str:
-    lease = get_json(kube, "lease", LEASE, "-n", "default")
+    lease = kube.get_json("lease", LEASE, "-n", "default")
     return str(lease["spec"].get("holderIdentity") or "")
 
 
@@ -261,7 +261,7 @@ def slow_study(name: str, trials: int, parallelism: int, seconds: float) -> dict
 
 def check_completed(kube: Kube, study: str, trials: int) -> None:
     selector = f"{api.STUDY_LABEL}={study}"
-    found = get_json(kube, "tuningtrials", "-l", selector)["items"]
+    found = kube.get_json("tuningtrials", "-l", selector)["items"]
     assert sorted(t["spec"]["number"] for t in found) == list(range(trials))
     assert {t["status"]["state"] for t in found} == {"Succeeded"}
 
@@ -319,7 +319,9 @@ def test_replicas_started_together_one_leads_and_a_frozen_leader_overwrites_noth
             assert frozen.wait_exit(timeout=LEASE_DURATION + 10) == 1
             assert frozen.count("leader election lost") >= 1
             frozen.start()  # as the kubelet restarts the pod: a candidate again
-        wait_for_phase(kube, name, "Completed", timeout=120)
+        kube.wait_for(
+            f"tuningstudy/{name}", condition="jsonpath={.status.phase}=Completed", timeout=120
+        )
     finally:
         changes.close()
     changes.check()
@@ -348,7 +350,9 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
         # The lease expires LEASE_DURATION after the standby last saw it renewed; it tries
         # every 1 to 2.2 retry periods.
         assert took_over < LEASE_DURATION + 2.2 * RETRY_PERIOD + 2, took_over
-        wait_for_phase(kube, name, "Completed", timeout=60)
+        kube.wait_for(
+            f"tuningstudy/{name}", condition="jsonpath={.status.phase}=Completed", timeout=60
+        )
     finally:
         changes.close()
     changes.check()

@@ -19,7 +19,7 @@ import yaml
 
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
-from tests.e2e.test_operator import apply, example, get_json
+from tests.e2e.test_operator import apply, example
 
 PACE_FACTOR = 3.0
 """The canary beside hostile studies keeps at least 1/PACE_FACTOR of its pace alone."""
@@ -134,7 +134,7 @@ def test_a_canary_keeps_its_pace_beside_hostile_studies(
 
     # The garbage only failed the garbage studies' own trials, naming what was wrong.
     for name in GARBAGE:
-        trials = get_json(kube, "tuningtrials", "-l", f"kubetune.io/study=garbage-{name}")
+        trials = kube.get_json("tuningtrials", "-l", f"kubetune.io/study=garbage-{name}")
         failed = [t for t in trials["items"] if t["status"].get("state") == "Failed"]
         assert failed, f"no failed trial of garbage-{name}"
         assert {t["status"]["reason"] for t in failed} == {"InvalidMetrics"}

@@ -74,13 +74,7 @@ def test_logs_of_a_running_and_a_finished_trial(operator: Operator, tmp_path: Pa
     running = logs_when(kube, "hello from trial 0", "logged", "0")
     assert running.stdout == "hello from trial 0\n"
     release.touch()
-    kube.kubectl(
-        "wait",
-        "--for=jsonpath={.status.completionTime}",
-        "tuningstudy/logged",
-        "--timeout=90s",
-        timeout=100,
-    )
+    kube.wait_for("tuningstudy/logged", condition="jsonpath={.status.completionTime}", timeout=90)
 
     finished = kubetune(kube, "logs", "logged", "0")
     assert finished.returncode == 0, finished.stderr
@@ -109,7 +103,7 @@ def test_logs_of_a_running_and_a_finished_trial(operator: Operator, tmp_path: Pa
     assert no_sidecar in no_container.stderr
 
     # A pod removed (as the pod retention rule removes old ones): the trial's record stays.
-    trial = json.loads(kube.kubectl("get", "tuningtrial", "logged-1", "-o", "json").stdout)
+    trial = kube.get_json("tuningtrial", "logged-1")
     pod = trial["status"]["podName"]
     kube.kubectl("delete", "pod", pod, "--wait=true", timeout=60)
     removed = kubetune(kube, "logs", "logged", "1")

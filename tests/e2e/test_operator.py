@@ -29,31 +29,20 @@ def apply(kube: Kube, document: dict[str, Any]) -> None:
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(document))
 
 
-def wait_for_phase(kube: Kube, study: str, phase: str, timeout: int = 120) -> None:
-    kube.kubectl(
-        "wait",
-        f"--for=jsonpath={{.status.phase}}={phase}",
-        f"tuningstudy/{study}",
-        f"--timeout={timeout}s",
-        timeout=timeout + 10,
-    )
-
-
-def get_json(kube: Kube, *what: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
-    return result
-
-
 def test_a_study_applied_with_kubectl_runs_to_its_end(operator: Operator) -> None:
     kube = operator.kube
     apply(kube, example("synthetic-quadratic.yaml", maxTrials=6, parallelism=3))
-    wait_for_phase(kube, "synthetic-quadratic", "Completed")
+    kube.wait_for(
+        "tuningstudy/synthetic-quadratic",
+        condition="jsonpath={.status.phase}=Completed",
+        timeout=120,
+    )
 
-    study = get_json(kube, "tuningstudy", "synthetic-quadratic")
+    study = kube.get_json("tuningstudy", "synthetic-quadratic")
     status = study["status"]
     assert status["trials"]["succeeded"] == 6
     assert status["progress"] == "6/6"
-    trials = get_json(kube, "tuningtrials", "-l", "kubetune.io/study=synthetic-quadratic")["items"]
+    trials = kube.get_json("tuningtrials", "-l", "kubetune.io/study=synthetic-quadratic")["items"]
     assert sorted(t["spec"]["number"] for t in trials) == list(range(6))
     values = {t["metadata"]["name"]: t["status"]["values"][0] for t in trials}
     best = min(values, key=values.__getitem__)
@@ -78,8 +67,8 @@ def test_a_study_applied_with_kubectl_runs_to_its_end(operator: Operator) -> Non
     assert {"TrialStarted", "TrialSucceeded", "NewBest", "StudySucceeded"} <= reasons
     kube.kubectl("delete", "tuningstudy", "synthetic-quadratic", "--wait=true", timeout=60)
     # The garbage collector removes the owned trials; a real one does it after the owner is gone.
-    kube.kubectl("wait", "--for=delete", "tuningtrials", "--all", "--timeout=60s", timeout=70)
-    assert get_json(kube, "tuningtrials")["items"] == []
+    kube.wait_for("tuningtrials", "--all", condition="delete", timeout=60)
+    assert kube.get_json("tuningtrials")["items"] == []
 
 
 def test_the_study_survives_the_operator_being_killed(operator: Operator) -> None:
@@ -111,12 +100,14 @@ def test_the_study_survives_the_operator_being_killed(operator: Operator) -> Non
             operator.start()
             kills += 1
     client.close()
-    wait_for_phase(kube, "survivor", "Completed", timeout=90)
+    kube.wait_for(
+        "tuningstudy/survivor", condition="jsonpath={.status.phase}=Completed", timeout=90
+    )
     assert kills == 3
-    trials = get_json(kube, "tuningtrials", "-l", "kubetune.io/study=survivor")["items"]
+    trials = kube.get_json("tuningtrials", "-l", "kubetune.io/study=survivor")["items"]
     assert sorted(t["spec"]["number"] for t in trials) == list(range(12))
     assert {t["status"]["state"] for t in trials} == {"Succeeded"}
-    pods = get_json(kube, "pods", "-l", "kubetune.io/study=survivor")["items"]
+    pods = kube.get_json("pods", "-l", "kubetune.io/study=survivor")["items"]
     # One pod per trial, each owned by its trial: none orphaned, none duplicated.
     owners = sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods)
     assert owners == sorted(t["metadata"]["name"] for t in trials)
@@ -143,7 +134,9 @@ def test_a_running_trial_costs_no_busy_loop(operator: Operator) -> None:
         container = study["spec"]["trialTemplate"]["spec"]["containers"][0]
         container["command"][2] = "import time; time.sleep(2)\n" + container["command"][2]
         apply(kube, study)
-        wait_for_phase(kube, "idle", "Completed")
+        kube.wait_for(
+            "tuningstudy/idle", condition="jsonpath={.status.phase}=Completed", timeout=120
+        )
     finally:
         server.request_hooks.remove(record)
     status_writes = [

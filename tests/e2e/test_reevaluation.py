@@ -25,7 +25,6 @@ from tests.e2e.test_endings import (
     apply,
     condition,
     finish,
-    get_json,
     pods_of,
     study,
     trainer,
@@ -86,7 +85,7 @@ def reevaluated_study(
 def reruns_of(kube: Kube, name: str) -> list[dict[str, Any]]:
     """The study's re-evaluation runs, by trial number and repeat."""
     selector = f"{api.STUDY_LABEL}={name},{api.REEVALUATION_LABEL}"
-    items = get_json(kube, "tuningtrials", "-l", selector)["items"]
+    items = kube.get_json("tuningtrials", "-l", selector)["items"]
     return sorted(items, key=lambda t: (t["spec"]["number"], t["spec"]["reevaluation"]["repeat"]))
 
 
@@ -213,7 +212,7 @@ def test_an_operator_killed_while_reevaluating_creates_nothing_twice(operator: O
         wait_for_events(client, name, {"ReevaluationStarted", "ReevaluationRunStarted"})
         operator.kill()
         before = {t["metadata"]["name"]: t["metadata"]["uid"] for t in reruns_of(kube, name)}
-        caught = get_json(kube, "tuningstudy", name)["status"]
+        caught = kube.get_json("tuningstudy", name)["status"]
         assert caught["phase"] == "Reevaluating", caught
         assert 0 < len(before) < 4, f"{sorted(before)}: the kill missed the re-evaluation"
 

@@ -22,7 +22,7 @@ from kubetune.controlplane.apiserver import ApiRequest, ApiServer
 from kubetune.spec import api
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
-from tests.e2e.test_operator import apply, example, get_json, wait_for_phase
+from tests.e2e.test_operator import apply, example
 
 # The API server holds a request at the named moment through a request hook, which only the
 # emulator has; on the real plane the same moments would need a holding proxy in front of it.
@@ -103,14 +103,16 @@ def kill_when_sprung(operator: Operator, trap: Trap) -> None:
 
 def assert_completed_intact(kube: Kube, study: str) -> list[dict[str, Any]]:
     """Every number once, all succeeded, one pod per trial, the budget counted once each."""
-    wait_for_phase(kube, study, "Completed", timeout=90)
-    trials = get_json(kube, "tuningtrials", "-l", f"{api.STUDY_LABEL}={study}")["items"]
+    kube.wait_for(
+        f"tuningstudy/{study}", condition="jsonpath={.status.phase}=Completed", timeout=90
+    )
+    trials = kube.get_json("tuningtrials", "-l", f"{api.STUDY_LABEL}={study}")["items"]
     assert sorted(t["spec"]["number"] for t in trials) == list(range(MAX_TRIALS))
     assert {t["status"]["state"] for t in trials} == {"Succeeded"}
-    pods = get_json(kube, "pods", "-l", f"{api.STUDY_LABEL}={study}")["items"]
+    pods = kube.get_json("pods", "-l", f"{api.STUDY_LABEL}={study}")["items"]
     owners = sorted(p["metadata"]["ownerReferences"][0]["name"] for p in pods)
     assert owners == sorted(t["metadata"]["name"] for t in trials)
-    status = get_json(kube, "tuningstudy", study)["status"]
+    status = kube.get_json("tuningstudy", study)["status"]
     assert status["trials"]["total"] == MAX_TRIALS
     assert status["trials"]["succeeded"] == MAX_TRIALS
     assert status["progress"] == f"{MAX_TRIALS}/{MAX_TRIALS}"

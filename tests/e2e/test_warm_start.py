@@ -13,7 +13,6 @@ from tests.e2e.test_endings import (
     apply,
     condition,
     finish,
-    get_json,
     study,
     trainer,
     trials_of,
@@ -33,14 +32,10 @@ def test_a_study_starts_from_the_trials_of_a_finished_one(operator: Operator) ->
     large["spec"]["warmStart"] = {"fromStudies": ["warm-small"]}
 
     apply(kube, large)
-    kube.kubectl(
-        "wait",
-        "--for=jsonpath={.status.phase}=Invalid",
-        "tuningstudy/warm-large",
-        "--timeout=30s",
-        timeout=40,
+    kube.wait_for(
+        "tuningstudy/warm-large", condition="jsonpath={.status.phase}=Invalid", timeout=30
     )
-    refused = get_json(kube, "tuningstudy", "warm-large")["status"]["message"]
+    refused = kube.get_json("tuningstudy", "warm-large")["status"]["message"]
     assert refused.startswith("spec.warmStart.fromStudies[0]: there is no TuningStudy warm-small")
 
     apply(kube, small)  # wakes warm-large, which waits for its search to end

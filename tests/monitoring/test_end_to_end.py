@@ -14,7 +14,7 @@ import pytest
 import yaml
 from monitoring.dashboard import OUTPUT as DASHBOARD
 
-from tests.e2e.test_operator import apply, example, get_json, wait_for_phase
+from tests.e2e.test_operator import apply, example
 from tests.monitoring.conftest import GPU, MetricsOperator
 from tests.prometheus_server import PrometheusServer
 
@@ -85,8 +85,10 @@ def test_every_panel_and_alert_query_returns_series(
     prometheus.start()
     try:
         apply(kube, observed_study())
-        wait_for_phase(kube, STUDY, "Completed")
-        trials = get_json(kube, "tuningtrials", "-l", f"kubetune.io/study={STUDY}")["items"]
+        kube.wait_for(
+            f"tuningstudy/{STUDY}", condition="jsonpath={.status.phase}=Completed", timeout=120
+        )
+        trials = kube.get_json("tuningtrials", "-l", f"kubetune.io/study={STUDY}")["items"]
         assert {t["status"]["state"] for t in trials} == {"Succeeded", "Failed"}
         # The final state scraped, and the study's counters seen in two scrapes (for rate()).
         prometheus.wait_for(f'kubetune_study_phase{{study="{STUDY}", phase="Completed"}} == 1')
@@ -99,7 +101,7 @@ def test_every_panel_and_alert_query_returns_series(
         # One GPU per trial, for its running time (whole seconds: Kubernetes' timestamps).
         assert float(gpu[0]["value"][1]) == sum(t["status"].get("gpuSeconds", 0) for t in trials)
         # The re-evaluation's result as the study's status has it.
-        recommendation = get_json(kube, "tuningstudy", STUDY)["status"]["recommendation"]
+        recommendation = kube.get_json("tuningstudy", STUDY)["status"]["recommendation"]
         assert len([t for t in trials if t["spec"].get("reevaluation")]) == 2
         gap = prometheus.query(f'kubetune_study_generalization_gap{{study="{STUDY}"}}')
         assert float(gap[0]["value"][1]) == pytest.approx(recommendation["generalizationGap"])

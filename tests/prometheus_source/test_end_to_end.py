@@ -131,22 +131,13 @@ def apply(kube: Kube, document: dict[str, Any]) -> None:
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(document))
 
 
-def wait_for(kube: Kube, what: str, condition: str, timeout: int = 40) -> None:
-    kube.kubectl("wait", f"--for={condition}", what, f"--timeout={timeout}s", timeout=timeout + 10)
-
-
-def get_json(kube: Kube, *what: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(kube.kubectl("get", *what, "-o", "json").stdout)
-    return result
-
-
 def trials_of(kube: Kube, name: str) -> dict[float, dict[str, Any]]:
-    items = get_json(kube, "tuningtrials", "-l", f"kubetune.io/study={name}")["items"]
+    items = kube.get_json("tuningtrials", "-l", f"kubetune.io/study={name}")["items"]
     return {t["spec"]["params"]["x"]: t for t in items}
 
 
 def events_of(kube: Kube, name: str) -> list[dict[str, Any]]:
-    listing = get_json(kube, "events", "--field-selector", f"involvedObject.name={name}")
+    listing = kube.get_json("events", "--field-selector", f"involvedObject.name={name}")
     return list(listing["items"])
 
 
@@ -155,7 +146,9 @@ def test_objective_from_promql_completes_with_the_exported_values_and_prunes(
 ) -> None:
     kube = operator.kube
     apply(kube, study("from-prometheus", prometheus.url))
-    wait_for(kube, "tuningstudy/from-prometheus", "jsonpath={.status.phase}=Completed")
+    kube.wait_for(
+        "tuningstudy/from-prometheus", condition="jsonpath={.status.phase}=Completed", timeout=40
+    )
 
     trials = trials_of(kube, "from-prometheus")
     assert sorted(trials) == [2.0, 3.0, 10.0]
@@ -175,7 +168,7 @@ def test_objective_from_promql_completes_with_the_exported_values_and_prunes(
     pruned = trials[10.0]["status"]
     assert pruned["state"] == "Pruned", pruned
     assert pruned["intermediateValues"][0]["value"] > 10
-    status = get_json(kube, "tuningstudy", "from-prometheus")["status"]
+    status = kube.get_json("tuningstudy", "from-prometheus")["status"]
     assert status["bestTrial"]["value"] == 0.0
     assert status["trials"]["pruned"] == 1
     condition = {c["type"]: c for c in status["conditions"]}["MetricsSource"]
@@ -192,16 +185,19 @@ def test_prometheus_down_fails_the_trial_with_the_documented_status(operator: Op
     document["spec"]["searchSpace"][0]["choices"] = [3.0]
     document["spec"]["budget"].update(maxTrials=1, parallelism=1)
     apply(kube, document)
-    wait_for(
-        kube,
+    kube.wait_for(
         "tuningstudy/prometheus-down",
-        "jsonpath={.status.conditions[?(@.type=='MetricsSource')].reason}=MetricsSourceUnreachable",
+        condition="jsonpath={.status.conditions[?(@.type=='MetricsSource')].reason}"
+        "=MetricsSourceUnreachable",
+        timeout=40,
     )
     # Its only trial failed: the study has no result and fails, naming the cause.
-    wait_for(kube, "tuningstudy/prometheus-down", "jsonpath={.status.phase}=Failed")
+    kube.wait_for(
+        "tuningstudy/prometheus-down", condition="jsonpath={.status.phase}=Failed", timeout=40
+    )
     failed = {
         c["type"]: c
-        for c in get_json(kube, "tuningstudy", "prometheus-down")["status"]["conditions"]
+        for c in kube.get_json("tuningstudy", "prometheus-down")["status"]["conditions"]
     }["Failed"]
     assert failed["reason"] == "NoTrialSucceeded"
     assert "(MetricsSourceError)" in failed["message"]
@@ -227,8 +223,8 @@ def test_a_bad_query_shows_in_the_status_and_is_never_a_value(
     document["spec"]["searchSpace"][0]["choices"] = [3.0]
     document["spec"]["budget"].update(maxTrials=1, parallelism=1)
     apply(kube, document)
-    wait_for(kube, "tuningstudy/bad-query", "jsonpath={.status.phase}=Failed")
-    study_status = get_json(kube, "tuningstudy", "bad-query")["status"]
+    kube.wait_for("tuningstudy/bad-query", condition="jsonpath={.status.phase}=Failed", timeout=40)
+    study_status = kube.get_json("tuningstudy", "bad-query")["status"]
     condition = {c["type"]: c for c in study_status["conditions"]}["MetricsSource"]
     assert condition["status"] == "False"
     assert condition["reason"] == "MetricsQueryInvalid"
