@@ -1,7 +1,8 @@
 """Reconcile decisions for a study: pure, deterministic, testable with no cluster."""
 
-from kubetune.controller.core import Event, Plan, StudyController, TrialUpdate
+from kubetune.controller.core import StudyController
 from kubetune.controller.observation import MetricReport, PodObservation, PodPhase
+from kubetune.controller.plan import Event, Plan, TrialUpdate
 from kubetune.controller.pod import STOP_DEADLINE_SECONDS, with_owner_uid
 
 __all__ = [

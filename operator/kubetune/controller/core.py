@@ -19,8 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from kubetune.budget import (
@@ -30,7 +29,6 @@ from kubetune.budget import (
     TrialCost,
     assess,
     assess_reevaluation,
-    running_seconds,
     usage_of,
 )
 from kubetune.controller import reevaluation
@@ -50,28 +48,40 @@ from kubetune.controller.observation import (
     SourceErrorKind,
     metric_value,
 )
+from kubetune.controller.outcomes import past_retention, pod_ended, record_pod_end, with_cost
+from kubetune.controller.plan import Event, Plan, TrialUpdate, Work
 from kubetune.controller.pod import render_trial_pod
+from kubetune.controller.status import (
+    count_trials,
+    end_of,
+    importance_updates,
+    imports_recorded,
+    invalid_plan,
+    may_resume,
+    recommendation_text,
+    resumed,
+    search_end_of,
+    search_ended,
+    set_condition,
+    source_condition,
+    waiting_plan,
+)
 from kubetune.controller.warm_start import (
     ImportCache,
     SourceStudy,
     WarmStartVerdict,
-    imports_message,
     resolve,
 )
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.study import (
     Aggregation,
-    Condition,
     ConditionType,
     ObjectMeta,
     ParameterValue,
     PrunerName,
-    Recommendation,
-    ReevaluationStatus,
     StudyConditionReason,
     StudyPhase,
-    TrialCounts,
     TuningStudy,
     TuningStudyStatus,
 )
@@ -90,54 +100,6 @@ from kubetune.spec.validation import immutable_changes, parse_study, spec_finger
 # A stopped pod that has not terminated this long after its grace period ran out (its node does
 # not answer, say) is deleted: its slot must come free some time.
 STOP_ESCALATION_SECONDS = 30.0
-
-# Importances are recomputed as trials complete, less often as a study grows (they cost
-# O(trials) and change little from one trial to the next).
-_IMPORTANCES_MIN_TRIALS = 5
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes event to emit about the study (or one of its trials)."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-    trial: str | None = None
-
-
-@dataclass(frozen=True)
-class TrialUpdate:
-    """A new status for an existing TuningTrial."""
-
-    name: str
-    status: TuningTrialStatus
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the operator is to do, in this order: update trial statuses, stop pods, delete
-    pods, create trials, create pods, write the study status, emit events."""
-
-    study_status: TuningStudyStatus
-    trial_updates: tuple[TrialUpdate, ...] = ()
-    stop_pods: tuple[str, ...] = ()
-    """Running pods to stop where they are: their activeDeadlineSeconds is lowered to
-    STOP_DEADLINE_SECONDS, so that the kubelet ends them (SIGTERM, the grace period, SIGKILL)
-    and the pod object and its logs stay."""
-    delete_pods: tuple[str, ...] = ()
-    """Pods to delete: pending ones being stopped, stopped ones that outlived their grace
-    period, and ended ones past the study's podRetention."""
-    create_trials: tuple[TuningTrial, ...] = ()
-    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The pod of each trial in create_trials, by trial name, to create right after it with
-    the trial's uid filled in (`with_owner_uid`); skipped when the trial already existed."""
-    create_pods: tuple[dict[str, Any], ...] = ()
-    events: tuple[Event, ...] = ()
-    requeue_after: float | None = None
-    """Seconds until the controller must look again even if nothing changes (a timeout)."""
-    ask_seconds: tuple[float, ...] = field(default=(), compare=False)
-    """How long each of Optuna's asks took (for the operator's metrics; not a decision)."""
 
 
 def format_params(params: Mapping[str, ParameterValue]) -> str:
@@ -159,57 +121,6 @@ def study_seed(study: TuningStudy) -> int:
     """The seed trial seeds derive from: spec.algorithm.seed, or the default one."""
     seed = study.spec.algorithm.seed
     return default_seed(study) if seed is None else seed
-
-
-@dataclass
-class _Work:
-    """The plan under construction, and the trial records as they will be after it."""
-
-    trials: dict[int, TuningTrial]
-    """The search trials, by number."""
-    cost: TrialCost
-    reruns: dict[str, TuningTrial] = field(default_factory=dict)
-    """The re-evaluation runs, by name."""
-    pod_names: frozenset[str] = frozenset()
-    """The trial pods that exist."""
-    updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
-    stop_pods: list[str] = field(default_factory=list)
-    delete_pods: list[str] = field(default_factory=list)
-    create_trials: list[TuningTrial] = field(default_factory=list)
-    create_pods: list[dict[str, Any]] = field(default_factory=list)
-    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
-    source_error: tuple[SourceErrorKind, str] | None = None
-    """The latest failed read of the metrics source in this reconcile."""
-    source_read: bool = False
-    """A read of the metrics source worked in this reconcile."""
-    next_read: datetime | None = None
-    """When the next read of the metrics source falls due."""
-    ask_seconds: list[float] = field(default_factory=list)
-    wake_at: list[datetime] = field(default_factory=list)
-    """Times to look again at even if nothing changes (a stopped pod's escalation)."""
-
-    def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
-        updated = trial.model_copy(update={"status": status})
-        self.add(updated)
-        self.updates[trial.metadata.name or ""] = status
-        return updated
-
-    def add(self, trial: TuningTrial) -> None:
-        if is_search_trial(trial):
-            self.trials[trial.spec.number] = trial
-        else:
-            self.reruns[trial.metadata.name or ""] = trial
-
-    def current(self, trial: TuningTrial) -> TuningTrial:
-        """The trial as this plan has left it so far."""
-        if is_search_trial(trial):
-            return self.trials[trial.spec.number]
-        return self.reruns[trial.metadata.name or ""]
-
-    def all(self) -> list[TuningTrial]:
-        """Every trial: the search's, then the re-evaluation runs."""
-        return [*self.trials.values(), *self.reruns.values()]
 
 
 def service_account_problem(study: TuningStudy, allowed: frozenset[str] | None) -> str | None:
@@ -309,25 +220,27 @@ class StudyController:
         study, fingerprints, invalid = self._parse(document)
         previous = _previous_status(document)
         if study is None:
-            return _invalid(previous, document, invalid, now)
+            return invalid_plan(previous, document, invalid, now)
         source = prometheus_of(study)
         refused = self._prometheus.problem(source.url) if source is not None else None
         if refused is None:
             refused = service_account_problem(study, self._service_accounts)
         if refused is not None:
-            return _invalid(previous, document, refused, now)
+            return invalid_plan(previous, document, refused, now)
 
         changed = immutable_changes(previous.spec_fingerprints, study.spec)
         if changed:
-            return _invalid(previous, document, "; ".join(str(problem) for problem in changed), now)
+            return invalid_plan(
+                previous, document, "; ".join(str(problem) for problem in changed), now
+            )
         started = previous.start_time is not None or bool(trials)
         warm = resolve(study, started, sources or {}, self._imports)
         if warm.refused is not None:
-            return _invalid(previous, document, warm.refused, now)
+            return invalid_plan(previous, document, warm.refused, now)
         if warm.waiting is not None:
-            return _waiting(previous, document, warm.waiting, now)
+            return waiting_plan(previous, document, warm.waiting, now)
 
-        work = _Work(
+        work = Work(
             trials={t.spec.number: t for t in trials if is_search_trial(t)},
             reruns={t.metadata.name or "": t for t in trials if not is_search_trial(t)},
             cost=TrialCost.of(study.spec),
@@ -338,8 +251,8 @@ class StudyController:
                 self._observe_termination(work, trial, pods.get(trial.metadata.name or ""), now)
         status = previous.model_copy(update={"spec_fingerprints": fingerprints})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
-            end = _end_of(status)
-            if not _may_resume(study, status, end, trials, now):
+            end = end_of(status)
+            if not may_resume(study, status, end, trials, now):
                 # A finished study starts nothing; it only stops what is somehow still active.
                 for trial in work.all():
                     if trial.status.state.is_active:
@@ -351,7 +264,7 @@ class StudyController:
                 usage = usage.model_copy(update={"elapsed_seconds": status.budget.elapsed_seconds})
                 status = status.model_copy(update={"budget": usage})
                 return self._plan(study, None, work, status, now, None)
-            status = _resumed(status)
+            status = resumed(status)
             work.events.append(
                 Event(
                     "Normal",
@@ -361,11 +274,11 @@ class StudyController:
             )
 
         engine = self._engine_for(study, fingerprints, list(work.trials.values()), warm)
-        status = _imports_recorded(study, engine, warm, work, status, now)
+        status = imports_recorded(study, engine, warm, work, status, now)
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
                 self._observe(study, engine, work, trial, pods, now)
-                _record_pod_end(work, trial, pods.get(trial.metadata.name or ""))
+                record_pod_end(work, trial, pods.get(trial.metadata.name or ""))
         if prometheus_of(study) is not None:
             active = {t.metadata.name for t in work.all() if t.status.state.is_active}
             self._polled = {k: v for k, v in self._polled.items() if k in active}
@@ -373,7 +286,7 @@ class StudyController:
 
         start = status.start_time or now
         status = status.model_copy(update={"start_time": start})
-        search_end = _search_end(status)
+        search_end = search_end_of(status)
         if search_end is None:
             decision = assess(
                 study.spec,
@@ -389,7 +302,7 @@ class StudyController:
             )
             if over is None or over.failed or not chosen:
                 return self._plan(study, engine, work, status, now, decision)
-            status = _search_ended(status, over, now, study.metadata.generation)
+            status = search_ended(status, over, now, study.metadata.generation)
             repeats = study.spec.reevaluation.repeats if study.spec.reevaluation else 0
             work.events.append(
                 Event(
@@ -433,7 +346,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine,
-        work: _Work,
+        work: Work,
         trial: TuningTrial,
         pods: Mapping[str, PodObservation],
         now: datetime,
@@ -506,7 +419,7 @@ class StudyController:
         self._pod_failed(engine, work, trial, pod, now)
 
     def _prune_if_hopeless(
-        self, study: TuningStudy, engine: Engine, work: _Work, trial: TuningTrial, now: datetime
+        self, study: TuningStudy, engine: Engine, work: Work, trial: TuningTrial, now: datetime
     ) -> None:
         if self._should_prune(study, engine, trial):
             step = trial.status.intermediate_values[-1].step
@@ -524,7 +437,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine,
-        work: _Work,
+        work: Work,
         trial: TuningTrial,
         ended: datetime,
         missing: str,
@@ -548,7 +461,7 @@ class StudyController:
             self._finish(engine, work, trial, TrialState.SUCCEEDED, "Completed", "", ended, values)
 
     def _pod_failed(
-        self, engine: Engine, work: _Work, trial: TuningTrial, pod: PodObservation, now: datetime
+        self, engine: Engine, work: Work, trial: TuningTrial, pod: PodObservation, now: datetime
     ) -> None:
         ended = pod.finished_at or now
         detail = pod.message or (f"exit code {pod.exit_code}" if pod.exit_code is not None else "")
@@ -563,7 +476,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine,
-        work: _Work,
+        work: Work,
         trial: TuningTrial,
         pod: PodObservation,
         now: datetime,
@@ -628,7 +541,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine,
-        work: _Work,
+        work: Work,
         trial: TuningTrial,
         report: MetricReport | None,
         now: datetime,
@@ -694,7 +607,7 @@ class StudyController:
     def _finish(
         self,
         engine: Engine,
-        work: _Work,
+        work: Work,
         trial: TuningTrial,
         state: TrialState,
         reason: str,
@@ -714,7 +627,7 @@ class StudyController:
             engine.tell(trial.spec.number, state, values)
             updates["system_attrs"] = engine.system_attrs(trial.spec.number)
         status = trial.status.model_copy(update=updates)
-        work.update(trial, _with_cost(status, work.cost, ended))
+        work.update(trial, with_cost(status, work.cost, ended))
         event_type: Literal["Normal", "Warning"] = "Warning" if state.is_failure else "Normal"
         text = f"trial {trial.spec.number} {state.value}"
         if values is not None:
@@ -725,7 +638,7 @@ class StudyController:
 
     def _stop(
         self,
-        work: _Work,
+        work: Work,
         trial: TuningTrial,
         state: TrialState,
         reason: str,
@@ -765,7 +678,7 @@ class StudyController:
         )
 
     def _observe_termination(
-        self, work: _Work, trial: TuningTrial, pod: PodObservation | None, now: datetime
+        self, work: Work, trial: TuningTrial, pod: PodObservation | None, now: datetime
     ) -> None:
         """A stopped trial whose pod may still run: once it has terminated (or is gone), its
         GPU time ends; a pod that outlives its grace period by far is deleted."""
@@ -774,7 +687,7 @@ class StudyController:
             status = status.model_copy(update={"start_time": pod.started_at})  # it did start
         if pod is None or pod.terminated:
             ended = (pod.terminated_at if pod is not None else None) or now
-            work.update(trial, _pod_ended(status, work.cost, ended))
+            work.update(trial, pod_ended(status, work.cost, ended))
             return
         if status is not trial.status:
             trial = work.update(trial, status)
@@ -790,7 +703,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine,
-        work: _Work,
+        work: Work,
         decision: BudgetDecision,
         now: datetime,
     ) -> None:
@@ -853,7 +766,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine,
-        work: _Work,
+        work: Work,
         status: TuningStudyStatus,
         search_end: StudyEnd,
         now: datetime,
@@ -895,7 +808,7 @@ class StudyController:
             return self._plan(study, engine, work, status, now, ongoing, message)
         stopped = decision.end or decision.draining
         why = f"; the re-evaluation stopped: {stopped.message}" if stopped else ""
-        outcome = _recommendation_text(recommendation, progress)
+        outcome = recommendation_text(recommendation, progress)
         work.events.append(
             Event("Normal" if recommendation else "Warning", "Recommendation", outcome + why)
         )
@@ -903,7 +816,7 @@ class StudyController:
         final = BudgetDecision(decision.usage, 0, (), end, None, None)
         return self._plan(study, engine, work, status, now, final)
 
-    def _start_rerun(self, study: TuningStudy, work: _Work, run: reevaluation.PlannedRun) -> None:
+    def _start_rerun(self, study: TuningStudy, work: Work, run: reevaluation.PlannedRun) -> None:
         """Create a re-evaluation run: a TuningTrial of the candidate's parameters with a new
         seed, and its pod."""
         number = run.candidate.spec.number
@@ -945,7 +858,7 @@ class StudyController:
         self,
         study: TuningStudy,
         engine: Engine | None,
-        work: _Work,
+        work: Work,
         status: TuningStudyStatus,
         now: datetime,
         decision: BudgetDecision | None,
@@ -954,7 +867,7 @@ class StudyController:
         """The plan, with the study's status. `reevaluating`: the search is over and the
         re-evaluation runs (what to say about it)."""
         trials = sorted(work.trials.values(), key=lambda t: t.spec.number)
-        counts = _count(trials)
+        counts = count_trials(trials)
         finished = counts.total - counts.pending - counts.running
         limit = study.spec.budget.max_trials
         previous_best = status.best_trial
@@ -963,7 +876,7 @@ class StudyController:
             best, front, front_size = best_and_front(study.spec, engine, work.trials)
         kept = {t.name for t in front} | ({best.name} if best is not None else set())
         ended = [*trials, *work.reruns.values()]
-        work.delete_pods.extend(_past_retention(study, ended, work.pod_names, kept))
+        work.delete_pods.extend(past_retention(study, ended, work.pod_names, kept))
         events = list(work.events)
         if (
             best is not None
@@ -995,8 +908,8 @@ class StudyController:
         if decision is not None:
             updates["budget"] = decision.usage
             if engine is not None:
-                updates.update(_importances(engine, status, counts))
-            conditions = _set_condition(
+                updates.update(importance_updates(engine, status, counts))
+            conditions = set_condition(
                 status.conditions,
                 ConditionType.VALID,
                 "True",
@@ -1009,7 +922,7 @@ class StudyController:
             if end is not None:
                 phase = StudyPhase.FAILED if end.failed else StudyPhase.COMPLETED
                 kind = ConditionType.FAILED if end.failed else ConditionType.COMPLETED
-                conditions = _set_condition(
+                conditions = set_condition(
                     conditions,
                     kind,
                     "True",
@@ -1018,7 +931,7 @@ class StudyController:
                     now,
                     study.metadata.generation,
                 )
-                conditions = _set_condition(
+                conditions = set_condition(
                     conditions,
                     ConditionType.RUNNING,
                     "False",
@@ -1049,7 +962,7 @@ class StudyController:
                         f"{drain.message}; waiting for active trials to finish" if drain else ""
                     )
                     reason = drain.reason if drain else StudyConditionReason.TRIALS_RUNNING
-                conditions = _set_condition(
+                conditions = set_condition(
                     conditions,
                     ConditionType.RUNNING,
                     "True",
@@ -1061,7 +974,7 @@ class StudyController:
                 updates.update(phase=phase, message=message)
             updates["conditions"] = conditions
         if work.source_error is not None or work.source_read:
-            updates["conditions"] = _source_condition(
+            updates["conditions"] = source_condition(
                 updates.get("conditions", status.conditions), work, now, study.metadata.generation
             )
         new_status = status.model_copy(update=updates)
@@ -1094,64 +1007,6 @@ _BUDGET_REASONS = frozenset(
     }
 )
 """Endings that mean a budget of spec.budget ran out (a BudgetExhausted event says which)."""
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-_SUCCESSFUL_ENDINGS = frozenset({TrialState.SUCCEEDED, TrialState.PRUNED})
-
-
-def _past_retention(
-    study: TuningStudy, trials: Sequence[TuningTrial], pod_names: frozenset[str], kept: set[str]
-) -> list[str]:
-    """Pods of ended trials that the study's podRetention no longer keeps: of each kind
-    (succeeded or pruned; every other ending) the most recently ended stay, and the best
-    trial's. Only terminated pods are removed: a stopping one is still counted."""
-    retention = study.spec.pod_retention
-    ended = sorted(
-        (t for t in trials if not t.status.holds_pod and t.status.pod_name in pod_names),
-        key=lambda t: (t.status.completion_time or datetime.min.replace(tzinfo=UTC), t.spec.number),
-        reverse=True,
-    )
-    removed: list[str] = []
-    for successful, keep in ((True, retention.succeeded), (False, retention.failed)):
-        of_kind = [
-            t
-            for t in ended
-            if (t.status.state in _SUCCESSFUL_ENDINGS) == successful
-            and (t.metadata.name or "") not in kept
-        ]
-        removed.extend(t.status.pod_name or "" for t in of_kind[keep:])
-    return removed
-
-
-def _pod_ended(status: TuningTrialStatus, cost: TrialCost, ended: datetime) -> TuningTrialStatus:
-    """The status once the trial's pod has terminated at `ended`: its GPU time ends there."""
-    if status.start_time is not None:
-        ended = max(ended, status.start_time)
-    status = status.model_copy(update={"pod_terminating": False, "pod_end_time": ended})
-    return _with_cost(status, cost, ended)
-
-
-def _with_cost(status: TuningTrialStatus, cost: TrialCost, now: datetime) -> TuningTrialStatus:
-    """The status with the GPU time and money its pod has used as of `now`."""
-    seconds = running_seconds(status, now)
-    return status.model_copy(
-        update={"gpu_seconds": seconds * status.gpus, "cost": seconds / 3600 * cost.money_per_hour}
-    )
-
-
-def _record_pod_end(work: _Work, trial: TuningTrial, pod: PodObservation | None) -> None:
-    """A trial that ended in this reconcile with its pod: when the pod's GPU time ended (its
-    last container may end after the trainer)."""
-    trial = work.current(trial)
-    status = trial.status
-    if status.holds_pod or status.pod_end_time is not None:
-        return
-    ended = (pod.terminated_at if pod is not None else None) or status.completion_time
-    if ended is not None:
-        work.update(trial, _pod_ended(status, work.cost, ended))
 
 
 def _parse(document: Mapping[str, Any]) -> tuple[TuningStudy | None, dict[str, str], str]:
@@ -1199,292 +1054,3 @@ def _aggregate(aggregation: Aggregation, old: float | None, new: float) -> float
     if old is None or aggregation is Aggregation.LAST:
         return new
     return min(old, new) if aggregation is Aggregation.MIN else max(old, new)
-
-
-def _count(trials: Sequence[TuningTrial]) -> TrialCounts:
-    by_state = {state: 0 for state in TrialState}
-    for trial in trials:
-        by_state[trial.status.state] += 1
-    return TrialCounts(
-        total=len(trials),
-        pending=by_state[TrialState.PENDING],
-        running=by_state[TrialState.RUNNING],
-        succeeded=by_state[TrialState.SUCCEEDED],
-        pruned=by_state[TrialState.PRUNED],
-        failed=by_state[TrialState.FAILED],
-        metrics_unavailable=by_state[TrialState.METRICS_UNAVAILABLE],
-        timed_out=by_state[TrialState.TIMED_OUT],
-        stopped=by_state[TrialState.STOPPED],
-    )
-
-
-def _importances(engine: Engine, status: TuningStudyStatus, counts: TrialCounts) -> dict[str, Any]:
-    done = counts.succeeded
-    last = status.importances_trials or 0
-    due = (
-        done >= _IMPORTANCES_MIN_TRIALS
-        and done != last
-        and (done < 50 or done - last >= done // 10)
-    )
-    if not due:
-        return {}
-    importances = engine.importances()
-    if importances is None:
-        return {}
-    return {"importances": importances, "importances_trials": done}
-
-
-def _source_condition(
-    conditions: Sequence[Condition], work: _Work, now: datetime, generation: int | None
-) -> list[Condition]:
-    """The MetricsSource condition: False with the latest error, True once a read works."""
-    if work.source_error is not None:
-        kind, message = work.source_error
-        reason = StudyConditionReason(kind.value)
-        return _set_condition(
-            conditions, ConditionType.METRICS_SOURCE, "False", reason, message, now, generation
-        )
-    return _set_condition(
-        conditions,
-        ConditionType.METRICS_SOURCE,
-        "True",
-        StudyConditionReason.METRICS_SOURCE_READY,
-        "",
-        now,
-        generation,
-    )
-
-
-def _set_condition(
-    conditions: Sequence[Condition],
-    kind: ConditionType,
-    value: Literal["True", "False", "Unknown"],
-    reason: StudyConditionReason,
-    message: str,
-    now: datetime,
-    generation: int | None,
-) -> list[Condition]:
-    """Conditions with one set; its transition time changes only when its status does."""
-    old = next((c for c in conditions if c.type == kind.value), None)
-    since = old.last_transition_time if old is not None and old.status == value else now
-    new = Condition(
-        type=kind.value,
-        status=value,
-        reason=reason.value,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
-    return [new if c.type == kind.value else c for c in conditions] if old else [*conditions, new]
-
-
-# A study completed by a budget resumes when a spec update raises that budget, as a Katib
-# experiment does when maxTrialCount is raised. Goal reached, an exhausted search space and a
-# failed study are final.
-RESUMABLE_REASONS = frozenset(
-    {
-        StudyConditionReason.MAX_TRIALS_REACHED,
-        StudyConditionReason.MAX_DURATION_REACHED,
-        StudyConditionReason.GPU_HOURS_EXHAUSTED,
-        StudyConditionReason.MONEY_EXHAUSTED,
-        StudyConditionReason.PATIENCE_EXHAUSTED,
-    }
-)
-
-
-def _may_resume(
-    study: TuningStudy,
-    status: TuningStudyStatus,
-    end: StudyEnd,
-    trials: Sequence[TuningTrial],
-    now: datetime,
-) -> bool:
-    """Whether a completed study resumes: its budget was updated after it completed, and the
-    new budget lets a trial start."""
-    if status.phase is not StudyPhase.COMPLETED or end.reason not in RESUMABLE_REASONS:
-        return False
-    completed = next((c for c in status.conditions if c.type == ConditionType.COMPLETED), None)
-    if completed is None or completed.observed_generation == study.metadata.generation:
-        return False
-    decision = assess(study.spec, trials, status.start_time, now)
-    return decision.end is None and decision.may_start > 0
-
-
-def _resumed(status: TuningStudyStatus) -> TuningStudyStatus:
-    """The status of a study that runs again: no completion, no Completed condition."""
-    ended = (ConditionType.COMPLETED, ConditionType.SEARCH_ENDED)
-    return status.model_copy(
-        update={
-            "phase": StudyPhase.RUNNING,
-            "completion_time": None,
-            "message": "",
-            "conditions": [c for c in status.conditions if c.type not in ended],
-            "reevaluation": None,
-            "recommendation": None,
-        }
-    )
-
-
-def _search_end(status: TuningStudyStatus) -> StudyEnd | None:
-    """Why the search ended, when it has and the re-evaluation runs (or ran)."""
-    for condition in status.conditions:
-        if condition.type == ConditionType.SEARCH_ENDED and condition.status == "True":
-            return StudyEnd(StudyConditionReason(condition.reason), condition.message)
-    return None
-
-
-def _search_ended(
-    status: TuningStudyStatus, end: StudyEnd, now: datetime, generation: int | None
-) -> TuningStudyStatus:
-    """The status of a study whose search is over: the SearchEnded condition says why."""
-    conditions = _set_condition(
-        status.conditions,
-        ConditionType.SEARCH_ENDED,
-        "True",
-        end.reason,
-        end.message,
-        now,
-        generation,
-    )
-    return status.model_copy(update={"conditions": conditions})
-
-
-def _recommendation_text(
-    recommendation: Recommendation | None, progress: ReevaluationStatus
-) -> str:
-    """The re-evaluation's outcome in one sentence (the study's message and an event)."""
-    runs = (
-        f"{progress.finished} re-evaluation runs of {len(progress.configurations)} configurations"
-    )
-    if recommendation is None:
-        if progress.configurations and len(progress.configurations[0].scores) > 1:
-            return f"{runs}: the means per objective are in status.reevaluation"
-        return f"{runs}, and none reported its metric: no recommendation"
-    text = (
-        f"{runs}: trial {recommendation.trial}'s configuration is recommended, "
-        f"{recommendation.metric} {recommendation.mean:.4g} ± {recommendation.std:.2g} over "
-        f"{len(recommendation.values)} seeds"
-    )
-    if (
-        recommendation.validation_value is not None
-        and recommendation.generalization_gap is not None
-    ):
-        text += (
-            f" (search value {recommendation.validation_value:.4g}, generalization gap "
-            f"{recommendation.generalization_gap:+.4g})"
-        )
-    return text
-
-
-def _end_of(status: TuningStudyStatus) -> StudyEnd:
-    """Why a finished study finished, read back from its conditions."""
-    for condition in status.conditions:
-        if (
-            condition.type in (ConditionType.COMPLETED, ConditionType.FAILED)
-            and condition.status == "True"
-        ):
-            return StudyEnd(StudyConditionReason(condition.reason), condition.message)
-    return StudyEnd(StudyConditionReason.MAX_TRIALS_REACHED, status.message)
-
-
-def _invalid(
-    previous: TuningStudyStatus, document: Mapping[str, Any], message: str, now: datetime
-) -> Plan:
-    """The plan for a spec that cannot be run: say why, and touch no trial."""
-    generation = (document.get("metadata") or {}).get("generation")
-    events: tuple[Event, ...] = ()
-    if previous.phase is not StudyPhase.INVALID or previous.message != message:
-        events = (Event("Warning", "SpecInvalid", message),)
-    conditions = _set_condition(
-        previous.conditions,
-        ConditionType.VALID,
-        "False",
-        StudyConditionReason.INVALID,
-        message,
-        now,
-        generation,
-    )
-    return _held(previous, StudyPhase.INVALID, message, generation, conditions, events)
-
-
-def _held(
-    previous: TuningStudyStatus,
-    phase: StudyPhase,
-    message: str,
-    generation: int | None,
-    conditions: list[Condition],
-    events: tuple[Event, ...],
-) -> Plan:
-    """The plan of a study that may not run now (Invalid, or waiting): its phase, why, and
-    nothing else touched."""
-    status = previous.model_copy(
-        update={
-            "phase": phase,
-            "message": message,
-            "observed_generation": generation,
-            "conditions": conditions,
-        }
-    )
-    return Plan(study_status=status, events=events)
-
-
-def _waiting(
-    previous: TuningStudyStatus, document: Mapping[str, Any], message: str, now: datetime
-) -> Plan:
-    """The plan for a study that waits for the studies it warm-starts from: Pending, saying
-    for what, and nothing started (a change of a source wakes it: kubetune.handlers)."""
-    generation = (document.get("metadata") or {}).get("generation")
-    old = next((c for c in previous.conditions if c.type == ConditionType.WARM_START), None)
-    events: tuple[Event, ...] = ()
-    if old is None or old.reason != StudyConditionReason.WAITING_FOR_STUDIES:
-        # Once: the message follows the sources' progress, the event need not.
-        events = (Event("Normal", "WaitingForStudies", message),)
-    conditions = _set_condition(
-        previous.conditions,
-        ConditionType.VALID,
-        "True",
-        StudyConditionReason.VALID,
-        "",
-        now,
-        generation,
-    )
-    conditions = _set_condition(
-        conditions,
-        ConditionType.WARM_START,
-        "False",
-        StudyConditionReason.WAITING_FOR_STUDIES,
-        message,
-        now,
-        generation,
-    )
-    return _held(previous, StudyPhase.PENDING, message, generation, conditions, events)
-
-
-def _imports_recorded(
-    study: TuningStudy,
-    engine: Engine,
-    warm: WarmStartVerdict,
-    work: _Work,
-    status: TuningStudyStatus,
-    now: datetime,
-) -> TuningStudyStatus:
-    """The WarmStart condition: what the engine imported of each source (an event when that
-    changes). Nothing for a study without fromStudies."""
-    names = study.spec.warm_start.from_studies if study.spec.warm_start else []
-    if not names:
-        return status
-    message = imports_message(names, engine.import_counts, warm.left_out)
-    old = next((c for c in status.conditions if c.type == ConditionType.WARM_START), None)
-    if old is None or old.message != message:
-        kind: Literal["Normal", "Warning"] = "Warning" if warm.left_out else "Normal"
-        work.events.append(Event(kind, "WarmStartImported", message))
-    conditions = _set_condition(
-        status.conditions,
-        ConditionType.WARM_START,
-        "True",
-        StudyConditionReason.TRIALS_IMPORTED,
-        message,
-        now,
-        study.metadata.generation,
-    )
-    return status.model_copy(update={"conditions": conditions})

@@ -1,0 +1,108 @@
+"""A reconcile's result, the Plan the operator applies (trial updates, pods to stop or delete,
+trials and pods to create, the study's status, events), and the plan while it is being built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from kubetune.budget import TrialCost
+from kubetune.controller.observation import SourceErrorKind
+from kubetune.spec.study import TuningStudyStatus
+from kubetune.spec.trial import TuningTrial, TuningTrialStatus, is_search_trial
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to emit about the study (or one of its trials)."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    trial: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """A new status for an existing TuningTrial."""
+
+    name: str
+    status: TuningTrialStatus
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the operator is to do, in this order: update trial statuses, stop pods, delete
+    pods, create trials, create pods, write the study status, emit events."""
+
+    study_status: TuningStudyStatus
+    trial_updates: tuple[TrialUpdate, ...] = ()
+    stop_pods: tuple[str, ...] = ()
+    """Running pods to stop where they are: their activeDeadlineSeconds is lowered to
+    STOP_DEADLINE_SECONDS, so that the kubelet ends them (SIGTERM, the grace period, SIGKILL)
+    and the pod object and its logs stay."""
+    delete_pods: tuple[str, ...] = ()
+    """Pods to delete: pending ones being stopped, stopped ones that outlived their grace
+    period, and ended ones past the study's podRetention."""
+    create_trials: tuple[TuningTrial, ...] = ()
+    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The pod of each trial in create_trials, by trial name, to create right after it with
+    the trial's uid filled in (`with_owner_uid`); skipped when the trial already existed."""
+    create_pods: tuple[dict[str, Any], ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    """Seconds until the controller must look again even if nothing changes (a timeout)."""
+    ask_seconds: tuple[float, ...] = field(default=(), compare=False)
+    """How long each of Optuna's asks took (for the operator's metrics; not a decision)."""
+
+
+@dataclass
+class Work:
+    """The plan under construction, and the trial records as they will be after it."""
+
+    trials: dict[int, TuningTrial]
+    """The search trials, by number."""
+    cost: TrialCost
+    reruns: dict[str, TuningTrial] = field(default_factory=dict)
+    """The re-evaluation runs, by name."""
+    pod_names: frozenset[str] = frozenset()
+    """The trial pods that exist."""
+    updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
+    stop_pods: list[str] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)
+    create_trials: list[TuningTrial] = field(default_factory=list)
+    create_pods: list[dict[str, Any]] = field(default_factory=list)
+    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    source_error: tuple[SourceErrorKind, str] | None = None
+    """The latest failed read of the metrics source in this reconcile."""
+    source_read: bool = False
+    """A read of the metrics source worked in this reconcile."""
+    next_read: datetime | None = None
+    """When the next read of the metrics source falls due."""
+    ask_seconds: list[float] = field(default_factory=list)
+    wake_at: list[datetime] = field(default_factory=list)
+    """Times to look again at even if nothing changes (a stopped pod's escalation)."""
+
+    def update(self, trial: TuningTrial, status: TuningTrialStatus) -> TuningTrial:
+        updated = trial.model_copy(update={"status": status})
+        self.add(updated)
+        self.updates[trial.metadata.name or ""] = status
+        return updated
+
+    def add(self, trial: TuningTrial) -> None:
+        if is_search_trial(trial):
+            self.trials[trial.spec.number] = trial
+        else:
+            self.reruns[trial.metadata.name or ""] = trial
+
+    def current(self, trial: TuningTrial) -> TuningTrial:
+        """The trial as this plan has left it so far."""
+        if is_search_trial(trial):
+            return self.trials[trial.spec.number]
+        return self.reruns[trial.metadata.name or ""]
+
+    def all(self) -> list[TuningTrial]:
+        """Every trial: the search's, then the re-evaluation runs."""
+        return [*self.trials.values(), *self.reruns.values()]

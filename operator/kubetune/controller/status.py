@@ -1,0 +1,322 @@
+"""The study's status as the controller writes it: its conditions (each transition time kept
+while its status holds), trial counts and importances, the ends of the search and of the study
+read back from the conditions, resuming a study whose budget was raised, and the plans of a study
+held back (Invalid, or waiting for the studies it warm-starts from)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from kubetune.budget import StudyEnd, assess
+from kubetune.controller.plan import Event, Plan, Work
+from kubetune.controller.warm_start import WarmStartVerdict, imports_message
+from kubetune.engine import Engine
+from kubetune.spec.study import (
+    Condition,
+    ConditionType,
+    Recommendation,
+    ReevaluationStatus,
+    StudyConditionReason,
+    StudyPhase,
+    TrialCounts,
+    TuningStudy,
+    TuningStudyStatus,
+)
+from kubetune.spec.trial import TrialState, TuningTrial
+
+# Importances are recomputed as trials complete, less often as a study grows (they cost
+# O(trials) and change little from one trial to the next).
+_IMPORTANCES_MIN_TRIALS = 5
+
+
+def count_trials(trials: Sequence[TuningTrial]) -> TrialCounts:
+    """The trials by state (status.trials)."""
+    by_state = {state: 0 for state in TrialState}
+    for trial in trials:
+        by_state[trial.status.state] += 1
+    return TrialCounts(
+        total=len(trials),
+        pending=by_state[TrialState.PENDING],
+        running=by_state[TrialState.RUNNING],
+        succeeded=by_state[TrialState.SUCCEEDED],
+        pruned=by_state[TrialState.PRUNED],
+        failed=by_state[TrialState.FAILED],
+        metrics_unavailable=by_state[TrialState.METRICS_UNAVAILABLE],
+        timed_out=by_state[TrialState.TIMED_OUT],
+        stopped=by_state[TrialState.STOPPED],
+    )
+
+
+def importance_updates(
+    engine: Engine, status: TuningStudyStatus, counts: TrialCounts
+) -> dict[str, Any]:
+    """status.importances, when they are due again (nothing otherwise)."""
+    done = counts.succeeded
+    last = status.importances_trials or 0
+    due = (
+        done >= _IMPORTANCES_MIN_TRIALS
+        and done != last
+        and (done < 50 or done - last >= done // 10)
+    )
+    if not due:
+        return {}
+    importances = engine.importances()
+    if importances is None:
+        return {}
+    return {"importances": importances, "importances_trials": done}
+
+
+def source_condition(
+    conditions: Sequence[Condition], work: Work, now: datetime, generation: int | None
+) -> list[Condition]:
+    """The MetricsSource condition: False with the latest error, True once a read works."""
+    if work.source_error is not None:
+        kind, message = work.source_error
+        reason = StudyConditionReason(kind.value)
+        return set_condition(
+            conditions, ConditionType.METRICS_SOURCE, "False", reason, message, now, generation
+        )
+    return set_condition(
+        conditions,
+        ConditionType.METRICS_SOURCE,
+        "True",
+        StudyConditionReason.METRICS_SOURCE_READY,
+        "",
+        now,
+        generation,
+    )
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    kind: ConditionType,
+    value: Literal["True", "False", "Unknown"],
+    reason: StudyConditionReason,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """Conditions with one set; its transition time changes only when its status does."""
+    old = next((c for c in conditions if c.type == kind.value), None)
+    since = old.last_transition_time if old is not None and old.status == value else now
+    new = Condition(
+        type=kind.value,
+        status=value,
+        reason=reason.value,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [new if c.type == kind.value else c for c in conditions] if old else [*conditions, new]
+
+
+# A study completed by a budget resumes when a spec update raises that budget, as a Katib
+# experiment does when maxTrialCount is raised. Goal reached, an exhausted search space and a
+# failed study are final.
+RESUMABLE_REASONS = frozenset(
+    {
+        StudyConditionReason.MAX_TRIALS_REACHED,
+        StudyConditionReason.MAX_DURATION_REACHED,
+        StudyConditionReason.GPU_HOURS_EXHAUSTED,
+        StudyConditionReason.MONEY_EXHAUSTED,
+        StudyConditionReason.PATIENCE_EXHAUSTED,
+    }
+)
+
+
+def may_resume(
+    study: TuningStudy,
+    status: TuningStudyStatus,
+    end: StudyEnd,
+    trials: Sequence[TuningTrial],
+    now: datetime,
+) -> bool:
+    """Whether a completed study resumes: its budget was updated after it completed, and the
+    new budget lets a trial start."""
+    if status.phase is not StudyPhase.COMPLETED or end.reason not in RESUMABLE_REASONS:
+        return False
+    completed = next((c for c in status.conditions if c.type == ConditionType.COMPLETED), None)
+    if completed is None or completed.observed_generation == study.metadata.generation:
+        return False
+    decision = assess(study.spec, trials, status.start_time, now)
+    return decision.end is None and decision.may_start > 0
+
+
+def resumed(status: TuningStudyStatus) -> TuningStudyStatus:
+    """The status of a study that runs again: no completion, no Completed condition."""
+    ended = (ConditionType.COMPLETED, ConditionType.SEARCH_ENDED)
+    return status.model_copy(
+        update={
+            "phase": StudyPhase.RUNNING,
+            "completion_time": None,
+            "message": "",
+            "conditions": [c for c in status.conditions if c.type not in ended],
+            "reevaluation": None,
+            "recommendation": None,
+        }
+    )
+
+
+def search_end_of(status: TuningStudyStatus) -> StudyEnd | None:
+    """Why the search ended, when it has and the re-evaluation runs (or ran)."""
+    for condition in status.conditions:
+        if condition.type == ConditionType.SEARCH_ENDED and condition.status == "True":
+            return StudyEnd(StudyConditionReason(condition.reason), condition.message)
+    return None
+
+
+def search_ended(
+    status: TuningStudyStatus, end: StudyEnd, now: datetime, generation: int | None
+) -> TuningStudyStatus:
+    """The status of a study whose search is over: the SearchEnded condition says why."""
+    conditions = set_condition(
+        status.conditions,
+        ConditionType.SEARCH_ENDED,
+        "True",
+        end.reason,
+        end.message,
+        now,
+        generation,
+    )
+    return status.model_copy(update={"conditions": conditions})
+
+
+def recommendation_text(recommendation: Recommendation | None, progress: ReevaluationStatus) -> str:
+    """The re-evaluation's outcome in one sentence (the study's message and an event)."""
+    runs = (
+        f"{progress.finished} re-evaluation runs of {len(progress.configurations)} configurations"
+    )
+    if recommendation is None:
+        if progress.configurations and len(progress.configurations[0].scores) > 1:
+            return f"{runs}: the means per objective are in status.reevaluation"
+        return f"{runs}, and none reported its metric: no recommendation"
+    text = (
+        f"{runs}: trial {recommendation.trial}'s configuration is recommended, "
+        f"{recommendation.metric} {recommendation.mean:.4g} ± {recommendation.std:.2g} over "
+        f"{len(recommendation.values)} seeds"
+    )
+    if (
+        recommendation.validation_value is not None
+        and recommendation.generalization_gap is not None
+    ):
+        text += (
+            f" (search value {recommendation.validation_value:.4g}, generalization gap "
+            f"{recommendation.generalization_gap:+.4g})"
+        )
+    return text
+
+
+def end_of(status: TuningStudyStatus) -> StudyEnd:
+    """Why a finished study finished, read back from its conditions."""
+    for condition in status.conditions:
+        if (
+            condition.type in (ConditionType.COMPLETED, ConditionType.FAILED)
+            and condition.status == "True"
+        ):
+            return StudyEnd(StudyConditionReason(condition.reason), condition.message)
+    return StudyEnd(StudyConditionReason.MAX_TRIALS_REACHED, status.message)
+
+
+def invalid_plan(
+    previous: TuningStudyStatus, document: Mapping[str, Any], message: str, now: datetime
+) -> Plan:
+    """The plan for a spec that cannot be run: say why, and touch no trial."""
+    generation = (document.get("metadata") or {}).get("generation")
+    events: tuple[Event, ...] = ()
+    if previous.phase is not StudyPhase.INVALID or previous.message != message:
+        events = (Event("Warning", "SpecInvalid", message),)
+    conditions = set_condition(
+        previous.conditions,
+        ConditionType.VALID,
+        "False",
+        StudyConditionReason.INVALID,
+        message,
+        now,
+        generation,
+    )
+    return held_plan(previous, StudyPhase.INVALID, message, generation, conditions, events)
+
+
+def held_plan(
+    previous: TuningStudyStatus,
+    phase: StudyPhase,
+    message: str,
+    generation: int | None,
+    conditions: list[Condition],
+    events: tuple[Event, ...],
+) -> Plan:
+    """The plan of a study that may not run now (Invalid, or waiting): its phase, why, and
+    nothing else touched."""
+    status = previous.model_copy(
+        update={
+            "phase": phase,
+            "message": message,
+            "observed_generation": generation,
+            "conditions": conditions,
+        }
+    )
+    return Plan(study_status=status, events=events)
+
+
+def waiting_plan(
+    previous: TuningStudyStatus, document: Mapping[str, Any], message: str, now: datetime
+) -> Plan:
+    """The plan for a study that waits for the studies it warm-starts from: Pending, saying
+    for what, and nothing started (a change of a source wakes it: kubetune.handlers)."""
+    generation = (document.get("metadata") or {}).get("generation")
+    old = next((c for c in previous.conditions if c.type == ConditionType.WARM_START), None)
+    events: tuple[Event, ...] = ()
+    if old is None or old.reason != StudyConditionReason.WAITING_FOR_STUDIES:
+        # Once: the message follows the sources' progress, the event need not.
+        events = (Event("Normal", "WaitingForStudies", message),)
+    conditions = set_condition(
+        previous.conditions,
+        ConditionType.VALID,
+        "True",
+        StudyConditionReason.VALID,
+        "",
+        now,
+        generation,
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.WARM_START,
+        "False",
+        StudyConditionReason.WAITING_FOR_STUDIES,
+        message,
+        now,
+        generation,
+    )
+    return held_plan(previous, StudyPhase.PENDING, message, generation, conditions, events)
+
+
+def imports_recorded(
+    study: TuningStudy,
+    engine: Engine,
+    warm: WarmStartVerdict,
+    work: Work,
+    status: TuningStudyStatus,
+    now: datetime,
+) -> TuningStudyStatus:
+    """The WarmStart condition: what the engine imported of each source (an event when that
+    changes). Nothing for a study without fromStudies."""
+    names = study.spec.warm_start.from_studies if study.spec.warm_start else []
+    if not names:
+        return status
+    message = imports_message(names, engine.import_counts, warm.left_out)
+    old = next((c for c in status.conditions if c.type == ConditionType.WARM_START), None)
+    if old is None or old.message != message:
+        kind: Literal["Normal", "Warning"] = "Warning" if warm.left_out else "Normal"
+        work.events.append(Event(kind, "WarmStartImported", message))
+    conditions = set_condition(
+        status.conditions,
+        ConditionType.WARM_START,
+        "True",
+        StudyConditionReason.TRIALS_IMPORTED,
+        message,
+        now,
+        study.metadata.generation,
+    )
+    return status.model_copy(update={"conditions": conditions})
