@@ -8,10 +8,12 @@ FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
+COPY report ./report
 # torch (used by the gp sampler) from PyTorch's CPU index: the default one holds the CUDA build,
-# gigabytes the operator never uses.
+# gigabytes the operator never uses. kubetune-report (the trial contract's names) is built from
+# report/ in the same command.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels \
-      --extra-index-url https://download.pytorch.org/whl/cpu .
+      --extra-index-url https://download.pytorch.org/whl/cpu ./report .
 
 FROM python:3.11.14-slim-bookworm
 LABEL org.opencontainers.image.title="kubetune" \

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from kubetune.demo import free_port
+from kubetune.controlplane.environment import free_port
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -32,7 +32,7 @@ def prometheus_trainer(steps: int, pause: float, hopeless_steps: int | None = No
     return textwrap.dedent(
         f"""\
         import os, time
-        from kubetune.report import Reporter
+        from kubetune_report import Reporter
         reporter = Reporter(
             study=os.environ["KUBETUNE_STUDY"],
             trial=os.environ["KUBETUNE_TRIAL"],

@@ -3,7 +3,7 @@ resource request it makes, as Kubernetes authorization sees it (verb, group, res
 subresource, namespace), for comparing with the chart's RBAC.
 
 A run applies, in each namespace, a study that exercises every path of the operator (trials
-created, reported through the pod annotation by kubetune.report, one pruned, one failed, the
+created, reported through the pod annotation by kubetune_report, one pruned, one failed, the
 study completed and then deleted) and a study reading its metrics from Prometheus with a
 bearer token from a Secret and a CA bundle from a ConfigMap (the operator reads both; the
 Prometheus URL answers nothing, which needs no more RBAC), for one watch mode (cluster-wide or
@@ -87,12 +87,12 @@ def recording(kube: Kube, *agents: str) -> Iterator[Recorder]:
         hooks.remove(recorder)
 
 
-# The trainer: reports each step through the pod annotation (kubetune.report, with the
+# The trainer: reports each step through the pod annotation (kubetune_report, with the
 # kubeconfig the local kubelet gives each pod). Trials 0 and 1 do well; trial 2 reports a loss
 # far worse than theirs at every step and is pruned by the median pruner; trial 3 fails.
 TRAINER = """\
 import os, sys, time
-from kubetune.report import report, report_final
+from kubetune_report import report, report_final
 number = int(os.environ["KUBETUNE_TRIAL_NUMBER"])
 if number == 3:
     sys.exit("trial 3 fails on purpose")

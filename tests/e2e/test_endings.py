@@ -73,7 +73,7 @@ def client(gpu_kube: Kube) -> Iterator[kubernetes.client.ApiClient]:
 
 
 def trainer(*parts: str) -> list[str]:
-    """A trainer container command: this Python (it has kubetune.report) running the parts of
+    """A trainer container command: this Python (it has kubetune_report) running the parts of
     code one after the other."""
     return [sys.executable, "-c", "\n".join(textwrap.dedent(part) for part in parts)]
 
@@ -526,12 +526,12 @@ def test_a_grid_study_on_one_gpu_completes_when_every_point_was_tried(
 def test_hopeless_trials_are_pruned_from_their_intermediate_reports(
     kube: Kube, client: kubernetes.client.ApiClient
 ) -> None:
-    # Reports through the pod annotation (kubetune.report: on the embedded plane with the
+    # Reports through the pod annotation (kubetune_report: on the embedded plane with the
     # kubeconfig the kubelet gives each pod, on the real one with the pod's service-account
     # token); the larger x, the worse every step's loss.
     code = """
         import os, time
-        from kubetune.report import report, report_final
+        from kubetune_report import report, report_final
         x = float(os.environ["KUBETUNE_PARAM_X"])
         for step in range(6):
             loss = 10 * x + 1 / (step + 1)

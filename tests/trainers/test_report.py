@@ -1,11 +1,10 @@
-"""kubetune.report, the trial's reporting helper: each route against a local API server that
+"""kubetune_report, the trial's reporting helper: each route against a local API server that
 records what it receives (docs/trial-contract.md is the contract these tests hold it to)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -17,7 +16,9 @@ from kubetune.controller.observation import (
     parse_metrics_annotation,
     parse_termination_message,
 )
-from kubetune.report import (
+from kubetune.controlplane.environment import free_port
+from kubetune.spec import api
+from kubetune_report import (
     ANNOTATION_LIMIT,
     TERMINATION_LIMIT,
     KubeConnection,
@@ -28,7 +29,6 @@ from kubetune.report import (
     fit_metrics,
     metric_number,
 )
-from kubetune.spec import api
 from tests.trainers.conftest import ApiServer, Tls
 
 NOW = datetime(2026, 11, 26, 5, 30, 0, 123000, tzinfo=UTC)
@@ -134,7 +134,7 @@ def test_client_errors_are_not_retried(
 ) -> None:
     api_server.script = [(403, {})]
     reporter = reporter_for(api_server, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         reporter.report(1, val_accuracy=0.5)
     assert len(api_server.requests) == 1
     assert "after 1 attempt(s): HTTP 403" in caplog.text
@@ -146,7 +146,7 @@ def test_a_failed_report_warns_once_and_later_reports_try_once(
 ) -> None:
     api_server.script = [(503, {})] * 6
     reporter = reporter_for(api_server, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         reporter.report(1, val_accuracy=0.5)  # 4 attempts, all 503
         reporter.report(2, val_accuracy=0.6)  # 1 attempt while failing
         reporter.report(3, val_accuracy=0.7)  # 1 attempt, 200: recovered
@@ -169,19 +169,13 @@ def test_the_final_report_always_gets_every_attempt(api_server: ApiServer, tmp_p
     assert len(api_server.requests) == 7
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_no_crash_when_the_api_is_down(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     annotator = PodAnnotator(
-        KubeConnection(f"http://127.0.0.1:{_closed_port()}"), "ns", "pod", NO_WAIT
+        KubeConnection(f"http://127.0.0.1:{free_port()}"), "ns", "pod", NO_WAIT
     )
     reporter = Reporter(annotator=annotator, termination_log=tmp_path / "log")
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         for step in range(1, 6):
             reporter.report(step, loss=1.0 / step)
         reporter.report_final(loss=0.2)
@@ -196,7 +190,7 @@ def test_annotation_size_is_bounded(
 ) -> None:
     reporter = reporter_for(api_server, tmp_path)
     metrics = {"objective": 0.5} | {f"layer_{i:04d}_gradient_norm": i / 7 for i in range(600)}
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         reporter.report(1, **metrics)
         reporter.report_final(**metrics)
     for request in api_server.requests:
@@ -306,7 +300,7 @@ def test_in_cluster_rejects_a_server_the_ca_did_not_sign(
         api.POD_NAME_ENV: "p",
     }
     reporter = Reporter.from_environment(environ, NO_WAIT, service_account=account)
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         reporter.report(1, loss=1.0)
     assert tls_api_server.requests == []
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
@@ -328,7 +322,7 @@ def test_pod_name_without_credentials_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     environ = {api.POD_NAME_ENV: "p", "HOME": str(tmp_path)}
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         reporter = Reporter.from_environment(environ, service_account=tmp_path / "none")
     assert reporter.annotator is None
     assert "neither a service account nor a kubeconfig" in caplog.text
@@ -338,7 +332,7 @@ def test_termination_message_write_failure_is_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     reporter = Reporter(termination_log=tmp_path / "missing-dir" / "log")
-    with caplog.at_level(logging.WARNING, logger="kubetune.report"):
+    with caplog.at_level(logging.WARNING, logger="kubetune_report"):
         reporter.report_final(loss=0.1)
     assert "could not write the termination message" in caplog.text
 
@@ -369,9 +363,7 @@ def test_prometheus_route_serves_labelled_gauges() -> None:
 
 
 def test_prometheus_port_from_environment(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     reporter = Reporter.from_environment(
         {"KUBETUNE_METRICS_PORT": str(port)}, service_account=tmp_path / "none"
     )

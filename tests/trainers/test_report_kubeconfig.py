@@ -1,4 +1,4 @@
-"""kubetune.report outside a cluster: kubeconfig files (the simple cases kubectl writes), read
+"""kubetune_report outside a cluster: kubeconfig files (the simple cases kubectl writes), read
 without PyYAML, and the helper's promise to need nothing but the standard library."""
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.report import (
+from kubetune.spec import api
+from kubetune_report import (
     Reporter,
     ReportError,
     RetryPolicy,
     kubeconfig_connection,
     parse_simple_yaml,
 )
-from kubetune.spec import api
 from tests.trainers.conftest import ApiServer, Tls
 
-OPERATOR = Path(__file__).resolve().parents[2] / "operator"
+REPORT_SOURCES = Path(__file__).resolve().parents[2] / "report" / "src"
+MODULES = sorted((REPORT_SOURCES / "kubetune_report").glob("*.py"))
 QUICK = RetryPolicy(attempts=2, backoff=0.0, max_backoff=0.0)
 
 
@@ -217,7 +218,7 @@ def test_kubeconfig_as_json(api_server: ApiServer, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("user", "problem"),
     [
-        ("exec:\n      command: aws", "uses exec credentials, which kubetune.report does not"),
+        ("exec:\n      command: aws", "uses exec credentials, which kubetune_report does not"),
         ("auth-provider:\n      name: gcp", "uses auth-provider credentials"),
     ],
 )
@@ -240,7 +241,7 @@ def test_kubeconfig_without_the_current_context(tmp_path: Path) -> None:
 def test_imports_and_reports_with_only_the_standard_library(
     api_server: ApiServer, tmp_path: Path
 ) -> None:
-    """`python -I -S`: no site-packages, only operator/ on the path. The helper imports, loads
+    """`python -I -S`: no site-packages, only report/src on the path. The helper imports, loads
     only standard-library modules (and its own), reads a kubeconfig without PyYAML, patches the
     pod and writes the termination message."""
     config = tmp_path / "config"
@@ -249,14 +250,14 @@ def test_imports_and_reports_with_only_the_standard_library(
     script = textwrap.dedent(
         f"""\
         import sys
-        sys.path.insert(0, {str(OPERATOR)!r})
-        from kubetune import report
+        sys.path.insert(0, {str(REPORT_SOURCES)!r})
+        import kubetune_report as report
         report.report(1, val_accuracy=0.5)
         report.report_final(val_accuracy=0.75, val_loss=0.5)
         foreign = sorted(
             name for name in sys.modules
             if name.split(".")[0] not in sys.stdlib_module_names
-            and name.split(".")[0] not in ("kubetune", "__main__")
+            and name.split(".")[0] not in ("kubetune_report", "__main__")
         )
         print(foreign)
         print(sorted(n for n in sys.modules if n.startswith("kubetune")))
@@ -279,7 +280,13 @@ def test_imports_and_reports_with_only_the_standard_library(
     assert done.returncode == 0, done.stderr
     foreign, ours = done.stdout.splitlines()
     assert foreign == "[]"
-    assert ours == "['kubetune', 'kubetune.report', 'kubetune.spec', 'kubetune.spec.api']"
+    # Its own modules only: nothing of the operator's kubetune package.
+    assert ours == str(
+        sorted(
+            ["kubetune_report"]
+            + [f"kubetune_report.{path.stem}" for path in MODULES if path.stem != "__init__"]
+        )
+    )
     assert done.stderr == ""
     assert json.loads(log.read_text()) == {"val_accuracy": 0.75, "val_loss": 0.5}
     steps = [(r.annotation["step"], r.annotation["final"]) for r in api_server.requests]

@@ -1,6 +1,6 @@
 """The example trainers: they learn for real, a seed makes them reproducible on the CPU, they
 take every hyperparameter the digits example can sample, and as `python -m` commands they report
-through kubetune.report to the pod annotation and the termination message."""
+through kubetune_report to the pod annotation and the termination message."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import yaml
 from kubetune.controller.pod import param_env, substitute
 from kubetune.engine import Engine
 from kubetune.spec import api
-from kubetune.spec.validation import parse_study
+from kubetune.spec.manifests import parse_study
 from kubetune_trainers import charlm, digits
 from kubetune_trainers.params import MAX_SEED, SEED_ENV, ParameterError, read_params
 from tests.trainers.conftest import ApiServer

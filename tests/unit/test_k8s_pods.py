@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from kubetune.controller.observation import PodPhase
 from kubetune.controlplane.cluster import ClusterThread
 from kubetune.k8s.pods import MESSAGE_LIMIT, observe_pod, pod_essentials
-from kubetune.report import annotation_document, metric_number, termination_message
 from kubetune.spec import api
+from kubetune_report import annotation_document, metric_number, termination_message
 
 CREATED = "2026-11-26T05:29:58Z"
 STARTED = "2026-11-26T05:30:01Z"
@@ -570,7 +570,7 @@ def test_what_kubetune_report_sends_reads_back_the_same(
 
 TRAINER = f"""
 import os
-from kubetune.report import termination_message
+from kubetune_report import termination_message
 with open(os.environ["{api.TERMINATION_LOG_ENV}"], "w") as log:
     log.write(termination_message({{"val_accuracy": 0.97, "val_loss": 0.1}}))
 """

@@ -5,6 +5,30 @@ Every other module (CRD generation, the operator, the CLI) reads them here.
 
 from typing import Final
 
+# The trial contract (docs/trial-contract.md), defined beside the reporting helper that
+# follows it, re-exported (`X as X`) in one statement, which isort would split.
+# isort: off
+from kubetune_report.contract import (
+    DEFAULT_TERMINATION_LOG as DEFAULT_TERMINATION_LOG,
+    METRICS_ANNOTATION as METRICS_ANNOTATION,
+    METRICS_LINGER_ENV as METRICS_LINGER_ENV,
+    METRICS_PORT_ENV as METRICS_PORT_ENV,
+    PARAM_ENV_PREFIX as PARAM_ENV_PREFIX,
+    PARAM_PLACEHOLDER as PARAM_PLACEHOLDER,
+    PARAMS_ENV as PARAMS_ENV,
+    POD_NAME_ENV as POD_NAME_ENV,
+    POD_NAMESPACE_ENV as POD_NAMESPACE_ENV,
+    RESERVED_ENV_PREFIX as RESERVED_ENV_PREFIX,
+    SEED_ENV as SEED_ENV,
+    SEED_PLACEHOLDER as SEED_PLACEHOLDER,
+    STUDY_ENV as STUDY_ENV,
+    TERMINATION_LOG_ENV as TERMINATION_LOG_ENV,
+    TRAINER_SETTINGS_ENV as TRAINER_SETTINGS_ENV,
+    TRIAL_ENV as TRIAL_ENV,
+    TRIAL_NUMBER_ENV as TRIAL_NUMBER_ENV,
+)
+# isort: on
+
 GROUP: Final = "kubetune.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -28,35 +52,6 @@ TRIAL_LABEL: Final = f"{GROUP}/trial"
 TRIAL_NUMBER_LABEL: Final = f"{GROUP}/trial-number"
 REEVALUATION_LABEL: Final = f"{GROUP}/reevaluation-of"
 """On a re-evaluation run's objects: the number of the search trial it repeats."""
-METRICS_ANNOTATION: Final = f"{GROUP}/metrics"
-
-# The trial contract (docs/trial-contract.md): what a trial's containers receive.
-PARAMS_ENV: Final = "KUBETUNE_PARAMS"
-"""All parameters of a trial as one JSON object."""
-PARAM_ENV_PREFIX: Final = "KUBETUNE_PARAM_"
-"""Each parameter as KUBETUNE_PARAM_<NAME>, the name upper-cased."""
-RESERVED_ENV_PREFIX: Final = "KUBETUNE_"
-"""Every variable with this prefix is Kubetune's; a template may not set one."""
-STUDY_ENV: Final = "KUBETUNE_STUDY"
-TRIAL_ENV: Final = "KUBETUNE_TRIAL"
-TRIAL_NUMBER_ENV: Final = "KUBETUNE_TRIAL_NUMBER"
-SEED_ENV: Final = "KUBETUNE_SEED"
-"""The trial's seed: stable for a search trial, new for each re-evaluation run."""
-POD_NAME_ENV: Final = "KUBETUNE_POD_NAME"
-POD_NAMESPACE_ENV: Final = "KUBETUNE_POD_NAMESPACE"
-TERMINATION_LOG_ENV: Final = "KUBETUNE_TERMINATION_LOG"
-"""Where the container writes its final metrics: its terminationMessagePath."""
-DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
-METRICS_PORT_ENV: Final = "KUBETUNE_METRICS_PORT"
-"""Port of the trainer's Prometheus route (set in the template's env; off when unset)."""
-METRICS_LINGER_ENV: Final = "KUBETUNE_METRICS_LINGER"
-"""Seconds report_final waits for Prometheus to scrape the final values (default 0)."""
-TRAINER_SETTINGS_ENV: Final = (METRICS_PORT_ENV, METRICS_LINGER_ENV)
-"""KUBETUNE_* variables the template itself may set: settings of the reporting helper."""
-PARAM_PLACEHOLDER: Final = r"\$\{params\.([^}]*)\}"
-"""`${params.<name>}` in command and args is replaced by the parameter's value."""
-SEED_PLACEHOLDER: Final = "${trial.seed}"
-"""Replaced in command and args by the trial's seed (as KUBETUNE_SEED)."""
 
 MAX_STUDY_NAME_LENGTH: Final = 63
 """A study's name is the value of the STUDY_LABEL on each of its trials and pods, and label

@@ -17,7 +17,7 @@ from kubetune_trainers.params import Param, ParameterError, read_params
 
 
 class ReportSink(Protocol):
-    """Where a trainer's reports go: kubetune.report.Reporter, or a recorder in tests."""
+    """Where a trainer's reports go: kubetune_report.Reporter, or a recorder in tests."""
 
     def report(self, step: int, **metrics: float) -> None: ...
 
@@ -106,8 +106,8 @@ def run_trainer(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """The `python -m kubetune_trainers.<name>` entry point: read the hyperparameters, train,
-    report through kubetune.report, print the speed. Returns the exit status."""
-    from kubetune.report import Reporter
+    report through kubetune_report, print the speed. Returns the exit status."""
+    from kubetune_report import Reporter
 
     environ = os.environ if environ is None else environ
     try:
