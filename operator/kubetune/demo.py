@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +35,12 @@ from rich.text import Text
 
 from kubetune.budget import format_amount
 from kubetune.controlplane.cluster import DEFAULT_CAPACITY, install_crds, make_cluster
-from kubetune.controlplane.kubelet import parse_quantity, pod_requests
+from kubetune.controlplane.environment import free_port
+from kubetune.controlplane.quantities import parse_quantity, pod_requests
 from kubetune.spec import api
 from kubetune.spec.crd import crds
+from kubetune.spec.manifests import ManifestLoader, parse_study, validate_files
 from kubetune.spec.study import StudyPhase
-from kubetune.spec.validation import ManifestLoader, parse_study, validate_files
 
 FINAL_PHASES: Final = frozenset({StudyPhase.COMPLETED, StudyPhase.FAILED, StudyPhase.INVALID})
 REFRESH_SECONDS: Final = 0.25
@@ -360,14 +360,6 @@ def find_prometheus() -> Path:
             "not start a server by itself) or leave out --prometheus"
         )
     return Path(found)
-
-
-def free_port() -> int:
-    """A loopback port free now (the OS's pick; taken again only by a race with another program)."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def prometheus_config(

@@ -61,6 +61,28 @@ async def test_pods_get_defaults_and_a_pending_status(http: aiohttp.ClientSessio
     assert body["spec"]["restartPolicy"] == "Always"
 
 
+async def test_a_pod_asking_only_for_a_gpu_is_best_effort_from_its_creation(
+    http: aiohttp.ClientSession,
+) -> None:
+    # Kubernetes classes pods by cpu and memory only: the kubelet must not rewrite it later.
+    gpu_only = pod("gpu")
+    gpu_only["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    status, body = await call(http, "POST", PODS, gpu_only)
+    assert status == 201
+    assert body["status"]["qosClass"] == "BestEffort"
+
+
+async def test_a_pod_with_a_quantity_that_does_not_parse_is_invalid(
+    http: aiohttp.ClientSession,
+) -> None:
+    bad = pod("bad")
+    bad["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "lots"}}
+    status, body = await call(http, "POST", PODS, bad)
+    assert status == 422
+    assert body["reason"] == "Invalid"
+    assert "is not a Kubernetes quantity" in body["message"]
+
+
 async def test_cheap_validation_of_builtin_objects(http: aiohttp.ClientSession) -> None:
     status, body = await call(http, "POST", PODS, {"metadata": {"name": "a"}, "spec": {}})
     assert status == 422

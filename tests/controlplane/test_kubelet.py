@@ -1,7 +1,8 @@
 """The local kubelet: scheduling, env, statuses, deadlines, deletion and logs.
 
-The pure parts (quantities, requests, env resolution, termination messages) are tested as
-functions; the rest end to end, through the API server over HTTP, as kopf and kubectl see it.
+End to end, through the API server over HTTP, as kopf and kubectl see it; the pure rules it
+applies are tested as functions in test_quantities.py, test_environment.py and
+test_pod_status.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,223 +21,12 @@ import aiohttp
 import pytest
 
 from kubetune.controlplane.apiserver import ApiServer
-from kubetune.controlplane.kubelet import (
-    ContainerConfigError,
-    Kubelet,
-    container_env,
-    env_references,
-    expand,
-    insufficient,
-    map_termination_path,
-    node_capacity,
-    parse_quantity,
-    pod_requests,
-    termination_message,
-    unschedulable_message,
-)
+from kubetune.controlplane.kubelet import Kubelet
 from tests import escapees
 from tests.escapees import alive
 
 PY = sys.executable
 
-
-# --- quantities and scheduling decisions -------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("500m", Fraction(1, 2)),
-        ("2", Fraction(2)),
-        ("4Gi", Fraction(4 * 2**30)),
-        ("1G", Fraction(10**9)),
-        ("1.5", Fraction(3, 2)),
-        ("1e3", Fraction(1000)),
-        ("100Mi", Fraction(100 * 2**20)),
-        (3, Fraction(3)),
-    ],
-)
-def test_quantities_parse_as_kubernetes_writes_them(text: str | int, expected: Fraction) -> None:
-    assert parse_quantity(text) == expected
-
-
-@pytest.mark.parametrize("text", ["4GB", "lots", "", "1.2.3"])
-def test_a_bad_quantity_says_how_to_write_one(text: str) -> None:
-    with pytest.raises(ValueError, match=r'e\.g\. "500m"'):
-        parse_quantity(text)
-
-
-def test_capacity_extends_this_machine_and_names_a_bad_entry() -> None:
-    capacity = node_capacity({"nvidia.com/gpu": "2", "cpu": "500m"})
-    assert capacity["nvidia.com/gpu"] == 2
-    assert capacity["cpu"] == Fraction(1, 2)
-    assert capacity["pods"] == 110
-    assert capacity["memory"] > 0
-    with pytest.raises(ValueError, match=r"capacity\['memory'\]"):
-        node_capacity({"memory": "much"})
-
-
-def test_pod_requests_sum_containers_and_take_the_largest_init_container() -> None:
-    spec = {
-        "initContainers": [{"name": "setup", "resources": {"requests": {"cpu": "3"}}}],
-        "containers": [
-            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
-            # A limit without a request counts as the request.
-            {"name": "b", "resources": {"limits": {"cpu": "1", "nvidia.com/gpu": "1"}}},
-        ],
-    }
-    assert pod_requests(spec) == {
-        "cpu": Fraction(3),
-        "memory": Fraction(2**30),
-        "nvidia.com/gpu": Fraction(1),
-        "pods": Fraction(1),
-    }
-
-
-def test_unschedulable_pods_get_the_schedulers_words() -> None:
-    capacity = node_capacity({"cpu": "2", "nvidia.com/gpu": "1"})
-    used = {"nvidia.com/gpu": Fraction(1), "cpu": Fraction(1)}
-    gpu_pod = {"nvidia.com/gpu": Fraction(1), "pods": Fraction(1)}
-    assert insufficient(gpu_pod, capacity, used) == ["nvidia.com/gpu"]
-    assert insufficient(gpu_pod, capacity, {}) == []
-    both = {**gpu_pod, "cpu": Fraction(2)}
-    assert unschedulable_message(insufficient(both, capacity, used)) == (
-        "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient nvidia.com/gpu."
-    )
-    assert unschedulable_message(["pods"]) == "0/1 nodes are available: 1 Too many pods."
-    # A resource the node does not have at all is insufficient too.
-    assert insufficient({"example.com/fpga": Fraction(1)}, capacity, {}) == ["example.com/fpga"]
-
-
-# --- env ---------------------------------------------------------------------------------
-
-POD = {
-    "metadata": {
-        "name": "trial-1",
-        "namespace": "team",
-        "uid": "1234",
-        "labels": {"study": "s1"},
-        "annotations": {"note": "hi"},
-    },
-    "spec": {"nodeName": "kubetune-local"},
-}
-
-
-def test_env_resolves_values_fields_secrets_and_config_maps() -> None:
-    container = {
-        "name": "main",
-        "envFrom": [
-            {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
-            {"secretRef": {"name": "absent", "optional": True}},
-        ],
-        "env": [
-            {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
-            {
-                "name": "STUDY",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['study']"}},
-            },
-            {
-                "name": "NOTE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}},
-            },
-            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {
-                "name": "TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
-            },
-            {
-                "name": "MODE",
-                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
-            },
-            {
-                "name": "MAYBE",
-                "valueFrom": {"secretKeyRef": {"name": "creds", "key": "no", "optional": True}},
-            },
-            {"name": "GREETING", "value": "$(NAME) in $(NS) costs $$5, $(UNKNOWN) kept"},
-        ],
-    }
-    assert env_references(container) == ({"absent", "creds"}, {"settings"})
-    env = container_env(
-        container,
-        POD,
-        secrets={"creds": {"token": "s3cret"}, "absent": None},
-        config_maps={"settings": {"mode": "fast", "level": "3"}},
-        base={"PATH": "/bin"},
-    )
-    assert env == {
-        "PATH": "/bin",
-        "CFG_mode": "fast",
-        "CFG_level": "3",
-        "NAME": "trial-1",
-        "NS": "team",
-        "UID": "1234",
-        "STUDY": "s1",
-        "NOTE": "hi",
-        "NODE": "kubetune-local",
-        "IP": "127.0.0.1",
-        "TOKEN": "s3cret",
-        "MODE": "fast",
-        "GREETING": "trial-1 in team costs $5, $(UNKNOWN) kept",
-    }
-
-
-@pytest.mark.parametrize(
-    ("env", "secrets", "message"),
-    [
-        (
-            [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "t"}}}],
-            {"creds": None},
-            'secret "creds" not found',
-        ),
-        (
-            [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "t"}}}],
-            {"creds": {"other": "x"}},
-            "couldn't find key t in Secret team/creds",
-        ),
-        (
-            [{"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}],
-            {},
-            'unsupported fieldRef fieldPath "spec.nope"',
-        ),
-    ],
-)
-def test_a_missing_env_source_is_a_container_config_error(
-    env: list[dict[str, Any]], secrets: dict[str, Any], message: str
-) -> None:
-    with pytest.raises(ContainerConfigError, match=message):
-        container_env({"name": "main", "env": env}, POD, secrets, {}, base={})
-
-
-def test_expansion_follows_kubernetes_rules() -> None:
-    env = {"A": "1", "B": "two"}
-    assert expand("$(A)-$(B)-$(C)-$$(A)-$", env) == "1-two-$(C)-$(A)-$"
-
-
-def test_the_termination_message_path_is_mapped_in_the_env(tmp_path: Path) -> None:
-    mapped = tmp_path / "main.termination-log"
-    env = {"KUBETUNE_TERMINATION_LOG": "/dev/termination-log", "OTHER": "/dev/other"}
-    assert map_termination_path(env, "/dev/termination-log", mapped) == {
-        "KUBETUNE_TERMINATION_LOG": str(mapped),
-        "OTHER": "/dev/other",
-    }
-
-
-def test_termination_messages_keep_the_last_4096_bytes_or_fall_back_to_logs() -> None:
-    long = b"x" * 5000 + b"END"
-    assert termination_message(long, b"", None, 0) == ("x" * 4093 + "END")
-    log = b"".join(f"line {i}\n".encode() for i in range(100))
-    fallback = termination_message(b"", log, "FallbackToLogsOnError", 1)
-    assert fallback.startswith("line 20\n")
-    assert fallback.endswith("line 99\n")
-    # No fallback for a success, nor under the default policy.
-    assert termination_message(b"", log, "FallbackToLogsOnError", 0) == ""
-    assert termination_message(b"", log, "File", 1) == ""
-
-
-# --- end to end, through the API server ---
 
 STUBBORN = (
     "import signal, sys, time\n"

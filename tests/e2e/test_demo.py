@@ -18,7 +18,7 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune.controlplane.kubelet import parse_quantity
+from kubetune.controlplane.quantities import parse_quantity
 from kubetune.demo import capacity_for, load_studies
 from tests.controlplane.conftest import PLANES, kube_binaries
 from tests.e2e.conftest import ROOT

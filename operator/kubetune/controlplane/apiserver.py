@@ -56,14 +56,14 @@ import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from kubetune.controlplane import protobuf
+from kubetune.controlplane import protobuf, times
 from kubetune.controlplane.certificates import self_signed
 from kubetune.controlplane.patches import (
     APPLY_PATCH,
@@ -89,8 +89,8 @@ from kubetune.controlplane.store import (
     WatchEvent,
     bad_request,
     not_found,
-    timestamp,
 )
+from kubetune.controlplane.times import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class ApiServer:
         self.token = token or secrets.token_urlsafe(32)
         """The bearer token every request but health and version checks must carry."""
         self.registry = Registry()
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or times.now
         self.store = Store(
             self.registry, event_window=event_window, watch_queue=watch_queue, clock=self.clock
         )

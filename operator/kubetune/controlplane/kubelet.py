@@ -6,8 +6,10 @@ to. On the embedded plane it is also the scheduler (it binds the pods that fit o
 node). On the real plane (`schedules=False`, `tls=`) kube-scheduler binds, and the kubelet
 watches only its node's pods, renews its Lease, authenticates as system:node:<name>, serves
 logs on its own HTTPS endpoint (node_endpoint.py), makes volumes with service-account tokens
-(volumes.py) and runs the project's images by their entrypoints (images.py).
-docs/local-kubelet.md says where it differs from a real kubelet.
+(volumes.py) and runs the project's images by their entrypoints (images.py). The pure rules
+it applies live beside it: requests, capacity and QoS in quantities.py, a container's env,
+ports and termination file in environment.py, the pod's phase, conditions and container
+statuses in pod_status.py. docs/local-kubelet.md says where it differs from a real kubelet.
 
 What it emulates, and how it differs from a real node:
 - Scheduling: one node with a capacity (cpu, memory, pods, any extended resource such as
@@ -83,16 +85,12 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
-import socket
 import ssl
 import sys
 import tempfile
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Coroutine, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final
@@ -101,12 +99,41 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from kubetune.controlplane import processes
+from kubetune.controlplane import processes, times
+from kubetune.controlplane.environment import (
+    NODE_IP,
+    ContainerConfigError,
+    container_env,
+    env_references,
+    expand,
+    field_value,
+    free_port,
+    map_ports,
+    map_termination_path,
+    scrape_targets,
+    secret_values,
+)
 from kubetune.controlplane.images import Image, container_argv
 from kubetune.controlplane.node_endpoint import serve_node_endpoint
+from kubetune.controlplane.pod_status import (
+    DEFAULT_GRACE_SECONDS,
+    AdmittedPod,
+    PodContainer,
+    exit_code_of,
+    termination_message,
+)
 from kubetune.controlplane.processes import CANNOT_START_EXIT_CODE, end_processes
+from kubetune.controlplane.quantities import (
+    Resources,
+    add_resources,
+    format_quantity,
+    insufficient,
+    node_capacity,
+    pod_requests,
+    unschedulable_message,
+)
+from kubetune.controlplane.times import micro_timestamp, timestamp
 from kubetune.controlplane.volumes import (
-    Mount,
     VolumeError,
     container_mounts,
     hiding,
@@ -123,581 +150,18 @@ LEASE_DURATION_SECONDS: Final = 40
 LEASE_RENEW_SECONDS: Final = 10.0
 
 DEFAULT_NODE_NAME: Final = "kubetune-local"
-NODE_IP: Final = "127.0.0.1"
-DEFAULT_TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
-TERMINATION_MESSAGE_LIMIT: Final = 4096
-"""Kubernetes keeps the last 4096 bytes of a termination message."""
-FALLBACK_LOG_LINES: Final = 80
-FALLBACK_LOG_BYTES: Final = 2048
-DEFAULT_GRACE_SECONDS: Final = 30.0
 STOP_GRACE_SECONDS: Final = 5.0
 """At stop(), the most a process gets between SIGTERM and SIGKILL."""
 CRASH_BACKOFF_SECONDS: Final = 1.0
 CRASH_BACKOFF_MAX_SECONDS: Final = 300.0
 CONFIG_RETRY_SECONDS: Final = 1.0
 """How often a container waiting on a missing secret or config map is retried."""
-DEFAULT_PODS_CAPACITY: Final = "110"
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 WATCH_TIMEOUT_SECONDS: Final = 300
 WATCH_RETRY_SECONDS: Final = 0.5
 DEADLINE_MESSAGE: Final = "Pod was active on the node longer than the specified deadline"
-METRICS_PORT_NAME: Final = "metrics"
-SCRAPE_PORT_ANNOTATION: Final = "prometheus.io/port"
 
-Resources = dict[str, Fraction]
 Json = dict[str, Any]
-
-
-# --- quantities and scheduling -----------------------------------------------------------
-
-_QUANTITY = re.compile(
-    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
-)
-_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-
-
-def parse_quantity(value: str | int | float) -> Fraction:
-    """A Kubernetes quantity as an exact number: "500m" -> 1/2, "4Gi" -> 4 * 2**30."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    if isinstance(value, int | float):
-        return Fraction(value)
-    match = _QUANTITY.match(value.strip())
-    if match is None:
-        raise ValueError(
-            f"{value!r} is not a Kubernetes quantity: write a number with an optional suffix, "
-            'e.g. "500m", "2", "4Gi", "1G"'
-        )
-    number, exponent, suffix = match.groups()
-    amount = Fraction(number)
-    if exponent:
-        amount *= Fraction(10) ** int(exponent[1:])
-    elif suffix in _BINARY:
-        amount *= 1024 ** _BINARY[suffix]
-    elif suffix:
-        amount *= Fraction(10) ** _DECIMAL[suffix]
-    return amount
-
-
-def node_capacity(capacity: Mapping[str, str] | None) -> Resources:
-    """The node's capacity: this machine's cpu count, memory and 110 pods, overridden and
-    extended by `capacity` (e.g. {"nvidia.com/gpu": "2"})."""
-    defaults = {"cpu": str(os.cpu_count() or 1), "pods": DEFAULT_PODS_CAPACITY}
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        defaults["memory"] = str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    merged = {**defaults, **(capacity or {})}
-    result: Resources = {}
-    for name, text in merged.items():
-        try:
-            result[name] = parse_quantity(text)
-        except ValueError as error:
-            raise ValueError(f"capacity[{name!r}]: {error}") from None
-    return result
-
-
-def _container_requests(container: Mapping[str, Any]) -> Resources:
-    resources = container.get("resources") or {}
-    # Kubernetes defaults a missing request to the limit.
-    merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
-    return {name: parse_quantity(value) for name, value in merged.items()}
-
-
-def pod_requests(spec: Mapping[str, Any]) -> Resources:
-    """What a pod asks of its node, as the scheduler counts it: the sum over its containers or
-    the largest init container, whichever is larger, plus the overhead and one pod."""
-    total: Resources = {}
-    for container in spec.get("containers") or []:
-        for name, amount in _container_requests(container).items():
-            total[name] = total.get(name, Fraction(0)) + amount
-    for container in spec.get("initContainers") or []:
-        for name, amount in _container_requests(container).items():
-            total[name] = max(total.get(name, Fraction(0)), amount)
-    for name, value in (spec.get("overhead") or {}).items():
-        total[name] = total.get(name, Fraction(0)) + parse_quantity(value)
-    total["pods"] = Fraction(1)
-    return total
-
-
-def insufficient(requests: Resources, capacity: Resources, allocated: Resources) -> list[str]:
-    """The resources the node lacks for these requests, sorted by name."""
-    return sorted(
-        name
-        for name, amount in requests.items()
-        if amount > 0 and allocated.get(name, Fraction(0)) + amount > capacity.get(name, 0)
-    )
-
-
-def unschedulable_message(missing: Iterable[str]) -> str:
-    """The scheduler's message for a pod that fits no node (this cluster has one)."""
-    reasons = [
-        "1 Too many pods" if name == "pods" else f"1 Insufficient {name}" for name in missing
-    ]
-    return f"0/1 nodes are available: {', '.join(sorted(reasons))}."
-
-
-def _add(total: Resources, amounts: Resources, sign: int = 1) -> None:
-    for name, amount in amounts.items():
-        total[name] = total.get(name, Fraction(0)) + sign * amount
-
-
-def _format_amount(amount: Fraction) -> str:
-    return str(amount.numerator) if amount.denominator == 1 else f"{float(amount):g}"
-
-
-# --- env --------------------------------------------------------------------------------
-
-
-class ContainerConfigError(Exception):
-    """The container's env cannot be built yet (reason CreateContainerConfigError)."""
-
-
-_FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
-_EXPANSION = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: known names are replaced, $$ is a literal $, and unknown
-    references are left as written."""
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:
-            return "$"
-        return env.get(name, match.group(0))
-
-    return _EXPANSION.sub(replace, text)
-
-
-def field_value(pod: Mapping[str, Any], path: str) -> str:
-    """The downward-API value of a fieldRef.fieldPath."""
-    metadata = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    simple = {
-        "metadata.name": metadata.get("name", ""),
-        "metadata.namespace": metadata.get("namespace", ""),
-        "metadata.uid": metadata.get("uid", ""),
-        "spec.nodeName": spec.get("nodeName", ""),
-        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-        "status.podIP": NODE_IP,
-        "status.podIPs": NODE_IP,
-        "status.hostIP": NODE_IP,
-        "status.hostIPs": NODE_IP,
-    }
-    if path in simple:
-        return str(simple[path])
-    if path in ("metadata.labels", "metadata.annotations"):
-        mapping = metadata.get(path.split(".")[1]) or {}
-        return "\n".join(f"{key}={json.dumps(mapping[key])}" for key in sorted(mapping))
-    match = _FIELD_KEY.match(path)
-    if match:
-        return str((metadata.get(match.group(1)) or {}).get(match.group(2), ""))
-    raise ContainerConfigError(f'unsupported fieldRef fieldPath "{path}"')
-
-
-def env_references(container: Mapping[str, Any]) -> tuple[set[str], set[str]]:
-    """The names of the secrets and config maps a container's env reads."""
-    secrets: set[str] = set()
-    config_maps: set[str] = set()
-    for source in container.get("envFrom") or []:
-        if "secretRef" in source:
-            secrets.add(source["secretRef"].get("name", ""))
-        if "configMapRef" in source:
-            config_maps.add(source["configMapRef"].get("name", ""))
-    for variable in container.get("env") or []:
-        value_from = variable.get("valueFrom") or {}
-        if "secretKeyRef" in value_from:
-            secrets.add(value_from["secretKeyRef"].get("name", ""))
-        if "configMapKeyRef" in value_from:
-            config_maps.add(value_from["configMapKeyRef"].get("name", ""))
-    return secrets, config_maps
-
-
-def secret_values(secret: Mapping[str, Any]) -> dict[str, str]:
-    """A secret's values, base64-decoded (stringData too, should the server keep it)."""
-    values = {
-        key: base64.b64decode(value).decode("utf-8", "replace")
-        for key, value in (secret.get("data") or {}).items()
-    }
-    values.update(secret.get("stringData") or {})
-    return values
-
-
-def container_env(
-    container: Mapping[str, Any],
-    pod: Mapping[str, Any],
-    secrets: Mapping[str, Mapping[str, str] | None],
-    config_maps: Mapping[str, Mapping[str, str] | None],
-    base: Mapping[str, str],
-) -> dict[str, str]:
-    """The env a container's process gets: `base`, then envFrom, then env (each value
-    expanded against what came before). `secrets` and `config_maps` map a name to its values,
-    or to None when the object does not exist. Raises ContainerConfigError as the kubelet
-    words it when a required source is missing."""
-    namespace = (pod.get("metadata") or {}).get("namespace", "default")
-    env = dict(base)
-
-    def source(kind: str, name: str, optional: bool) -> Mapping[str, str] | None:
-        values = (secrets if kind == "secret" else config_maps).get(name)
-        if values is None and not optional:
-            raise ContainerConfigError(f'{kind} "{name}" not found')
-        return values
-
-    for item in container.get("envFrom") or []:
-        prefix = item.get("prefix", "")
-        for kind, key in (("secret", "secretRef"), ("configmap", "configMapRef")):
-            if key in item:
-                ref = item[key]
-                values = source(kind, ref.get("name", ""), bool(ref.get("optional")))
-                for name, value in (values or {}).items():
-                    env[prefix + name] = value
-    for variable in container.get("env") or []:
-        name = variable["name"]
-        if "value" in variable or "valueFrom" not in variable:
-            env[name] = expand(str(variable.get("value", "")), env)
-            continue
-        value_from = variable["valueFrom"]
-        if "fieldRef" in value_from:
-            env[name] = field_value(pod, value_from["fieldRef"].get("fieldPath", ""))
-            continue
-        for kind, key, label in (
-            ("secret", "secretKeyRef", "Secret"),
-            ("configmap", "configMapKeyRef", "ConfigMap"),
-        ):
-            if key in value_from:
-                ref = value_from[key]
-                optional = bool(ref.get("optional"))
-                values = source(kind, ref.get("name", ""), optional)
-                if values is not None and ref.get("key") in values:
-                    env[name] = values[ref["key"]]
-                elif not optional:
-                    raise ContainerConfigError(
-                        f"couldn't find key {ref.get('key')} in {label} "
-                        f"{namespace}/{ref.get('name', '')}"
-                    )
-                break
-        else:
-            raise ContainerConfigError(
-                f"env {name}: unsupported valueFrom {sorted(value_from)}; the local kubelet "
-                "supports fieldRef, secretKeyRef and configMapKeyRef"
-            )
-    return env
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (the process binds it moments later)."""
-    with socket.socket() as probe:
-        probe.bind((NODE_IP, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def map_ports(env: Mapping[str, str], ports: Mapping[int, int]) -> dict[str, str]:
-    """The env with each *PORT variable that names a declared containerPort rewritten to the
-    host port given to it: processes share one network, so two pods cannot both listen on
-    the port their spec declares."""
-    mapped = {str(container): str(host) for container, host in ports.items()}
-    return {
-        name: mapped.get(value, value) if name.upper().endswith("PORT") else value
-        for name, value in env.items()
-    }
-
-
-def scrape_targets(pod: Mapping[str, Any], host_ports: Mapping[tuple[str, int], int]) -> list[Json]:
-    """The file_sd target groups of a pod's metrics endpoints: ports named `metrics`, and the
-    port the prometheus.io/port annotation names; each at its host port on loopback."""
-    metadata = pod.get("metadata") or {}
-    annotated = str((metadata.get("annotations") or {}).get(SCRAPE_PORT_ANNOTATION, ""))
-    labels = {
-        re.sub(r"[^A-Za-z0-9_]", "_", key): str(value)
-        for key, value in (metadata.get("labels") or {}).items()
-    }
-    groups = []
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            number = port.get("containerPort")
-            host = host_ports.get((container.get("name", ""), number))
-            wanted = port.get("name") == METRICS_PORT_NAME or str(number) == annotated
-            if host is None or not wanted:
-                continue
-            groups.append(
-                {
-                    "targets": [f"{NODE_IP}:{host}"],
-                    "labels": {
-                        **labels,
-                        "namespace": str(metadata.get("namespace", "default")),
-                        "pod": str(metadata.get("name", "")),
-                        "container": str(container.get("name", "")),
-                    },
-                }
-            )
-    return groups
-
-
-def map_termination_path(env: Mapping[str, str], message_path: str, mapped: Path) -> dict[str, str]:
-    """The env with every value equal to the container's terminationMessagePath replaced by
-    the local file standing for it."""
-    return {name: str(mapped) if value == message_path else value for name, value in env.items()}
-
-
-# --- termination messages and statuses --------------------------------------------------
-
-
-def log_tail(text: bytes, lines: int = FALLBACK_LOG_LINES, limit: int = FALLBACK_LOG_BYTES) -> str:
-    """The last `lines` lines of a log, at most `limit` bytes (as FallbackToLogsOnError)."""
-    tail = b"".join(text.splitlines(keepends=True)[-lines:])[-limit:]
-    return tail.decode("utf-8", "replace")
-
-
-def termination_message(file_content: bytes, log: bytes, policy: str | None, exit_code: int) -> str:
-    """The terminated state's message: the file's last 4096 bytes; with
-    FallbackToLogsOnError, the log's tail when the file is empty and the container failed."""
-    text = file_content[-TERMINATION_MESSAGE_LIMIT:].decode("utf-8", "replace")
-    if not text and exit_code != 0 and policy == "FallbackToLogsOnError":
-        return log_tail(log)
-    return text
-
-
-def exit_code_of(returncode: int) -> int:
-    """A container's exit code: a process killed by signal N exits with 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC to the second, as metav1.Time is written."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def qos_class(spec: Mapping[str, Any]) -> str:
-    """Guaranteed, Burstable or BestEffort, from the containers' cpu and memory requests and
-    limits."""
-    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
-    guaranteed = True
-    anything = False
-    for container in containers:
-        resources = container.get("resources") or {}
-        limits = resources.get("limits") or {}
-        requests = {**limits, **(resources.get("requests") or {})}
-        for name in ("cpu", "memory"):
-            if name in requests or name in limits:
-                anything = True
-            if name not in limits or parse_quantity(requests[name]) != parse_quantity(limits[name]):
-                guaranteed = False
-    if not anything:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class _Container:
-    """One container of a pod being run: its spec, its process, its status."""
-
-    spec: Json
-    init: bool
-    folder: Path
-    state: Json = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
-    last_state: Json = field(default_factory=dict)
-    restart_count: int = 0
-    process: asyncio.subprocess.Process | None = None
-    succeeded: bool = False
-    mounts: list[Mount] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return str(self.spec["name"])
-
-    @property
-    def message_path(self) -> str:
-        return str(self.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH)
-
-    @property
-    def termination_file(self) -> Path:
-        return self.folder / f"{self.name}.termination-log"
-
-    @property
-    def log_file(self) -> Path:
-        return self.folder / f"{self.name}.{self.restart_count}.log"
-
-    @property
-    def running(self) -> bool:
-        return "running" in self.state
-
-    @property
-    def terminated(self) -> bool:
-        return "terminated" in self.state
-
-    def status(self) -> Json:
-        status: Json = {
-            "name": self.name,
-            "image": self.spec.get("image", ""),
-            "imageID": "",
-            "ready": self.running,
-            "started": self.running,
-            "restartCount": self.restart_count,
-            "state": self.state,
-            "lastState": self.last_state,
-        }
-        if self.process is not None:
-            status["containerID"] = f"process://{self.process.pid}"
-        return status
-
-
-@dataclass
-class _Pod:
-    """A pod admitted to this node: its object as last seen, its containers, its status."""
-
-    obj: Json
-    folder: Path
-    requests: Resources
-    containers: list[_Container]
-    conditions: dict[str, Json] = field(default_factory=dict)
-    start_time: datetime | None = None
-    reason: str | None = None
-    message: str | None = None
-    done: bool = False
-    """Every process has ended and the final status is set."""
-    gone: bool = False
-    """The pod object no longer exists: no more API writes."""
-    deleting: bool = False
-    grace: float = DEFAULT_GRACE_SECONDS
-    """The grace period of the deletion under way."""
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    version: int = 0
-    sent_version: int = -1
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    task: asyncio.Task[None] | None = None
-    deadline: asyncio.TimerHandle | None = None
-    armed_deadline: int | None = None
-    """The activeDeadlineSeconds the `deadline` timer was armed for."""
-    host_ports: dict[tuple[str, int], int] = field(default_factory=dict)
-    """(container, containerPort) -> the loopback port given to it."""
-
-    @property
-    def uid(self) -> str:
-        return str(self.obj["metadata"]["uid"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.obj["metadata"].get("namespace", "default"))
-
-    @property
-    def name(self) -> str:
-        return str(self.obj["metadata"]["name"])
-
-    @property
-    def spec(self) -> Json:
-        return dict(self.obj.get("spec") or {})
-
-    @property
-    def init_containers(self) -> list[_Container]:
-        return [container for container in self.containers if container.init]
-
-    @property
-    def main_containers(self) -> list[_Container]:
-        return [container for container in self.containers if not container.init]
-
-    def set_condition(
-        self,
-        kind: str,
-        status: bool,
-        now: datetime,
-        reason: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Set a condition; its lastTransitionTime moves only when its status changes."""
-        text = "True" if status else "False"
-        old = self.conditions.get(kind)
-        moved = old is None or old["status"] != text
-        condition: Json = {
-            "type": kind,
-            "status": text,
-            "lastProbeTime": None,
-            "lastTransitionTime": timestamp(now)
-            if moved or old is None
-            else old["lastTransitionTime"],
-        }
-        if reason:
-            condition["reason"] = reason
-        if message:
-            condition["message"] = message
-        self.conditions[kind] = condition
-
-    def phase(self) -> str:
-        main = self.main_containers
-        if self.done:
-            succeeded = self.reason is None and main and all(c.succeeded for c in main)
-            return "Succeeded" if succeeded else "Failed"
-        # A pod stopped for its deadline stays Running until its processes have ended: the
-        # kubelet's status manager never reports a terminal phase while containers may run.
-        if any(c.running or c.terminated or c.restart_count for c in main):
-            return "Running"
-        return "Pending"
-
-    def refresh_conditions(self, now: datetime) -> None:
-        """Initialized, ContainersReady and Ready from the containers' states."""
-        incomplete = [c.name for c in self.init_containers if not c.succeeded]
-        if incomplete:
-            self.set_condition(
-                "Initialized",
-                False,
-                now,
-                "ContainersNotInitialized",
-                f"containers with incomplete status: [{' '.join(incomplete)}]",
-            )
-        else:
-            self.set_condition("Initialized", True, now)
-        unready = [c.name for c in self.main_containers if not c.running]
-        phase = self.phase()
-        for kind in ("ContainersReady", "Ready"):
-            if phase in ("Succeeded", "Failed"):
-                self.set_condition(kind, False, now, "PodCompleted")
-            elif unready:
-                self.set_condition(
-                    kind,
-                    False,
-                    now,
-                    "ContainersNotReady",
-                    f"containers with unready status: [{' '.join(unready)}]",
-                )
-            else:
-                self.set_condition(kind, True, now)
-
-    def status(self) -> Json:
-        status: Json = {
-            "phase": self.phase(),
-            "conditions": [
-                self.conditions[kind]
-                for kind in (
-                    "PodReadyToStartContainers",
-                    "Initialized",
-                    "Ready",
-                    "ContainersReady",
-                    "PodScheduled",
-                )
-                if kind in self.conditions
-            ],
-            "hostIP": NODE_IP,
-            "hostIPs": [{"ip": NODE_IP}],
-            "podIP": NODE_IP,
-            "podIPs": [{"ip": NODE_IP}],
-            "containerStatuses": [c.status() for c in self.main_containers],
-        }
-        # A real API server sets qosClass at creation and refuses to change it.
-        if not (self.obj.get("status") or {}).get("qosClass"):
-            status["qosClass"] = qos_class(self.spec)
-        if self.init_containers:
-            status["initContainerStatuses"] = [c.status() for c in self.init_containers]
-        if self.start_time is not None:
-            status["startTime"] = timestamp(self.start_time)
-        if self.reason and self.done:  # with the terminal phase, as the kubelet writes it
-            status["reason"] = self.reason
-            if self.message:
-                status["message"] = self.message
-        return status
 
 
 def _grace_seconds(pod: Mapping[str, Any]) -> float:
@@ -708,9 +172,6 @@ def _grace_seconds(pod: Mapping[str, Any]) -> float:
         return float(deletion)
     spec_grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
     return float(spec_grace) if spec_grace is not None else DEFAULT_GRACE_SECONDS
-
-
-# --- the kubelet ------------------------------------------------------------------------
 
 
 class ApiError(Exception):
@@ -763,7 +224,7 @@ class Kubelet:
         # Without a workdir, a temporary folder is made at start() and removed at stop().
         self.workdir = workdir if workdir is not None else Path(tempfile.gettempdir())
         self._session: aiohttp.ClientSession | None = None
-        self._pods: dict[str, _Pod] = {}  # by uid: admitted to this node, until deleted
+        self._pods: dict[str, AdmittedPod] = {}  # by uid: admitted to this node, until deleted
         self._pending: dict[str, Json] = {}  # by uid: waiting to be scheduled
         self._by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid, for logs
         self._finished: set[str] = set()  # uids seen terminal on this node, not run here
@@ -873,8 +334,6 @@ class Kubelet:
             return False
         return any(c.running for c in pod.containers if container in (None, c.name))
 
-    # --- HTTP -----------------------------------------------------------------------------
-
     async def _request(
         self,
         method: str,
@@ -921,7 +380,7 @@ class Kubelet:
     async def _register_node(self) -> None:
         """Create the Node object (kubectl get nodes; the scheduler's view of this node), or
         bring an existing one's status up to date."""
-        now = timestamp(_now())
+        now = timestamp(times.now())
         conditions = [
             {
                 "type": kind,
@@ -948,8 +407,8 @@ class Kubelet:
                 },
             },
             "status": {
-                "capacity": {k: _format_amount(v) for k, v in self.capacity.items()},
-                "allocatable": {k: _format_amount(v) for k, v in self.capacity.items()},
+                "capacity": {k: format_quantity(v) for k, v in self.capacity.items()},
+                "allocatable": {k: format_quantity(v) for k, v in self.capacity.items()},
                 "addresses": [
                     {"type": "InternalIP", "address": NODE_IP},
                     {"type": "Hostname", "address": self.node_name},
@@ -999,7 +458,7 @@ class Kubelet:
                 "spec": {
                     "holderIdentity": self.node_name,
                     "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-                    "renewTime": _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "renewTime": micro_timestamp(times.now()),
                 },
             }
             try:
@@ -1013,8 +472,6 @@ class Kubelet:
             except ApiError as error:
                 logger.warning("kubelet: renewing the node lease failed: %s", error)
             await asyncio.sleep(LEASE_RENEW_SECONDS)  # the lease's renew interval
-
-    # --- watching pods --------------------------------------------------------------------
 
     def _pod_selector(self) -> dict[str, str]:
         """Only the pods bound to this node, where a scheduler other than this kubelet binds."""
@@ -1149,7 +606,7 @@ class Kubelet:
         an event that cannot be written is dropped, as a real component does."""
         metadata = obj["metadata"]
         namespace = metadata.get("namespace", "default")
-        moment = timestamp(_now())
+        moment = timestamp(times.now())
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -1188,8 +645,6 @@ class Kubelet:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
-
-    # --- scheduling -----------------------------------------------------------------------
 
     async def _schedule_loop(self) -> None:
         while True:
@@ -1288,7 +743,7 @@ class Kubelet:
                     "reason": "Unschedulable",
                     "message": message,
                     "lastProbeTime": None,
-                    "lastTransitionTime": timestamp(_now()),
+                    "lastTransitionTime": timestamp(times.now()),
                 }
             ],
         }
@@ -1316,33 +771,32 @@ class Kubelet:
             self.workdir / metadata.get("namespace", "default") / f"{metadata['name']}-{uid[:8]}"
         )
         containers = [
-            _Container(dict(c), init=True, folder=folder) for c in spec.get("initContainers") or []
-        ] + [_Container(dict(c), init=False, folder=folder) for c in spec.get("containers") or []]
+            PodContainer(dict(c), init=True, folder=folder)
+            for c in spec.get("initContainers") or []
+        ] + [PodContainer(dict(c), init=False, folder=folder) for c in spec.get("containers") or []]
         try:
             requests = pod_requests(spec)
         except ValueError:
             requests = {"pods": Fraction(1)}
-        pod = _Pod(obj=obj, folder=folder, requests=requests, containers=containers)
+        pod = AdmittedPod(obj=obj, folder=folder, requests=requests, containers=containers)
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
         missing = insufficient(requests, self.capacity, self._allocated)
         if not missing:
-            _add(self._allocated, requests)
+            add_resources(self._allocated, requests)
         pod.task = asyncio.create_task(
             self._run(pod, missing), name=f"pod-{pod.namespace}-{pod.name}"
         )
         pod.task.add_done_callback(_log_failure)
 
-    def _release(self, pod: _Pod) -> None:
+    def _release(self, pod: AdmittedPod) -> None:
         if pod.requests:
-            _add(self._allocated, pod.requests, -1)
+            add_resources(self._allocated, pod.requests, -1)
             pod.requests = {}
             self._schedule_wanted.set()
 
-    # --- running a pod --------------------------------------------------------------------
-
-    async def _run(self, pod: _Pod, missing: list[str]) -> None:
-        now = _now()
+    async def _run(self, pod: AdmittedPod, missing: list[str]) -> None:
+        now = times.now()
         pod.start_time = now
         pod.set_condition("PodScheduled", True, now)
         pod.folder.mkdir(parents=True, exist_ok=True)
@@ -1359,7 +813,7 @@ class Kubelet:
         finally:
             await self._finish(pod)
 
-    def _arm_deadline(self, pod: _Pod) -> None:
+    def _arm_deadline(self, pod: AdmittedPod) -> None:
         """Arm (or re-arm) the pod's activeDeadlineSeconds, counted from its startTime as the
         kubelet does: a deadline already past fires at once."""
         if pod.deadline is not None:
@@ -1380,11 +834,11 @@ class Kubelet:
                 grace = max(1.0, _grace_seconds({"spec": pod.spec}))
                 self._spawn(self._end(pod, grace))
 
-        elapsed = (_now() - pod.start_time).total_seconds()
+        elapsed = (times.now() - pod.start_time).total_seconds()
         remaining = max(0.0, pod.armed_deadline - elapsed)
         pod.deadline = asyncio.get_running_loop().call_later(remaining, expire)
 
-    def _deadline_changed(self, pod: _Pod) -> None:
+    def _deadline_changed(self, pod: AdmittedPod) -> None:
         """The pod's object was updated: a changed activeDeadlineSeconds (the API allows only
         lowering it, or setting one) re-arms the deadline on a pod that runs. Before the pod
         has started, `_run` arms whatever the spec then says."""
@@ -1394,8 +848,8 @@ class Kubelet:
         if (deadline if isinstance(deadline, int) else None) != pod.armed_deadline:
             self._arm_deadline(pod)
 
-    async def _run_containers(self, pod: _Pod) -> None:
-        pod.refresh_conditions(_now())
+    async def _run_containers(self, pod: AdmittedPod) -> None:
+        pod.refresh_conditions(times.now())
         without_command = [c for c in pod.containers if container_argv(c.spec, self.images) is None]
         if without_command:
             for container in without_command:
@@ -1410,7 +864,7 @@ class Kubelet:
                             "know; set command in the pod spec"
                         ),
                         "startedAt": None,
-                        "finishedAt": timestamp(_now()),
+                        "finishedAt": timestamp(times.now()),
                     }
                 }
             pod.reason = "CommandRequired"
@@ -1430,7 +884,7 @@ class Kubelet:
             *(self._run_container(pod, c, envs[c.name]) for c in pod.main_containers)
         )
 
-    def _base_env(self, pod: _Pod) -> dict[str, str]:
+    def _base_env(self, pod: AdmittedPod) -> dict[str, str]:
         url = urlsplit(self.api_url)
         service = {
             "KUBERNETES_SERVICE_HOST": url.hostname or NODE_IP,
@@ -1464,7 +918,7 @@ class Kubelet:
         return {**os.environ, **service, "KUBECONFIG": str(kubeconfig)}
 
     async def _resolve_envs(
-        self, pod: _Pod, base: Mapping[str, str]
+        self, pod: AdmittedPod, base: Mapping[str, str]
     ) -> dict[str, dict[str, str]] | None:
         """Each container's env; a missing secret or config map is retried until it exists
         or the pod is stopped (None)."""
@@ -1487,7 +941,9 @@ class Kubelet:
             if pod.stopping.is_set():
                 return None
 
-    async def _try_envs(self, pod: _Pod, base: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    async def _try_envs(
+        self, pod: AdmittedPod, base: Mapping[str, str]
+    ) -> dict[str, dict[str, str]]:
         secret_names: set[str] = set()
         config_map_names: set[str] = set()
         for container in pod.containers:
@@ -1516,7 +972,7 @@ class Kubelet:
                 container.state = {"waiting": {"reason": "ContainerCreating"}}
         return envs
 
-    async def _make_volumes(self, pod: _Pod) -> None:
+    async def _make_volumes(self, pod: AdmittedPod) -> None:
         """Make the pod's volumes in its folder and each container's mounts of them."""
         volumes: dict[str, Path] = {}
 
@@ -1576,7 +1032,7 @@ class Kubelet:
             container.mounts = [mount for mount in mounts if mount not in left_out]
             prepare_targets(container.mounts)
 
-    async def _values(self, pod: _Pod, plural: str, name: str) -> dict[str, str] | None:
+    async def _values(self, pod: AdmittedPod, plural: str, name: str) -> dict[str, str] | None:
         try:
             obj = await self._request("GET", f"/api/v1/namespaces/{pod.namespace}/{plural}/{name}")
         except ApiError as error:
@@ -1591,7 +1047,7 @@ class Kubelet:
         return values
 
     async def _run_container(
-        self, pod: _Pod, container: _Container, env: Mapping[str, str]
+        self, pod: AdmittedPod, container: PodContainer, env: Mapping[str, str]
     ) -> bool:
         """Run a container to its end, restarting it as the restartPolicy says; True when it
         succeeded."""
@@ -1628,7 +1084,7 @@ class Kubelet:
             backoff = min(backoff * 2, CRASH_BACKOFF_MAX_SECONDS)
 
     async def _run_once(
-        self, pod: _Pod, container: _Container, env: Mapping[str, str]
+        self, pod: AdmittedPod, container: PodContainer, env: Mapping[str, str]
     ) -> int | None:
         """Start the container's process and wait for it; its exit code, None when the pod
         was stopped before it could start."""
@@ -1639,7 +1095,7 @@ class Kubelet:
             container.mounts,
         )
         container.termination_file.write_bytes(b"")
-        started = _now()
+        started = times.now()
         try:
             with container.log_file.open("ab") as log:
                 process = await processes.start(argv, cwd=pod.folder, env=env, log=log)
@@ -1653,7 +1109,7 @@ class Kubelet:
                         f"failed to start container process: exec: {argv[0]!r}: {reason or error}"
                     ),
                     "startedAt": None,
-                    "finishedAt": timestamp(_now()),
+                    "finishedAt": timestamp(times.now()),
                 }
             }
             pod.version += 1
@@ -1665,7 +1121,7 @@ class Kubelet:
             await end_processes([process], _grace_seconds(pod.obj))
         container.state = {"running": {"startedAt": timestamp(started)}}
         self._publish_targets(pod)
-        pod.refresh_conditions(_now())
+        pod.refresh_conditions(times.now())
         pod.version += 1
         sync = asyncio.create_task(self._sync(pod))
         returncode = await process.wait()  # its init ends what the container left behind
@@ -1681,7 +1137,7 @@ class Kubelet:
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",
             "startedAt": timestamp(started),
-            "finishedAt": timestamp(_now()),
+            "finishedAt": timestamp(times.now()),
             "containerID": f"process://{process.pid}",
         }
         if returncode < 0:
@@ -1689,7 +1145,7 @@ class Kubelet:
         if message:
             terminated["message"] = message
         container.state = {"terminated": terminated}
-        pod.refresh_conditions(_now())
+        pod.refresh_conditions(times.now())
         pod.version += 1
         if not container.init and any(
             not other.terminated for other in pod.main_containers if other is not container
@@ -1697,7 +1153,7 @@ class Kubelet:
             await self._sync(pod)  # the last one to end is written with the pod's final phase
         return code
 
-    def _begin_deletion(self, pod: _Pod) -> None:
+    def _begin_deletion(self, pod: AdmittedPod) -> None:
         pod.grace = _grace_seconds(pod.obj)
         if not pod.done and not pod.deleting:
             for container in pod.containers:
@@ -1708,7 +1164,7 @@ class Kubelet:
         pod.deleting = True
         self._spawn(self._end(pod, pod.grace))
 
-    async def _end(self, pod: _Pod, grace: float) -> None:
+    async def _end(self, pod: AdmittedPod, grace: float) -> None:
         """Stop a pod's processes: SIGTERM, then SIGKILL after `grace` seconds."""
         pod.stopping.set()
         if pod.done:
@@ -1718,7 +1174,7 @@ class Kubelet:
         processes = [c.process for c in pod.containers if c.process is not None]
         await end_processes(processes, grace)
 
-    async def _finish(self, pod: _Pod) -> None:
+    async def _finish(self, pod: AdmittedPod) -> None:
         """Every process has ended: write the final status, free the resources, and delete the
         pod object if it is being deleted."""
         for container in pod.containers:
@@ -1729,7 +1185,7 @@ class Kubelet:
         pod.done = True
         self._unpublish_targets(pod)
         self._release(pod)
-        pod.refresh_conditions(_now())
+        pod.refresh_conditions(times.now())
         pod.version += 1
         if not self._closing:
             await self._sync(pod)
@@ -1738,12 +1194,12 @@ class Kubelet:
         if pod.gone:
             self._pods.pop(pod.uid, None)
 
-    def _targets_file(self, pod: _Pod) -> Path | None:
+    def _targets_file(self, pod: AdmittedPod) -> Path | None:
         if self.service_discovery_dir is None:
             return None
         return self.service_discovery_dir / f"{pod.namespace}_{pod.name}.json"
 
-    def _publish_targets(self, pod: _Pod) -> None:
+    def _publish_targets(self, pod: AdmittedPod) -> None:
         """Write the pod's metrics endpoints for file_sd (atomically: Prometheus watches the
         folder and must never read half a file)."""
         path = self._targets_file(pod)
@@ -1755,18 +1211,18 @@ class Kubelet:
         partial.write_text(json.dumps(groups, indent=2))
         os.replace(partial, path)
 
-    def _unpublish_targets(self, pod: _Pod) -> None:
+    def _unpublish_targets(self, pod: AdmittedPod) -> None:
         path = self._targets_file(pod)
         if path is not None:
             path.unlink(missing_ok=True)
 
-    async def _sync(self, pod: _Pod) -> None:
+    async def _sync(self, pod: AdmittedPod) -> None:
         """PATCH pods/status with the pod's current status, unless it was already sent."""
         async with pod.lock:
             if pod.gone or self._closing or pod.sent_version == pod.version:
                 return
             version = pod.version
-            pod.refresh_conditions(_now())
+            pod.refresh_conditions(times.now())
             try:
                 await self._request(
                     "PATCH",
@@ -1801,21 +1257,4 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         logger.error("kubelet: %s failed", task.get_name(), exc_info=task.exception())
 
 
-__all__ = [
-    "ApiError",
-    "ContainerConfigError",
-    "Kubelet",
-    "container_env",
-    "end_processes",
-    "env_references",
-    "expand",
-    "field_value",
-    "insufficient",
-    "map_termination_path",
-    "node_capacity",
-    "parse_quantity",
-    "pod_requests",
-    "qos_class",
-    "termination_message",
-    "unschedulable_message",
-]
+__all__ = ["ApiError", "Kubelet"]

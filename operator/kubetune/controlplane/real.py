@@ -39,8 +39,9 @@ from kubetune.controlplane.certificates import (
     signing_key,
     write_private,
 )
+from kubetune.controlplane.environment import NODE_IP, free_port
 from kubetune.controlplane.images import PROJECT_IMAGES, Image
-from kubetune.controlplane.kubelet import DEFAULT_NODE_NAME, NODE_IP, Kubelet, free_port
+from kubetune.controlplane.kubelet import DEFAULT_NODE_NAME, Kubelet
 
 BINARIES: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICE_CLUSTER_IP_RANGE: Final = "10.0.0.0/24"

@@ -25,10 +25,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
+from kubetune.controlplane import times
+from kubetune.controlplane.quantities import qos_class
 from kubetune.controlplane.resources import CRD_STORAGE, Registry, Resource
+from kubetune.controlplane.times import timestamp
 
 Object = dict[str, Any]
 FOREGROUND = "foregroundDeletion"
@@ -122,10 +125,6 @@ def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> ApiE
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
-
-
-def timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(slots=True)
@@ -235,23 +234,6 @@ def _without(obj: Object, *keys: str) -> Object:
     return {k: v for k, v in obj.items() if k not in keys}
 
 
-def _qos(spec: dict[str, Any]) -> str:
-    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    resources = [c.get("resources") or {} for c in containers if isinstance(c, dict)]
-    if not any(r.get("requests") or r.get("limits") for r in resources):
-        return "BestEffort"
-    guaranteed = all(
-        all((r.get("limits") or {}).get(name) for name in ("cpu", "memory"))
-        and all(
-            (r.get("requests") or {}).get(name, (r.get("limits") or {}).get(name))
-            == (r.get("limits") or {}).get(name)
-            for name in ("cpu", "memory")
-        )
-        for r in resources
-    )
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
 def _image_pull_policy(image: str) -> str:
     tag = image.rpartition("/")[2]
     return "Always" if ":" not in tag or tag.endswith(":latest") else "IfNotPresent"
@@ -283,7 +265,7 @@ def _pod_defaults(pod: Object) -> Object:
                     "imagePullPolicy", _image_pull_policy(str(container.get("image", "")))
                 )
                 container.setdefault("resources", {})
-    return {**pod, "spec": spec, "status": {"phase": "Pending", "qosClass": _qos(spec)}}
+    return {**pod, "spec": spec, "status": {"phase": "Pending", "qosClass": qos_class(spec)}}
 
 
 MAX_INT32 = 2**31 - 1
@@ -403,7 +385,7 @@ class Store:
         self.rv = 0
         self.event_window = event_window
         self.watch_queue = watch_queue
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or times.now
         self._collections: dict[str, Collection] = {}
         self._uids: dict[str, tuple[str, str, str]] = {}  # uid -> (storage, namespace, name)
         self._dependents: dict[str, set[str]] = {}  # owner uid -> dependent uids
@@ -725,7 +707,11 @@ class Store:
         if resource.has_status and resource.custom:
             obj.pop("status", None)  # a CRD with a status subresource ignores it on create
         if resource.plural == "pods" and not resource.group:
-            obj = _pod_defaults(obj)
+            try:
+                obj = _pod_defaults(obj)
+            except ValueError as error:  # a resource quantity that does not parse
+                cause = {"reason": "FieldValueInvalid", "field": "spec", "message": str(error)}
+                raise invalid(resource, name, [cause]) from None
         obj = _secret_default(resource, obj)
         obj, warnings = self._admit(resource, obj, None, field_validation, None)
         obj = self._on_create(resource, obj)
