@@ -11,7 +11,6 @@ against it."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from kubetune.controlplane.environment import free_port
 from tests.chart.conftest import (
     DASHBOARD,
     EVERYTHING,
@@ -113,13 +113,6 @@ def test_the_rendered_objects_apply_with_kubectl(kube: Kube, values: dict[str, A
     ]
     # Clean up the cluster-scoped objects for the next case (names are shared).
     kube.kubectl("delete", "-f", "-", "--wait=true", stdin=stream(items), timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_the_helm_test_pod_passes_against_the_deployed_operator(

@@ -20,10 +20,11 @@ import httpx
 import pytest
 import yaml
 
+from kubetune.controlplane.environment import free_port
 from kubetune.demo import metrics_source_hints, prometheus_config
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_demo import KUBETUNE, MARKER_ENV, kill_leftovers, processes_with
-from tests.prometheus_server import free_port, prometheus_trainer
+from tests.prometheus_server import prometheus_trainer
 
 # Exports its metrics on the Prometheus route only: every value the study records went
 # trainer -> the demo's Prometheus -> PromQL -> operator.

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kubetune.controlplane.environment import free_port
 from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
-from tests.prometheus_server import free_port
 
 GPU = "nvidia.com/gpu"
 

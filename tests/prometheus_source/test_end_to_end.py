@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from kubetune.controlplane.environment import free_port
 from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
-from tests.prometheus_server import PrometheusServer, free_port, prometheus_trainer
+from tests.prometheus_server import PrometheusServer, prometheus_trainer
 
 DOWN = f"http://127.0.0.1:{free_port()}"
 """A Prometheus URL the operator allows where nothing listens."""
