@@ -7,11 +7,11 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from tests import escapees
 from tests.controlplane.test_cluster_up import TIMEOUT, kubectl
+from tests.eventually import eventually_async
 
 
 async def test_no_pod_process_outlives_a_killed_cluster(tmp_path: Path) -> None:
@@ -56,20 +56,24 @@ async def test_no_pod_process_outlives_a_killed_cluster(tmp_path: Path) -> None:
         )
         status = json.loads(await kubectl(env, "get", "pod", "family", "-o", "json"))["status"]
         init = int(status["containerStatuses"][0]["containerID"].removeprefix("process://"))
-        log = await kubectl(env, "logs", "family")
-        deadline = time.monotonic() + TIMEOUT
-        while escapees.READY not in log and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # polling the log: kubectl offers nothing to await
-            log = await kubectl(env, "logs", "family")
+
+        async def ready() -> bool:  # polling the log: kubectl offers nothing to await
+            return escapees.READY in await kubectl(env, "logs", "family")
+
+        await eventually_async(ready, timeout=TIMEOUT, interval=0.05, message="the family ready")
         (folder,) = workdir.glob("default/family-*")
         pids = [init, *escapees.pids(folder)]
         assert all(escapees.alive(pid) for pid in pids)
     finally:
         up.kill()
         await up.wait()
-    deadline = time.monotonic() + 10
-    while any(escapees.alive(pid) for pid in pids) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)  # polling /proc: another process's children cannot be awaited
-    left = [pid for pid in pids if escapees.alive(pid)]
-    escapees.kill(left)
-    assert left == []
+
+    async def ended() -> bool:  # polling /proc: another process's children cannot be awaited
+        left = [pid for pid in pids if escapees.alive(pid)]
+        assert left == []
+        return True
+
+    try:
+        await eventually_async(ended, timeout=10, message="every process of the pod ended")
+    finally:
+        escapees.kill([pid for pid in pids if escapees.alive(pid)])

@@ -10,7 +10,6 @@ import json
 import ssl
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from tests.controlplane.conftest import WIDGET_CRD, Kube, local_kube
+from tests.eventually import eventually
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 WIDGETS = "/apis/example.com/v1/namespaces/default/widgets"
@@ -207,17 +207,6 @@ def widget(name: str, size: int = 1) -> Json:
     }
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll a condition the garbage collector makes true in its own time (a real one is
-    asynchronous); False when it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)  # nothing to watch for: the collector gives no signal
-    return condition()
-
-
 def test_delete_with_each_propagation_policy(planes: dict[str, Kube]) -> None:
     def run(kube: Kube) -> Json:
         outcome = {}
@@ -242,14 +231,22 @@ def test_delete_with_each_propagation_policy(planes: dict[str, Kube]) -> None:
                     answer = api.get(f"{CONFIGMAPS}/{name}")  # noqa: B023 (used at once)
                     return answer.json() if answer.status_code == 200 else None
 
+                # The garbage collector acts in its own time (a real one is asynchronous) and
+                # gives no signal to wait on: polled.
                 if policy == "Orphan":
-                    orphaned = wait_until(
-                        lambda: not (dependent() or {}).get("metadata", {}).get("ownerReferences")
+                    eventually(
+                        lambda: not (dependent() or {}).get("metadata", {}).get("ownerReferences"),
+                        timeout=30,
+                        message=f"{name} orphaned on the {kube.plane} plane",
                     )
-                    outcome[policy] = (deleted, "orphaned" if orphaned else "still owned")
+                    outcome[policy] = (deleted, "orphaned")
                 else:
-                    gone = wait_until(lambda: dependent() is None)
-                    outcome[policy] = (deleted, "collected" if gone else "kept")
+                    eventually(
+                        lambda: dependent() is None,
+                        timeout=30,
+                        message=f"{name} collected on the {kube.plane} plane",
+                    )
+                    outcome[policy] = (deleted, "collected")
         return outcome
 
     assert on_both(planes, run) == {

@@ -10,7 +10,6 @@ import json
 import queue
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from tests.controlplane.conftest import REPO, Kube
+from tests.eventually import eventually
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 EXAMPLE = REPO / "examples" / "synthetic-quadratic.yaml"
@@ -454,12 +454,15 @@ def test_explain_follows_a_changed_crd(kube: Kube) -> None:
 def explained(kube: Kube, field: str, expected: str, timeout: float = 30.0) -> str:
     """kubectl explain's output once it shows `expected`: a real API server publishes a
     changed CRD's OpenAPI a moment after storing it (the emulator at once)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def showing() -> str:  # the OpenAPI controller gives no signal to wait on
         result = kube.kubectl("explain", field, check=False)
-        if expected in result.stdout or time.monotonic() > deadline:
-            return result.stdout + result.stderr
-        time.sleep(0.5)  # the OpenAPI controller gives no signal to wait on
+        assert expected in result.stdout, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    return eventually(
+        showing, timeout=timeout, interval=0.5, message=f"kubectl explain {field} showing it"
+    )
 
 
 def _gadget_object(name: str) -> dict[str, Any]:

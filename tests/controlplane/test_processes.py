@@ -18,6 +18,7 @@ import pytest
 
 from kubetune.controlplane import processes
 from tests import escapees
+from tests.eventually import eventually_async
 
 PY = sys.executable
 
@@ -36,13 +37,13 @@ async def start(
 
 async def logged(log: Path, *texts: str, timeout: float = 10.0) -> str:
     """The log once it holds every text (polled: a file offers nothing to await)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def holding() -> str:
         content = log.read_text() if log.exists() else ""
-        if all(text in content for text in texts):
-            return content
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{texts} not in the log: {content!r}")
+        assert all(text in content for text in texts), f"{texts} not in the log: {content!r}"
+        return content
+
+    return await eventually_async(holding, timeout=timeout, message=f"{texts} in {log.name}")
 
 
 async def test_what_a_command_left_behind_ends_when_it_exits(tmp_path: Path) -> None:
@@ -148,13 +149,17 @@ async def test_a_pods_processes_die_with_a_kubelet_that_is_killed(tmp_path: Path
     finally:
         kubelet.kill()
         kubelet.wait()
+
     # The init's parent-death signal: it kills every descendant, then itself ends.
-    deadline = time.monotonic() + 10
-    while any(escapees.alive(pid) for pid in pids) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)  # polling /proc: nothing to await for another's child
-    left = [pid for pid in pids if escapees.alive(pid)]
-    escapees.kill(left)
-    assert left == []
+    async def ended() -> bool:  # polling /proc: nothing to await for another's child
+        left = [pid for pid in pids if escapees.alive(pid)]
+        assert left == []
+        return True
+
+    try:
+        await eventually_async(ended, timeout=10, message="every process of the pod ended")
+    finally:
+        escapees.kill([pid for pid in pids if escapees.alive(pid)])
     assert "got SIGTERM" not in (tmp_path / "log").read_text()  # killed, with no grace
 
 

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_endings import X
 from tests.e2e.test_endings import study as endings_study
+from tests.eventually import eventually
 
 TRAINER = """\
     import json, os, pathlib, time
@@ -56,14 +56,19 @@ def logs_when(
 ) -> subprocess.CompletedProcess[str]:
     """`kubetune logs ARGS` once its output has `text` (a trial's pod starts, and its
     container prints, in its own time); fails with the last answer after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def showing() -> subprocess.CompletedProcess[str]:  # each try is a process of its own
         result = kubetune(kube, "logs", *args)
-        if result.returncode == 0 and text in result.stdout:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {text!r} from kubetune logs {' '.join(args)}: {result}")
-        time.sleep(0.2)  # each try is a process of its own; nothing to watch for the log
+        assert result.returncode == 0, result
+        assert text in result.stdout, result
+        return result
+
+    return eventually(
+        showing,
+        timeout=timeout,
+        interval=0.2,
+        message=f"{text!r} from kubetune logs {' '.join(args)}",
+    )
 
 
 def test_logs_of_a_running_and_a_finished_trial(operator: Operator, tmp_path: Path) -> None:

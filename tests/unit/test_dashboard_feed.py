@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from kubetune.dashboard import feed as feed_module
 from kubetune.dashboard.feed import Feed
 from kubetune.dashboard.storage import SnapshotStorage
 from kubetune.spec.trial import TrialState
+from tests.eventually import eventually
 from tests.factories import study, study_spec, trial
 
 
@@ -77,13 +77,6 @@ class FakeApi:
         return {"metadata": {"resourceVersion": "5"}, "items": list(self.items[plural])}
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not true in time"
-        time.sleep(0.01)
-
-
 def test_an_expired_resource_version_lists_again(monkeypatch: pytest.MonkeyPatch) -> None:
     api = FakeApi()
     api.items["tuningstudies"] = [study_doc("demo")]
@@ -106,7 +99,10 @@ def test_an_expired_resource_version_lists_again(monkeypatch: pytest.MonkeyPatch
     storage = SnapshotStorage()
     Feed(api, storage, "default").start()  # type: ignore[arg-type]
 
-    wait_until(
-        lambda: "default/demo" in storage.names() and shown(storage, "default/demo") == [[0.0]]
+    eventually(
+        lambda: "default/demo" in storage.names() and shown(storage, "default/demo") == [[0.0]],
+        timeout=10,
+        interval=0.01,
+        message="default/demo shown with its trial after the list again",
     )
     assert api.lists["tuningtrials"] == 2
