@@ -37,7 +37,7 @@ def validate(
 
     Prints every problem with its field path and how to fix it; exits 1 when any is invalid.
     """
-    from kubetune.spec.validation import validate_files
+    from kubetune.spec.manifests import validate_files
 
     reports = validate_files(files)
     invalid = False

@@ -32,7 +32,7 @@ from kubetune.spec.trial import TuningTrial
 if TYPE_CHECKING:
     import optuna
 
-    from kubetune.spec.validation import Problem
+    from kubetune.spec.problems import Problem
 
 FIELD_MANAGER = "kubetune-client"
 """The manager of the fields this client applies (metadata.managedFields)."""
@@ -114,7 +114,7 @@ class Client:
         stored it. `manifest` is a model, a mapping, a YAML file's path, or YAML text; it is
         validated first, with `kubetune validate`'s rules (InvalidStudyError lists the
         problems)."""
-        from kubetune.spec.validation import parse_study
+        from kubetune.spec.manifests import parse_study
 
         source, document = _document(manifest)
         study, problems = parse_study(document)
@@ -389,7 +389,7 @@ def _document(manifest: str | Path | Mapping[str, Any] | TuningStudy) -> tuple[s
 
 
 def _problem(path: str, message: str, fix: str) -> Problem:
-    from kubetune.spec.validation import Problem
+    from kubetune.spec.problems import Problem
 
     return Problem(path, message, fix)
 

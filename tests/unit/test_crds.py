@@ -23,9 +23,9 @@ from kubetune.spec.crd import (
     trial_crd,
     trial_schema,
 )
+from kubetune.spec.manifests import validate_text
 from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, StudyPhase, TuningStudy, TuningStudySpec
 from kubetune.spec.trial import TuningTrial
-from kubetune.spec.validation import validate_text
 from tests.unit.crd_checks import (
     apply_defaults,
     kubectl_apply_errors,

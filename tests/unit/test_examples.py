@@ -10,7 +10,7 @@ import yaml
 
 from kubetune.engine import Engine
 from kubetune.spec import api
-from kubetune.spec.validation import parse_study, validate_files
+from kubetune.spec.manifests import parse_study, validate_files
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

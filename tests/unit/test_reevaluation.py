@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from kubetune.controller import StudyController
 from kubetune.controller.pod import render_trial_pod
 from kubetune.controller.reevaluation import rerun_seeds, trial_seed
+from kubetune.spec.rules import check_study_spec
 from kubetune.spec.study import StudyConditionReason, StudyPhase, TuningStudySpec
 from kubetune.spec.trial import TrialState, TuningTrial, is_search_trial
-from kubetune.spec.validation import check_study_spec
 from tests.factories import study, study_spec
 from tests.simulation import PodScript, SimulatedCluster
 
@@ -421,7 +421,7 @@ def test_validation_names_reevaluation_mistakes() -> None:
 
 
 def test_reevaluation_is_immutable_once_the_study_exists() -> None:
-    from kubetune.spec.validation import immutable_changes, spec_fingerprints
+    from kubetune.spec.immutability import immutable_changes, spec_fingerprints
 
     before = spec_fingerprints(reevaluated_spec())
     changed = immutable_changes(before, reevaluated_spec(reevaluation={"repeats": 5}))

@@ -14,16 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from kubetune.cli import app
+from kubetune.spec.immutability import immutable_changes, spec_fingerprints
+from kubetune.spec.manifests import parse_study, validate_files, validate_text
+from kubetune.spec.problems import Problem
+from kubetune.spec.rules import check_study_spec
 from kubetune.spec.study import TuningStudySpec
-from kubetune.spec.validation import (
-    Problem,
-    check_study_spec,
-    immutable_changes,
-    parse_study,
-    spec_fingerprints,
-    validate_files,
-    validate_text,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 INVALID = sorted((ROOT / "tests" / "data" / "invalid").glob("*.yaml"))
@@ -180,7 +175,7 @@ def test_numbers_are_read_as_kubectl_reads_them() -> None:
     assert report.valid, report.problems
     import yaml
 
-    from kubetune.spec.validation import ManifestLoader
+    from kubetune.spec.manifests import ManifestLoader
 
     document = yaml.load(text, Loader=ManifestLoader)
     assert document["spec"]["searchSpace"][0]["choices"] == [0.001, 0.0001, 250.0, "1e-5"]

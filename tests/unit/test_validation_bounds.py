@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from kubetune.spec import values
+from kubetune.spec.manifests import parse_study, validate_text
+from kubetune.spec.rules import check_study_spec
 from kubetune.spec.study import MAX_CHOICES, Parameter, ParameterType, TuningStudy
-from kubetune.spec.validation import check_study_spec, parse_study, validate_text
 from tests.controlplane.conftest import REPO
 
 GRID = yaml.safe_load((REPO / "examples" / "grid.yaml").read_text())

@@ -74,6 +74,8 @@ from kubetune.controller.warm_start import (
 )
 from kubetune.engine import Engine
 from kubetune.spec import api
+from kubetune.spec.immutability import immutable_changes, spec_fingerprints
+from kubetune.spec.manifests import parse_study
 from kubetune.spec.study import (
     Aggregation,
     ConditionType,
@@ -95,7 +97,6 @@ from kubetune.spec.trial import (
     thin_intermediate_values,
     trial_name,
 )
-from kubetune.spec.validation import immutable_changes, parse_study, spec_fingerprints
 
 # A stopped pod that has not terminated this long after its grace period ran out (its node does
 # not answer, say) is deleted: its slot must come free some time.

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.engine import ImportCount, ImportedTrial
+from kubetune.spec.problems import Problem
 from kubetune.spec.study import ParameterType, StudyPhase, TuningStudy
 from kubetune.spec.trial import TrialState, TuningTrial, is_search_trial
-from kubetune.spec.validation import Problem
 
 SEARCH_ENDED_PHASES = frozenset({StudyPhase.COMPLETED, StudyPhase.FAILED, StudyPhase.REEVALUATING})
 """Phases of a source whose search trials are final: a re-evaluation runs other trials."""

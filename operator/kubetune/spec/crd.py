@@ -141,7 +141,7 @@ RULES: Final[dict[str, tuple[CelRule, ...]]] = {
         # Not CEL: "categorical needs choices" and "fixed needs value". Those fields hold scalar
         # unions (preserve-unknown-fields, no type), which Kubernetes leaves out of the type CEL
         # sees, so a rule naming them does not compile and the real API server refuses the
-        # whole CRD. spec.validation names both mistakes (the study becomes Invalid).
+        # whole CRD. spec.search_space_rules names both mistakes (the study becomes Invalid).
     ),
     "spec.budget": (
         CelRule(
@@ -299,7 +299,7 @@ class _Converter:
             out.update(self.convert(kept[0], path))
             return out
         # A scalar branch's own bounds (a choice's maxLength, int64) cannot be kept in a union
-        # with no type; spec.validation checks them.
+        # with no type; spec.manifests.parse_study checks them.
         if any(set(b) - _SCALAR_BOUNDS != {"type"} or b["type"] not in _SCALAR_TYPES for b in kept):
             raise CrdGenerationError(f"{path}: a union of {kept} has no structural equivalent")
         types = {b["type"] for b in kept}

@@ -3,7 +3,7 @@
 These models are the single source of truth: the CRD schema in crds/ is generated from them,
 `kubetune validate` parses manifests with them, and the engine and controller read them.
 Rules a schema cannot express (low < high, a step that divides the range, ...) live in
-kubetune.spec.validation.
+kubetune.spec.rules and kubetune.spec.search_space_rules.
 """
 
 from __future__ import annotations
