@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from kubetune.controlplane.environment import free_port
+from tests.eventually import eventually
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -102,17 +102,17 @@ class PrometheusServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def ready() -> bool:  # polling a process that offers no readiness notification
+            if process.poll() is not None:
                 raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # polling a process that offers no readiness notification
-        raise TimeoutError(f"prometheus not ready after {STARTUP_TIMEOUT_S}s")
+                return False
+
+        eventually(ready, timeout=STARTUP_TIMEOUT_S, message=f"prometheus ready on {self.url}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -141,15 +141,16 @@ class PrometheusServer:
         accept: Callable[[list[dict[str, Any]]], bool] = bool,
         timeout: float = 30.0,
     ) -> list[dict[str, Any]]:
-        """Query until the result satisfies `accept` (by default: at least one series)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """Query until the result satisfies `accept` (by default: at least one series); polled,
+        as Prometheus has no push notification of new samples."""
+
+        def accepted() -> tuple[list[dict[str, Any]]]:
             result = self.query(promql)
-            if accept(result):
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{promql!r} gave {result} after {timeout}s")
-            time.sleep(0.2)  # Prometheus has no push notification of new samples
+            assert accept(result), f"{promql!r} gave {result}"
+            return (result,)  # truthy even when the accepted result is no series
+
+        (result,) = eventually(accepted, timeout=timeout, interval=0.2, message=repr(promql))
+        return result
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ test_pod_status.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from kubetune.controlplane.apiserver import ApiServer
 from kubetune.controlplane.kubelet import Kubelet
 from tests import escapees
 from tests.escapees import alive
+from tests.eventually import eventually_async
 
 PY = sys.executable
 
@@ -80,26 +80,14 @@ class Api:
             return response.status, await response.text()
 
 
-async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.02)  # polling interval, not a wait for the outcome
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-
-
 async def phase_is(api: Api, name: str, *phases: str) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         pod = await api.pod(name)
         return pod if pod and pod.get("status", {}).get("phase") in phases else None
 
-    result: dict[str, Any] = await eventually(check, what=f"pod {name} in {phases}")
+    result: dict[str, Any] = await eventually_async(
+        check, message=f"pod {name} in {phases}", timeout=10
+    )
     return result
 
 
@@ -139,7 +127,9 @@ class Cluster:
             log = self.kubelet.logs("default", name, container)
             return log if log and text in log else None
 
-        result: str = await eventually(check, what=f"{text!r} in the log of {name}")
+        result: str = await eventually_async(
+            check, message=f"{text!r} in the log of {name}", timeout=10
+        )
         return result
 
 
@@ -304,7 +294,7 @@ async def test_a_pod_waits_for_gpus_and_starts_when_they_free_up(
         return next((c for c in conditions if c.get("reason") == "Unschedulable"), None)
 
     for name in ("second", "too-big"):
-        scheduled = await eventually(lambda name=name: unschedulable(name))
+        scheduled = await eventually_async(lambda name=name: unschedulable(name), timeout=10)
         assert scheduled["type"] == "PodScheduled"
         assert scheduled["status"] == "False"
         assert scheduled["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
@@ -329,7 +319,7 @@ async def test_a_pod_waits_for_gpus_and_starts_when_they_free_up(
         wanted = {("first", "Scheduled"), ("second", "FailedScheduling"), ("second", "Scheduled")}
         return seen if wanted <= seen else None
 
-    await eventually(events, what="the scheduler's events")
+    await eventually_async(events, message="the scheduler's events", timeout=10)
 
 
 async def test_a_missing_secret_keeps_the_container_waiting_until_it_exists(
@@ -347,7 +337,7 @@ async def test_a_missing_secret_keeps_the_container_waiting_until_it_exists(
         waiting = statuses[0].get("state", {}).get("waiting", {})
         return waiting if waiting.get("reason") == "CreateContainerConfigError" else None
 
-    waiting = await eventually(config_error)
+    waiting = await eventually_async(config_error, timeout=10)
     assert waiting["message"] == 'secret "later" not found'
     token = base64.b64encode(b"finally").decode()
     await api.create("secrets", {"metadata": {"name": "later"}, "data": {"token": token}})
@@ -504,7 +494,7 @@ async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
     async def killed() -> bool:
         return not alive(pids["forced"])
 
-    await eventually(killed, timeout=3, what="the force-deleted pod's process ending")
+    await eventually_async(killed, timeout=3, message="the force-deleted pod's process ending")
 
     began = time.monotonic()
     await api.delete_pod("polite")
@@ -513,12 +503,12 @@ async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
     async def gone(name: str) -> bool:
         return await api.pod(name) is None
 
-    await eventually(lambda: gone("polite"), what="polite pod removed")
+    await eventually_async(lambda: gone("polite"), message="polite pod removed", timeout=10)
     # SIGTERM ends it at once: far sooner than its 30 s grace period.
     assert time.monotonic() - began < 5
     assert not alive(pids["polite"])
     assert alive(pids["stubborn"])  # it ignores SIGTERM and has 1 s of grace
-    await eventually(lambda: gone("stubborn"), what="stubborn pod removed")
+    await eventually_async(lambda: gone("stubborn"), message="stubborn pod removed", timeout=10)
     assert time.monotonic() - began >= 0.9
     assert not alive(pids["stubborn"])
     assert cluster.kubelet.logs("default", "stubborn", None) is None
@@ -579,7 +569,7 @@ async def test_deleting_a_pod_ends_every_process_it_started(cluster: Cluster) ->
     async def gone() -> bool:
         return await api.pod("deleted") is None
 
-    await eventually(gone, what="the deleted pod removed")
+    await eventually_async(gone, message="the deleted pod removed", timeout=10)
     # Removed only once its processes ended.
     assert [pid for pid in pids if alive(pid)] == []
 
@@ -657,7 +647,7 @@ async def test_the_kubelet_relists_when_the_api_server_comes_back(tmp_path: Path
         async def ended() -> bool:
             return not alive(pid)
 
-        await eventually(ended, what="the vanished pod's process ending")
+        await eventually_async(ended, message="the vanished pod's process ending", timeout=10)
     finally:
         await kubelet.stop()
         await server.stop()
