@@ -39,13 +39,14 @@ import kubernetes
 
 from kubetune.controller import PodObservation, StudyController
 from kubetune.controller.metrics_source import REFUSE_ALL
+from kubetune.controller.observation import SourceReading
 from kubetune.controller.warm_start import SourceStudy, source_names, study_essentials
 from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.backoff import Backoff, first_line
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
 from kubetune.k8s.leader import NotLeadingError
 from kubetune.k8s.pods import observe_pod, pod_essentials
-from kubetune.k8s.prometheus import observe_source
+from kubetune.k8s.prometheus import read_source
 from kubetune.metrics import METRICS
 from kubetune.spec import api
 from kubetune.spec.trial import TuningTrial
@@ -80,6 +81,9 @@ class StudyView:
     parsed: ParsedTrials = field(default_factory=ParsedTrials)
     source_trials: ParsedTrials = field(default_factory=ParsedTrials)
     """The trials of the studies it warm-starts from."""
+    readings: dict[str, SourceReading] = field(default_factory=dict)
+    """The metrics source's readings of the reads the last plan asked for, by trial name: the
+    next reconcile's input."""
 
 
 # Per study: the spec generation last seen, so that status-only changes wake nobody.
@@ -374,29 +378,15 @@ async def reconcile(
     for object_name, error in unreadable.items():
         logger.warning(f"ignoring unreadable {object_name}: {error}")
     decided_on = _without_failure_mark(study)
-    # A study with a Prometheus metrics source: the reads the controller asks for (polls of
-    # running trials every pollInterval, final reads) become the pods' readings.
-    observations = await observe_source(
-        controller,
-        decided_on,
-        trials,
-        observations,
-        datetime.now(UTC),
-        partial(kube.read_object, namespace),
-    )
     warm_start: dict[str, SourceStudy] = {}
     if sources:
         warm_start = await loop.run_in_executor(
             worker, _read_sources, view.source_trials, sources, logger
         )
+    now = datetime.now(UTC)
+    readings, view.readings = view.readings, {}
     plan = await loop.run_in_executor(
-        worker,
-        controller.reconcile,
-        decided_on,
-        trials,
-        observations,
-        datetime.now(UTC),
-        warm_start,
+        worker, controller.reconcile, decided_on, trials, observations, now, warm_start, readings
     )
     # The status writes are conditional on the versions this plan was decided on.
     versions = {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in decided_trials}
@@ -414,9 +404,13 @@ async def reconcile(
         view.pod_writes.remember(pod_essentials(pod))
     if written.study is not None:
         view.study_writes.remember(written.study)
-    METRICS.observe_plan(namespace, name, study, trials, plan, datetime.now(UTC))
+    METRICS.observe_plan(namespace, name, study, trials, plan, now)
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+    if plan.source_reads is not None:
+        # The reads are the plan's last effect (polls of running trials every pollInterval,
+        # final reads); the next reconcile, at once (requeue_after 0), decides on the readings.
+        view.readings = await read_source(plan.source_reads, partial(kube.read_object, namespace))
     return plan.requeue_after
 
 

@@ -46,22 +46,24 @@ def spec(**budget: Any) -> TuningStudySpec:
 
 
 def run(cluster: SimulatedCluster, prometheus: Any, ticks: int) -> list[Any]:
-    """Reconcile each second as the operator does: the reads due, then the readings."""
+    """Reconcile each second as the operator does: a plan's reads (Plan.source_reads) are its
+    last effect, and a reconcile right after, at the same time, decides on their readings."""
     plans = []
     for _ in range(ticks):
-        observations = {n: o for n in cluster.pods if (o := cluster.observe(n)) is not None}
-        trials = list(cluster.trials.values())
-        due = cluster.controller.metrics_reads(
-            cluster.document(), trials, observations, cluster.now
-        )
-        for read in due.reads if due else ():
-            pod = observations[read.trial]
-            observations[read.trial] = type(pod)(
-                **{**pod.__dict__, "source_reading": prometheus(read)}
+        readings: dict[str, SourceReading] = {}
+        for _ in range(3):  # the reads, then their readings; never reads again at once
+            observations = {n: o for n in cluster.pods if (o := cluster.observe(n)) is not None}
+            trials = list(cluster.trials.values())
+            plan = cluster.controller.reconcile(
+                cluster.document(), trials, observations, cluster.now, readings=readings
             )
-        plan = cluster.controller.reconcile(cluster.document(), trials, observations, cluster.now)
-        cluster.apply(plan)
-        plans.append(plan)
+            cluster.apply(plan)
+            plans.append(plan)
+            if plan.source_reads is None:
+                break
+            readings = {read.trial: prometheus(read) for read in plan.source_reads.reads}
+        else:
+            raise AssertionError("reads asked for again right after their readings")
         cluster.now += timedelta(seconds=1)
     return plans
 

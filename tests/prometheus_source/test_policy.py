@@ -110,14 +110,11 @@ def test_the_namespace_label_is_set_to_the_study_namespace() -> None:
     for _ in range(5):  # until the trial's pod runs and its first read is due
         observations = {n: o for n in cluster.pods if (o := cluster.observe(n)) is not None}
         trials = list(cluster.trials.values())
-        due = cluster.controller.metrics_reads(
-            cluster.document(), trials, observations, cluster.now
-        )
+        plan = cluster.controller.reconcile(cluster.document(), trials, observations, cluster.now)
+        due = plan.source_reads
         if due is not None:
             break
-        cluster.apply(
-            cluster.controller.reconcile(cluster.document(), trials, observations, cluster.now)
-        )
+        cluster.apply(plan)
         cluster.now += timedelta(seconds=1)
     assert due is not None
     assert due.enforced_label == ("namespace", cluster.study.metadata.namespace)

@@ -37,6 +37,7 @@ from kubetune.controller.metrics_source import (
     REFUSE_ALL,
     PrometheusPolicy,
     SourceReads,
+    TrialRead,
     due_reads,
     prometheus_of,
 )
@@ -46,6 +47,7 @@ from kubetune.controller.observation import (
     PodObservation,
     PodPhase,
     SourceErrorKind,
+    SourceReading,
     metric_value,
 )
 from kubetune.controller.outcomes import past_retention, pod_ended, record_pod_end, with_cost
@@ -180,33 +182,6 @@ class StudyController:
             self._parsed = (key, _parse(document))
         return self._parsed[1]
 
-    def metrics_reads(
-        self,
-        document: Mapping[str, Any],
-        trials: Sequence[TuningTrial],
-        pods: Mapping[str, PodObservation],
-        now: datetime,
-    ) -> SourceReads | None:
-        """The reads of the study's metrics source due at `now` (None: it has none, or none
-        is due). The operator carries them out and passes the readings to reconcile in
-        PodObservation.source_reading."""
-        if not (document.get("spec") or {}).get("metricsSource"):
-            return None
-        study, _, _ = self._parse(document)
-        if study is None:
-            return None
-        source = prometheus_of(study)
-        if source is None or self._prometheus.problem(source.url) is not None:
-            return None
-        reads, _ = due_reads(study, trials, pods, self._polled, now)
-        if not reads:
-            return None
-        namespace = study.metadata.namespace or ""
-        label = self._prometheus.namespace_label
-        return SourceReads(
-            namespace, source, tuple(reads), (label, namespace) if label is not None else None
-        )
-
     def reconcile(
         self,
         document: Mapping[str, Any],
@@ -214,10 +189,13 @@ class StudyController:
         pods: Mapping[str, PodObservation],
         now: datetime,
         sources: Mapping[str, SourceStudy] | None = None,
+        readings: Mapping[str, SourceReading] | None = None,
     ) -> Plan:
         """The plan for a study manifest (as read from the API), its trials and their pods
         (keyed by pod name), at time `now` (timezone-aware). `sources`: the studies named in
-        spec.warmStart.fromStudies, by name (kubetune.controller.warm_start)."""
+        spec.warmStart.fromStudies, by name (kubetune.controller.warm_start). `readings`: for
+        a study whose metrics come from Prometheus, the readings of the reads the previous
+        plan asked for (Plan.source_reads), by trial name; they are the trials' reports."""
         study, fingerprints, invalid = self._parse(document)
         previous = _previous_status(document)
         if study is None:
@@ -246,6 +224,7 @@ class StudyController:
             reruns={t.metadata.name or "": t for t in trials if not is_search_trial(t)},
             cost=TrialCost.of(study.spec),
             pod_names=frozenset(pods),
+            readings=readings or {},
         )
         for trial in trials:
             if trial.status.pod_terminating:
@@ -283,7 +262,8 @@ class StudyController:
         if prometheus_of(study) is not None:
             active = {t.metadata.name for t in work.all() if t.status.state.is_active}
             self._polled = {k: v for k, v in self._polled.items() if k in active}
-            _, work.next_read = due_reads(study, work.all(), pods, self._polled, now)
+            reads, work.next_read = due_reads(study, work.all(), pods, self._polled, now)
+            work.source_reads = self._source_reads(study, reads)
 
         start = status.start_time or now
         status = status.model_copy(update={"start_time": start})
@@ -342,6 +322,16 @@ class StudyController:
         return self._engine
 
     # --- what the pods show ------------------------------------------------------------------
+
+    def _source_reads(self, study: TuningStudy, reads: Sequence[TrialRead]) -> SourceReads | None:
+        """The reads due now, addressed to the study's Prometheus (None: none is due)."""
+        source = prometheus_of(study)
+        if source is None or not reads:
+            return None
+        namespace = study.metadata.namespace or ""
+        label = self._prometheus.namespace_label
+        enforced = (label, namespace) if label is not None else None
+        return SourceReads(namespace, source, tuple(reads), enforced)
 
     def _observe(
         self,
@@ -492,7 +482,7 @@ class StudyController:
           read; a failed final read fails the trial (MetricsSourceError);
         - a failed pod ends the trial with the pod's reason, as without a source."""
         name = trial.metadata.name or ""
-        reading = pod.source_reading
+        reading = work.readings.get(name)
         if reading is not None and not reading.final:
             self._polled[name] = reading.at
         if reading is not None and reading.error is not None:
@@ -985,6 +975,8 @@ class StudyController:
         for wake in [*work.wake_at, *([work.next_read] if work.next_read else [])]:
             until = max(0.0, (wake - now).total_seconds())
             requeue = until if requeue is None else min(requeue, until)
+        if work.source_reads is not None:
+            requeue = 0.0  # their readings are the next reconcile's input
         return Plan(
             study_status=new_status,
             trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
@@ -995,6 +987,7 @@ class StudyController:
             create_pods=tuple(work.create_pods),
             events=tuple(events),
             requeue_after=requeue,
+            source_reads=work.source_reads,
             ask_seconds=tuple(work.ask_seconds),
         )
 

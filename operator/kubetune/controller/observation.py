@@ -98,9 +98,6 @@ class PodObservation:
     its node's resources no more."""
     terminated_at: datetime | None = None
     """When the last of its containers ended, once terminated."""
-    source_reading: SourceReading | None = None
-    """The latest read of the study's metrics source (Prometheus) for this trial, when the
-    study has one; its reports (annotation, termination message) are then not used."""
 
 
 class InvalidMetricError(ValueError):

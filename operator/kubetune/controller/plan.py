@@ -3,12 +3,14 @@ trials and pods to create, the study's status, events), and the plan while it is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from kubetune.budget import TrialCost
-from kubetune.controller.observation import SourceErrorKind
+from kubetune.controller.metrics_source import SourceReads
+from kubetune.controller.observation import SourceErrorKind, SourceReading
 from kubetune.spec.study import TuningStudyStatus
 from kubetune.spec.trial import TuningTrial, TuningTrialStatus, is_search_trial
 
@@ -53,6 +55,10 @@ class Plan:
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     """Seconds until the controller must look again even if nothing changes (a timeout)."""
+    source_reads: SourceReads | None = None
+    """Reads of the study's metrics source (Prometheus) due now, done last: their readings
+    are the input (`readings`) of the next reconcile, which requeue_after (0) asks for at
+    once."""
     ask_seconds: tuple[float, ...] = field(default=(), compare=False)
     """How long each of Optuna's asks took (for the operator's metrics; not a decision)."""
 
@@ -68,6 +74,8 @@ class Work:
     """The re-evaluation runs, by name."""
     pod_names: frozenset[str] = frozenset()
     """The trial pods that exist."""
+    readings: Mapping[str, SourceReading] = field(default_factory=dict)
+    """The metrics source's readings, by trial name, of the reads the previous plan asked for."""
     updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
     stop_pods: list[str] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
@@ -81,6 +89,8 @@ class Work:
     """A read of the metrics source worked in this reconcile."""
     next_read: datetime | None = None
     """When the next read of the metrics source falls due."""
+    source_reads: SourceReads | None = None
+    """The reads of the metrics source due now."""
     ask_seconds: list[float] = field(default_factory=list)
     wake_at: list[datetime] = field(default_factory=list)
     """Times to look again at even if nothing changes (a stopped pod's escalation)."""

@@ -23,19 +23,17 @@ import json
 import math
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from kubetune.controller import StudyController
 from kubetune.controller.metrics_source import SourceReads, TrialRead
-from kubetune.controller.observation import PodObservation, SourceErrorKind, SourceReading
+from kubetune.controller.observation import SourceErrorKind, SourceReading
 from kubetune.spec.duration import parse_duration
 from kubetune.spec.study import KeySelector, PrometheusSource
-from kubetune.spec.trial import TuningTrial
 
 QUERY_PATH = "/api/v1/query"
 BACKOFF_SECONDS = 0.25
@@ -312,25 +310,3 @@ async def read_source(reads: SourceReads, read_object: ReadObject) -> dict[str, 
     ) as client:
         readings = await asyncio.gather(*(one(client, read) for read in reads.reads))
     return {read.trial: reading for read, reading in zip(reads.reads, readings, strict=True)}
-
-
-async def observe_source(
-    controller: StudyController,
-    study: Mapping[str, Any],
-    trials: Sequence[TuningTrial],
-    observations: Mapping[str, PodObservation],
-    now: datetime,
-    read_object: ReadObject,
-) -> dict[str, PodObservation]:
-    """The pod observations with the readings of the reads the controller asks for now
-    (unchanged for a study without a metrics source, or with no read due)."""
-    reads = controller.metrics_reads(study, trials, observations, now)
-    if reads is None:
-        return dict(observations)
-    readings = await read_source(reads, read_object)
-    return {
-        name: replace(observation, source_reading=readings[name])
-        if name in readings
-        else observation
-        for name, observation in observations.items()
-    }
