@@ -404,7 +404,7 @@ async def reconcile(
         view.pod_writes.remember(pod_essentials(pod))
     if written.study is not None:
         view.study_writes.remember(written.study)
-    METRICS.observe_plan(namespace, name, study, trials, plan, now)
+    METRICS.record_plan(namespace, name, study, trials, plan, now)
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
     if plan.source_reads is not None:

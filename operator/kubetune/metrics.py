@@ -332,7 +332,7 @@ class OperatorMetrics:
         for duration in seconds:
             histogram.observe(duration)
 
-    def observe_plan(
+    def record_plan(
         self,
         namespace: str,
         study: str,

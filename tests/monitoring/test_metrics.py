@@ -141,7 +141,7 @@ def run_study(
     while True:
         before = list(cluster.trials.values())
         plan = cluster.reconcile()
-        metrics.observe_plan("default", name, cluster.document(), before, plan, cluster.now)
+        metrics.record_plan("default", name, cluster.document(), before, plan, cluster.now)
         if cluster.study_status.phase is StudyPhase.COMPLETED:
             return cluster
         cluster.now = cluster.now + (at(1) - at(0))
@@ -331,7 +331,7 @@ def test_a_pending_trial_ages_from_its_creation() -> None:
         cluster.now = at(seconds)
         before = list(cluster.trials.values())
         plan = cluster.reconcile()
-        metrics.observe_plan("default", "demo", cluster.document(), before, plan, cluster.now)
+        metrics.record_plan("default", "demo", cluster.document(), before, plan, cluster.now)
     clock[0] = at(70)
     age = value(
         metrics,
@@ -362,7 +362,7 @@ def test_the_gpu_seconds_of_a_stopped_pod_count_until_it_has_terminated() -> Non
     for _ in range(30):
         before = list(cluster.trials.values())
         plan = cluster.reconcile()
-        metrics.observe_plan("default", "demo", cluster.document(), before, plan, cluster.now)
+        metrics.record_plan("default", "demo", cluster.document(), before, plan, cluster.now)
         cluster.now = cluster.now + (at(1) - at(0))
     assert cluster.gpu_seconds_held() == 2 * 8
     assert value(metrics, "kubetune_gpu_seconds_total", **labels) == 2 * 8

@@ -228,7 +228,7 @@ class StudyController:
         )
         for trial in trials:
             if trial.status.pod_terminating:
-                self._observe_termination(work, trial, pods.get(trial.metadata.name or ""), now)
+                self._follow_stopped_pod(work, trial, pods.get(trial.metadata.name or ""), now)
         status = previous.model_copy(update={"spec_fingerprints": fingerprints})
         if status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
             end = end_of(status)
@@ -257,7 +257,7 @@ class StudyController:
         status = imports_recorded(study, engine, warm, work, status, now)
         for trial in sorted(trials, key=lambda t: t.spec.number):
             if trial.status.state.is_active:
-                self._observe(study, engine, work, trial, pods, now)
+                self._follow_trial(study, engine, work, trial, pods, now)
                 record_pod_end(work, trial, pods.get(trial.metadata.name or ""))
         if prometheus_of(study) is not None:
             active = {t.metadata.name for t in work.all() if t.status.state.is_active}
@@ -333,7 +333,7 @@ class StudyController:
         enforced = (label, namespace) if label is not None else None
         return SourceReads(namespace, source, tuple(reads), enforced)
 
-    def _observe(
+    def _follow_trial(
         self,
         study: TuningStudy,
         engine: Engine,
@@ -342,6 +342,8 @@ class StudyController:
         pods: Mapping[str, PodObservation],
         now: datetime,
     ) -> None:
+        """An active trial's next step from what its pod shows: create the pod, start the
+        trial, record its reports (or its readings), end it with its pod's outcome."""
         name = trial.metadata.name or ""
         pod = pods.get(name)
         status = trial.status
@@ -391,7 +393,7 @@ class StudyController:
             )
             trial = work.update(trial, status)
         if source:
-            self._observe_source(study, engine, work, trial, pod, now)
+            self._take_readings(study, engine, work, trial, pod, now)
             return
         try:
             trial = self._record_report(study, engine, work, trial, pod.latest_report, now)
@@ -463,7 +465,7 @@ class StudyController:
                 engine, work, trial, TrialState.FAILED, pod.reason or "PodFailed", detail, ended
             )
 
-    def _observe_source(
+    def _take_readings(
         self,
         study: TuningStudy,
         engine: Engine,
@@ -668,7 +670,7 @@ class StudyController:
             trial.status.model_copy(update={"pod_terminating": True, "pod_end_time": None}),
         )
 
-    def _observe_termination(
+    def _follow_stopped_pod(
         self, work: Work, trial: TuningTrial, pod: PodObservation | None, now: datetime
     ) -> None:
         """A stopped trial whose pod may still run: once it has terminated (or is gone), its
