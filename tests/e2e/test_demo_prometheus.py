@@ -10,9 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from kubetune.controlplane.environment import free_port
 from kubetune.demo import metrics_source_hints, prometheus_config
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_demo import KUBETUNE, MARKER_ENV, kill_leftovers, processes_with
+from tests.eventually import eventually
 from tests.prometheus_server import prometheus_trainer
 
 # Exports its metrics on the Prometheus route only: every value the study records went
@@ -64,22 +63,6 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
-def wait_for(
-    url: str,
-    promql: str,
-    accept: Callable[[list[dict[str, Any]]], bool] = bool,
-    timeout: float = 30.0,
-) -> list[dict[str, Any]]:
-    """Query until the result satisfies `accept` (by default: at least one series)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = query(url, promql)
-        if accept(result):
-            return result
-        assert time.monotonic() < deadline, f"{promql!r} gave {result} after {timeout}s"
-        time.sleep(0.2)  # Prometheus has no push notification of new samples
-
-
 def test_up_with_prometheus_scrapes_the_operator_and_the_trainers(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -110,7 +93,9 @@ def test_up_with_prometheus_scrapes_the_operator_and_the_trainers(tmp_path: Path
 
         # The operator, scraped on its free metrics port, reports the study completed.
         operator = 'kubetune_study_phase{job="kubetune-operator", phase="Completed"} == 1'
-        (phase,) = wait_for(url, operator)
+        (phase,) = eventually(  # Prometheus has no push notification of new samples
+            lambda: query(url, operator), timeout=30, interval=0.2, message=repr(operator)
+        )
         assert phase["metric"]["study"] == "prometheus-objective"
         # The trainers were scraped through the kubelet's file_sd, labelled as a PodMonitor
         # labels them: namespace, pod, container, endpoint; not the pod's own labels.
