@@ -468,7 +468,7 @@ def up(
     from rich.console import Console
 
     from kubetune.controlplane.real import ControlPlaneError
-    from kubetune.demo import Up, UpError, capacity_for, find_prometheus, load_studies
+    from kubetune.up import Up, UpError, capacity_for, find_prometheus, load_studies
 
     if prometheus_port is not None and not prometheus:
         raise typer.BadParameter("it needs --prometheus", param_hint="--prometheus-port")
@@ -603,7 +603,7 @@ def importance_lines(
 ) -> list[str]:
     """The most important parameters (status.importances), most important first; nothing
     before enough trials completed for the operator to compute them."""
-    from kubetune.demo import ranked_importances
+    from kubetune.up import ranked_importances
 
     ranked = ranked_importances(importances)
     if not ranked:

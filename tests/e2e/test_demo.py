@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from kubetune.controlplane.quantities import parse_quantity
-from kubetune.demo import capacity_for, load_studies
+from kubetune.up import capacity_for, load_studies
 from tests.controlplane.conftest import PLANES, kube_binaries
 from tests.e2e.conftest import ROOT
 

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from kubetune.cli import FRONT_MEMBERS_SHOWN, front_lines
 from kubetune.controller.best import best_and_front
-from kubetune.demo import _best
 from kubetune.engine import Engine
 from kubetune.spec.crd import study_crd
 from kubetune.spec.study import (
@@ -21,6 +20,7 @@ from kubetune.spec.study import (
     TuningStudyStatus,
 )
 from kubetune.spec.trial import TrialState, TuningTrial
+from kubetune.up import _best
 from tests.factories import study_spec, trial
 from tests.simulation import PodScript, SimulatedCluster
 

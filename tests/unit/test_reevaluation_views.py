@@ -1,6 +1,6 @@
 """How the re-evaluation (spec.reevaluation) shows to people: the recommendation and each
 re-evaluated configuration in `kubetune up`'s summary (kubetune.cli), and the
-one cell of `kubetune up`'s progress table (kubetune.demo)."""
+one cell of `kubetune up`'s progress table (kubetune.up)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Any
 from rich.console import Console
 
 from kubetune.cli import REEVALUATED_SHOWN, reevaluation_lines, reevaluation_of
-from kubetune.demo import progress_table, recommended
 from kubetune.spec.study import (
     MetricSummary,
     Recommendation,
     ReevaluatedConfiguration,
     ReevaluationStatus,
 )
+from kubetune.up import progress_table, recommended
 from tests.factories import trial
 
 ROOT = Path(__file__).resolve().parents[2]
