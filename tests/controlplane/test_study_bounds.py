@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kubetune.controller.pod import render_trial_pod, with_owner_uid
+from kubetune.controller.trial_pod import render_trial_pod, with_owner_uid
 from kubetune.spec import api
 from kubetune.spec.study import TuningStudy
 from kubetune.spec.trial import TuningTrial, TuningTrialSpec, trial_name

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from kubetune.controller.pod import param_env, substitute
+from kubetune.controller.trial_pod import param_env, substitute
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.manifests import parse_study

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubetune.controller import StudyController
-from kubetune.controller.pod import render_trial_pod
 from kubetune.controller.reevaluation import rerun_seeds, trial_seed
+from kubetune.controller.trial_pod import render_trial_pod
 from kubetune.spec.rules import check_study_spec
 from kubetune.spec.study import StudyConditionReason, StudyPhase, TuningStudySpec
 from kubetune.spec.trial import TrialState, TuningTrial, is_search_trial

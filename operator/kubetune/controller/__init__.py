@@ -3,7 +3,7 @@
 from kubetune.controller.core import StudyController
 from kubetune.controller.observation import MetricReport, PodObservation, PodPhase
 from kubetune.controller.plan import Event, Plan, TrialUpdate
-from kubetune.controller.pod import STOP_DEADLINE_SECONDS, with_owner_uid
+from kubetune.controller.trial_pod import STOP_DEADLINE_SECONDS, with_owner_uid
 
 __all__ = [
     "STOP_DEADLINE_SECONDS",

@@ -52,7 +52,6 @@ from kubetune.controller.observation import (
 )
 from kubetune.controller.outcomes import past_retention, pod_ended, record_pod_end, with_cost
 from kubetune.controller.plan import Event, Plan, TrialUpdate, Work
-from kubetune.controller.pod import render_trial_pod
 from kubetune.controller.status import (
     count_trials,
     end_of,
@@ -68,6 +67,7 @@ from kubetune.controller.status import (
     source_condition,
     waiting_plan,
 )
+from kubetune.controller.trial_pod import render_trial_pod
 from kubetune.controller.warm_start import (
     ImportCache,
     SourceStudy,

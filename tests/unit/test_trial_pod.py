@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubetune.controller.pod import render_trial_pod
+from kubetune.controller.trial_pod import render_trial_pod
 from kubetune.spec.study import ObjectMeta, TuningStudy, TuningStudySpec
 from kubetune.spec.trial import TuningTrial, TuningTrialSpec
 
