@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from kubetune.controlplane.environment import free_port
 from kubetune.spec import api
 from kubetune.spec.trial import TrialState
 from tests.controlplane.conftest import Kube
@@ -406,13 +406,6 @@ def wait_for_trials(kube: Kube, study: str, count: int, timeout: int = 60) -> in
         client.close()
     assert total >= count, total
     return int(total)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_the_liveness_endpoint_answers(crds: Kube, replicas: list[Replica], tmp_path: Path) -> None:
