@@ -39,7 +39,7 @@ CONFIGMAPS = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
 
 async def serve() -> None:
     """The server process: print the URL and the token, serve until stdin closes."""
-    from kubetune.controlplane.apiserver import ApiServer
+    from kubetune_localcluster.apiserver import ApiServer
 
     async with ApiServer() as server:
         print(server.url, flush=True)

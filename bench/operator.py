@@ -39,12 +39,12 @@ from typing import Any
 
 import kubernetes
 
-from kubetune.controlplane.apiserver import ApiRequest
-from kubetune.controlplane.cluster import ClusterThread
-from kubetune.controlplane.kubelet import KUBELET_USER_AGENT
-from kubetune.controlplane.store import Watch, WatchEvent
 from kubetune.spec import api
 from kubetune.spec.crd import crds
+from kubetune_localcluster.apiserver import ApiRequest
+from kubetune_localcluster.cluster import ClusterThread
+from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
+from kubetune_localcluster.store import Watch, WatchEvent
 
 PARALLELISM = 4
 NAMESPACE = "default"

@@ -9,7 +9,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from kubetune.controlplane.processes import KILL_SIGNAL
+from kubetune_localcluster.processes import KILL_SIGNAL
 
 PIDS_FILE = "escapees.pids"
 """Written in the command's working folder (the pod's folder) once both children run."""

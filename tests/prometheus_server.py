@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from kubetune.controlplane.environment import free_port
+from kubetune_localcluster.environment import free_port
 from tests.eventually import eventually
 
 STARTUP_TIMEOUT_S = 30.0

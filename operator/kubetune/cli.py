@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubetune.spec.study import (
-    MAX_PARETO_FRONT_IN_STATUS,
-    MetricSummary,
     Recommendation,
     ReevaluationStatus,
     TuningStudyStatus,
 )
-from kubetune.spec.trial import TuningTrial, is_search_trial
+from kubetune.spec.trial import TuningTrial
+from kubetune.summaries import (
+    front_lines,
+    held_out_lines,
+    importance_lines,
+    reevaluation_lines,
+    reevaluation_of,
+    trials_tables,
+)
 
 if TYPE_CHECKING:
     from kubetune.client import Client as KubetuneClient
@@ -99,98 +105,14 @@ def _print_trials(
     reevaluation: ReevaluationStatus | None = None,
     recommendation: Recommendation | None = None,
 ) -> None:
-    """The search trials as a table (number, state, params, value, duration, reason, and each
-    re-evaluated configuration's means), then the re-evaluation runs as a table of their own."""
+    """The trials' tables (kubetune.summaries.trials_tables), printed at least 120 wide."""
     from rich.console import Console
-    from rich.table import Table
 
-    from kubetune.controller.core import format_params
-
-    of = f" of {study}" if study else ""
-    configurations = {c.trial: c for c in reevaluation.configurations} if reevaluation else {}
-    table = Table(title=f"Trials{of}")
-    columns = ["#", "state", "params", "value", "duration", "reason"]
-    if configurations:
-        columns.append("re-evaluated (mean ± std)")
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("#", "value") else "left")
-    search = sorted((t for t in trials if is_search_trial(t)), key=lambda t: t.spec.number)
-    for trial in search:
-        status = trial.status
-        cells = [
-            str(trial.spec.number),
-            status.state.value,
-            format_params(trial.spec.params),
-            ", ".join(f"{v:.6g}" for v in status.values or []),
-            _duration(trial),
-            status.reason or "",
-        ]
-        if configurations:
-            configuration = configurations.get(trial.spec.number)
-            cell = "" if configuration is None else _scores(configuration.scores)
-            if recommendation is not None and recommendation.trial == trial.spec.number:
-                cell += " <- recommended"
-            cells.append(cell)
-        table.add_row(*cells)
     console = Console()
     # Off a terminal rich assumes 80 columns, too narrow for the params.
     wide = Console(width=max(console.width, 120))
-    wide.print(table)
-    reruns = [t for t in trials if t.spec.reevaluation is not None]
-    if reruns:
-        wide.print(_reruns_table(reruns, of, reevaluation, recommendation))
-
-
-def _reruns_table(
-    reruns: list[TuningTrial],
-    of: str,
-    reevaluation: ReevaluationStatus | None,
-    recommendation: Recommendation | None,
-) -> Any:
-    """The re-evaluation runs: which configuration and repeat, seed, state, the re-evaluated
-    metrics (the objective values when the study does not say which), duration and reason."""
-    from rich.table import Table
-
-    metrics: list[str] = []
-    if reevaluation is not None and reevaluation.configurations:
-        metrics = [score.metric for score in reevaluation.configurations[0].scores]
-    caption = None
-    if recommendation is not None:
-        caption = f"trial {recommendation.trial}'s configuration is recommended"
-    table = Table(title=f"Re-evaluation runs{of}", caption=caption)
-    for column in ("run", "seed", "state", *(metrics or ["value"]), "duration", "reason"):
-        numeric = column in ("seed", "value", *metrics)
-        table.add_column(column, justify="right" if numeric else "left")
-
-    def order(trial: TuningTrial) -> tuple[int, int]:
-        run = trial.spec.reevaluation
-        return (run.trial, run.repeat) if run else (trial.spec.number, 0)
-
-    for trial in sorted(reruns, key=order):
-        run, status = trial.spec.reevaluation, trial.status
-        assert run is not None  # only re-runs are given
-        if metrics:
-            shown = [status.metrics.get(name) for name in metrics]
-            values = ["" if v is None else f"{v:.6g}" for v in shown]
-        else:
-            values = [", ".join(f"{v:.6g}" for v in status.values or [])]
-        table.add_row(
-            f"r{run.repeat} of {run.trial}",
-            "" if trial.spec.seed is None else str(trial.spec.seed),
-            status.state.value,
-            *values,
-            _duration(trial),
-            status.reason or "",
-        )
-    return table
-
-
-def _duration(trial: TuningTrial) -> str:
-    """How long a finished trial ran, e.g. `42.0s`; empty while it runs or if it never did."""
-    status = trial.status
-    if status.start_time is None or status.completion_time is None:
-        return ""
-    return f"{(status.completion_time - status.start_time).total_seconds():.1f}s"
+    for table in trials_tables(trials, study, reevaluation, recommendation):
+        wide.print(table)
 
 
 @app.command("operator")
@@ -467,8 +389,9 @@ def up(
 
     from rich.console import Console
 
-    from kubetune.controlplane.real import ControlPlaneError
-    from kubetune.up import Up, UpError, capacity_for, find_prometheus, load_studies
+    with _local_cluster("up"):
+        from kubetune.up import Up, UpError, capacity_for, find_prometheus, load_studies
+        from kubetune_localcluster.real import ControlPlaneError
 
     if prometheus_port is not None and not prometheus:
         raise typer.BadParameter("it needs --prometheus", param_hint="--prometheus-port")
@@ -525,7 +448,7 @@ def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
     """A study's phase, why it ended, its best trial (its parameters read from the trial
     itself, the record of what ran) and its held-out metrics, the top parameter importances
     and the re-evaluation's recommendation."""
-    from kubetune.controller.core import format_params
+    from kubetune.spec.values import format_params
 
     status = study.get("status") or {}
     name, phase = study["metadata"]["name"], status.get("phase") or "Pending"
@@ -561,174 +484,6 @@ def _print_ending(study: dict[str, Any], trials: list[TuningTrial]) -> None:
         typer.echo(f"  {line}")
     for line in reevaluation_lines(*reevaluation_of(status), trials):
         typer.echo(f"  {line}")
-
-
-FRONT_MEMBERS_SHOWN = 5
-"""Pareto-optimal trials the command line prints (the first of status.paretoFront's order)."""
-
-
-def front_lines(
-    front: list[tuple[int, list[float]]], size: int, metrics: list[dict[str, Any]]
-) -> list[str]:
-    """The Pareto front's size, its order, and its first members with their values by name.
-
-    `front` is status.paretoFront as (number, values), in its order: best first in the first
-    objective, ties by trial number. `metrics` is spec.objective.metrics.
-    """
-    names = [str(m.get("name", f"objective {i}")) for i, m in enumerate(metrics)]
-    direction = str(metrics[0].get("direction", "minimize")) if metrics else "minimize"
-    order = f", best first by {names[0]} ({direction})" if names else ""
-    shown = front[:FRONT_MEMBERS_SHOWN]
-    lines = [f"Pareto front: {size} trials{order}:"]
-    for number, values in shown:
-        named = ", ".join(
-            f"{names[i] if i < len(names) else f'objective {i}'}={value:.6g}"
-            for i, value in enumerate(values)
-        )
-        lines.append(f"  trial {number}: {named}")
-    if size > len(shown):
-        lines.append(
-            f"  ... and {size - len(shown)} more (status.paretoFront lists the first "
-            f"{MAX_PARETO_FRONT_IN_STATUS})"
-        )
-    return lines
-
-
-IMPORTANCES_SHOWN = 5
-"""Parameters whose importance the command line lists, the most important first."""
-
-
-def importance_lines(
-    importances: Mapping[str, float] | None, trials_count: int | None = None
-) -> list[str]:
-    """The most important parameters (status.importances), most important first; nothing
-    before enough trials completed for the operator to compute them."""
-    from kubetune.up import ranked_importances
-
-    ranked = ranked_importances(importances)
-    if not ranked:
-        return []
-    shown = ", ".join(f"{name} {value:.2f}" for name, value in ranked[:IMPORTANCES_SHOWN])
-    more = len(ranked) - IMPORTANCES_SHOWN
-    if more > 0:
-        shown += f", and {more} more"
-    over = f" (PED-ANOVA over {trials_count} trials)" if trials_count else ""
-    return [f"Importances{over}: {shown}"]
-
-
-def held_out_lines(
-    best: int, trials: Sequence[TuningTrial], additional_metrics: Sequence[str] | None
-) -> list[str]:
-    """The best trial's additional metrics (spec.objective.additionalMetrics, such as a
-    held-out test accuracy) as it recorded them; nothing when it recorded none."""
-    record = next((t for t in trials if is_search_trial(t) and t.spec.number == best), None)
-    if record is None or not additional_metrics:
-        return []
-    recorded = record.status.metrics
-    shown = [f"{name} {recorded[name]:.6g}" for name in additional_metrics if name in recorded]
-    return [f"Best trial {best} also recorded: {', '.join(shown)}"] if shown else []
-
-
-REEVALUATED_SHOWN = 5
-"""Re-evaluated configurations the command line lists (the first of status.reevaluation's)."""
-
-
-def reevaluation_of(
-    status: Mapping[str, Any],
-) -> tuple[ReevaluationStatus | None, Recommendation | None]:
-    """status.reevaluation and status.recommendation of a study as the API returned it; None
-    for one that is absent or that these models cannot read (an operator of another version)."""
-    reevaluation = recommendation = None
-    with contextlib.suppress(ValueError):
-        if status.get("reevaluation"):
-            reevaluation = ReevaluationStatus.model_validate(status["reevaluation"])
-    with contextlib.suppress(ValueError):
-        if status.get("recommendation"):
-            recommendation = Recommendation.model_validate(status["recommendation"])
-    return reevaluation, recommendation
-
-
-def reevaluation_lines(
-    reevaluation: ReevaluationStatus | None,
-    recommendation: Recommendation | None,
-    trials: Sequence[TuningTrial] = (),
-) -> list[str]:
-    """The re-evaluation for people: the recommended configuration (its metric's mean ± std
-    over n seeds, its value in the search and the generalization gap), then each re-evaluated
-    configuration's means (several objectives: one per objective, in the front's order).
-    The recommended parameters are read from its trial when `trials` has it (in the search
-    space's order, as the trials table shows them)."""
-    from kubetune.controller.core import format_params
-
-    lines = []
-    if recommendation is not None:
-        n = len(recommendation.values)
-        seeds = ", ".join(str(seed) for seed in recommendation.seeds)
-        params = next(
-            (
-                t.spec.params
-                for t in trials
-                if is_search_trial(t) and t.spec.number == recommendation.trial
-            ),
-            recommendation.params,
-        )
-        lines.append(f"Recommended: trial {recommendation.trial} with {format_params(params)}")
-        lines.append(
-            f"  {recommendation.metric} {recommendation.mean:.4g} ± {recommendation.std:.2g} "
-            f"over {n} seed{'' if n == 1 else 's'} ({seeds})"
-        )
-        if recommendation.validation_value is not None:
-            search = f"  search value {recommendation.validation_value:.4g}"
-            gap = recommendation.generalization_gap
-            if gap is not None:
-                search += f", generalization gap {gap:+.4g}"
-                if gap > 0:
-                    search += " (the search's value was optimistic)"
-            lines.append(search)
-    if reevaluation is None or not reevaluation.configurations:
-        return lines
-    configurations = reevaluation.configurations
-    if any(len(c.scores) > 1 for c in configurations):
-        order = "means per objective, in the Pareto front's order"
-    else:
-        metric = configurations[0].scores[0].metric if configurations[0].scores else "metric"
-        order = f"best first by mean {metric}"
-    lines.append(
-        f"Re-evaluation: {reevaluation.finished} of {reevaluation.runs} runs finished, "
-        f"{len(configurations)} configurations, {order}:"
-    )
-    for configuration in configurations[:REEVALUATED_SHOWN]:
-        n = len(configuration.seeds)
-        runs = f"{n} seed{'' if n == 1 else 's'}"
-        if configuration.failed_runs:
-            runs += f", {configuration.failed_runs} failed"
-        mark = ""
-        if recommendation is not None and recommendation.trial == configuration.trial:
-            mark = " <- recommended"
-        lines.append(
-            f"  trial {configuration.trial}, {runs}: {_scores(configuration.scores)}{mark}"
-        )
-    if len(configurations) > REEVALUATED_SHOWN:
-        lines.append(
-            f"  ... and {len(configurations) - REEVALUATED_SHOWN} more (status.reevaluation "
-            "lists them all)"
-        )
-    return lines
-
-
-def _scores(scores: list[MetricSummary]) -> str:
-    """Each metric's mean ± std over the re-runs and its value in the search, e.g.
-    `loss 0.31 ± 0.02 (search 0.29)`."""
-    shown = []
-    for score in scores:
-        if score.mean is None:
-            text = f"{score.metric}: no value yet"
-        else:
-            text = f"{score.metric} {score.mean:.4g} ± {score.std or 0.0:.2g}"
-        if score.validation_value is not None:
-            text += f" (search {score.validation_value:.4g})"
-        shown.append(text)
-    return ", ".join(shown)
 
 
 StudyNamespace = Annotated[
@@ -916,10 +671,12 @@ async def _cluster_up(
     import asyncio
     import signal
 
-    from kubetune.controlplane.cluster import install_crds as install
-    from kubetune.controlplane.cluster import make_cluster
-    from kubetune.controlplane.real import ControlPlaneError
     from kubetune.spec.crd import crds
+
+    with _local_cluster("cluster up"):
+        from kubetune_localcluster.cluster import install_crds as install
+        from kubetune_localcluster.cluster import make_cluster
+        from kubetune_localcluster.real import ControlPlaneError
 
     capacity = {"cpu": cpus, "memory": memory, "nvidia.com/gpu": str(gpus)}
     cluster = make_cluster(binaries=binaries, port=port, capacity=capacity, workdir=workdir)
@@ -949,6 +706,29 @@ async def _cluster_up(
     finally:
         await cluster.stop()
     typer.echo("Stopped.")
+
+
+LOCAL_CLUSTER_INSTALL = (
+    "pip install 'kubetune[local]' (from a clone of the repository: pip install ./localcluster)"
+)
+
+
+@contextlib.contextmanager
+def _local_cluster(command: str) -> Iterator[None]:
+    """Imports of the local cluster (kubetune-localcluster, a distribution of its own, which
+    the operator's image does not carry): when it is missing, exit 1 saying how to install
+    it."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("kubetune_localcluster"):
+            raise
+        typer.echo(
+            f"kubetune {command} runs a local cluster, and kubetune-localcluster is not "
+            f"installed: {LOCAL_CLUSTER_INSTALL}",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
 
 
 def main() -> None:

@@ -28,27 +28,23 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from kubetune.budget import format_amount
-from kubetune.controlplane.cluster import DEFAULT_CAPACITY, install_crds, make_cluster
-from kubetune.controlplane.environment import free_port
-from kubetune.controlplane.quantities import parse_quantity, pod_requests
 from kubetune.spec import api
 from kubetune.spec.crd import crds
 from kubetune.spec.manifests import ManifestLoader, parse_study, validate_files
 from kubetune.spec.study import StudyPhase
+from kubetune.summaries import new_event_lines, progress_table
+from kubetune_localcluster.cluster import DEFAULT_CAPACITY, install_crds, make_cluster
+from kubetune_localcluster.environment import free_port
+from kubetune_localcluster.quantities import parse_quantity, pod_requests
 
 FINAL_PHASES: Final = frozenset({StudyPhase.COMPLETED, StudyPhase.FAILED, StudyPhase.INVALID})
 REFRESH_SECONDS: Final = 0.25
 """How often the display reads the studies and their events (it is a display, not control)."""
 OPERATOR_STOP_SECONDS: Final = 15.0
 """How long the operator may take to stop on SIGTERM before it is killed."""
-QUIET_EVENTS: Final = frozenset({"TrialStarted"})
-"""Events not printed as they happen: one line per trial start would drown the others."""
 
 PROMETHEUS_BINARY: Final = "prometheus"
 PROMETHEUS_INSTALL_HINT: Final = "apt-get install prometheus"
@@ -579,164 +575,3 @@ def _tail(log: Path, lines: int = 30) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError as error:
         return f"(cannot read it: {error})"
-
-
-# --- the display -----------------------------------------------------------------------------
-
-
-def new_event_lines(events: Sequence[Mapping[str, Any]], seen: set[str]) -> list[Text]:
-    """One line per study event not shown before (its uid goes into `seen`), oldest first."""
-    lines = []
-    for event in sorted(events, key=_event_order):
-        uid = event["metadata"].get("uid") or event["metadata"]["name"]
-        involved = event.get("involvedObject") or {}
-        if uid in seen or involved.get("kind") != api.STUDY_KIND:
-            continue
-        seen.add(uid)
-        reason = event.get("reason") or ""
-        if reason in QUIET_EVENTS:
-            continue
-        style = "yellow" if event.get("type") == "Warning" else "green"
-        if reason == "TrialPruned":
-            style = "magenta"
-        line = Text.assemble(
-            (f"{involved.get('name', '')} ", "bold"),
-            (f"{reason}: ", style),
-            event.get("message") or "",
-        )
-        lines.append(line)
-    return lines
-
-
-def _event_order(event: Mapping[str, Any]) -> tuple[int, str]:
-    version = event["metadata"].get("resourceVersion") or ""
-    return (int(version) if version.isdigit() else 0, event["metadata"].get("name", ""))
-
-
-def progress_table(studies: Sequence[Mapping[str, Any]], hint: str | None) -> Group | Table:
-    """Per study: phase, trials by state, best so far, the re-evaluation, the most important
-    parameters, budget used."""
-    table = Table(title="Studies", title_justify="left")
-    for column in ("study", "phase", "done", "running", "succeeded", "pruned", "failed"):
-        table.add_column(column, justify="left" if column in ("study", "phase") else "right")
-    table.add_column("best so far")
-    # Only when a study re-evaluates (spec.reevaluation): the table stays narrow otherwise.
-    # (`reevaluation: {}` asks for it with every default.)
-    reevaluated = any(
-        (study.get("spec") or {}).get("reevaluation") is not None
-        or (study.get("status") or {}).get("reevaluation")
-        for study in studies
-    )
-    if reevaluated:
-        table.add_column("recommended")
-    # Only once a study has importances (enough completed trials).
-    weighed = any((study.get("status") or {}).get("importances") for study in studies)
-    if weighed:
-        table.add_column("most important")
-    table.add_column("budget used")
-    for study in studies:
-        status = study.get("status") or {}
-        trials = status.get("trials") or {}
-        failed = sum(trials.get(state, 0) for state in ("failed", "timedOut", "metricsUnavailable"))
-        table.add_row(
-            study["metadata"]["name"],
-            status.get("phase") or "Pending",
-            status.get("progress") or "",
-            str(trials.get("running", 0) + trials.get("pending", 0)),
-            str(trials.get("succeeded", 0)),
-            str(trials.get("pruned", 0)),
-            str(failed),
-            _best(status),
-            *([recommended(status)] if reevaluated else []),
-            *([most_important(status)] if weighed else []),
-            budget_used(status.get("budget") or {}),
-        )
-    if hint is None:
-        return table
-    return Group(table, Text(hint, style="bold"))
-
-
-FRONT_MEMBERS_SHOWN = 3
-"""Pareto-optimal trials the progress table names (the first of status.paretoFront's order)."""
-
-
-def _best(status: Mapping[str, Any]) -> str:
-    """The best value and its trial; with several objectives, the size of the Pareto front and
-    its first members (best first in the first objective, as status.paretoFront lists them)."""
-    best = status.get("bestTrial")
-    if not best:
-        return ""
-    value = best.get("value")
-    if value is not None:
-        return f"{value:.4g} (trial {best['number']})"
-    front = status.get("paretoFront") or [best]
-    size = status.get("paretoFrontSize") or len(front)
-    shown = [
-        f"{', '.join(f'{v:.4g}' for v in member['values'])} (trial {member['number']})"
-        for member in front[:FRONT_MEMBERS_SHOWN]
-    ]
-    more = size - len(shown)
-    return f"front of {size}: " + "; ".join(shown) + (f"; {more} more" if more > 0 else "")
-
-
-IMPORTANT_SHOWN = 3
-"""Parameters the progress table names, the most important first."""
-
-
-def ranked_importances(importances: Mapping[str, float] | None) -> list[tuple[str, float]]:
-    """status.importances, the most important parameter first (ties by name)."""
-    return sorted((importances or {}).items(), key=lambda item: (-item[1], item[0]))
-
-
-def most_important(status: Mapping[str, Any]) -> str:
-    """The most important parameters with their importance, e.g. `x 0.61, y 0.3`."""
-    ranked = ranked_importances(status.get("importances"))[:IMPORTANT_SHOWN]
-    return ", ".join(f"{name} {value:.2g}" for name, value in ranked)
-
-
-def recommended(status: Mapping[str, Any]) -> str:
-    """The re-evaluation (spec.reevaluation) in one cell: the runs finished while it goes on,
-    the recommended trial with its mean ± std over n seeds and the generalization gap; with
-    several objectives, the first configurations' means per objective. Empty without one."""
-    reevaluation = status.get("reevaluation") or {}
-    runs, finished = reevaluation.get("runs") or 0, reevaluation.get("finished") or 0
-    parts = [f"{finished}/{runs} re-runs"] if finished < runs else []
-    recommendation = status.get("recommendation")
-    if recommendation:
-        shown = (
-            f"trial {recommendation['trial']}: {recommendation['mean']:.4g} ± "
-            f"{recommendation['std']:.2g} (n={len(recommendation.get('values') or [])}"
-        )
-        gap = recommendation.get("generalizationGap")
-        parts.append(shown + ("" if gap is None else f", gap {gap:+.4g}") + ")")
-        return "; ".join(parts)
-    configurations = reevaluation.get("configurations") or []
-    if any(len(c.get("scores") or []) > 1 for c in configurations):
-        for configuration in configurations[:FRONT_MEMBERS_SHOWN]:
-            means = [score.get("mean") for score in configuration["scores"]]
-            text = ", ".join("-" if mean is None else f"{mean:.4g}" for mean in means)
-            parts.append(f"{text} (trial {configuration['trial']})")
-        if len(configurations) > FRONT_MEMBERS_SHOWN:
-            parts.append(f"{len(configurations) - FRONT_MEMBERS_SHOWN} more")
-    return "; ".join(parts)
-
-
-def budget_used(budget: Mapping[str, Any]) -> str:
-    """What the study has spent next to its limits, e.g. `0:42 of 8:00:00, 0.05/12 GPU-h`."""
-    parts = [_duration(budget.get("elapsedSeconds", 0.0))]
-    if budget.get("maxDurationSeconds"):
-        parts[0] += f" of {_duration(budget['maxDurationSeconds'])}"
-    if budget.get("maxGpuHours") or budget.get("gpuHours"):
-        limit = f"/{format_amount(budget['maxGpuHours'])}" if budget.get("maxGpuHours") else ""
-        parts.append(f"{format_amount(budget.get('gpuHours', 0.0))}{limit} GPU-h")
-    if budget.get("moneyLimit") or budget.get("money"):
-        limit = f"/{format_amount(budget['moneyLimit'])}" if budget.get("moneyLimit") else ""
-        spent = format_amount(budget.get("money", 0.0))
-        parts.append(f"{spent}{limit} {budget.get('currency') or ''}")
-    return ", ".join(part.strip() for part in parts)
-
-
-def _duration(seconds: float) -> str:
-    minutes, second = divmod(int(seconds), 60)
-    hours, minute = divmod(minutes, 60)
-    return f"{hours}:{minute:02d}:{second:02d}" if hours else f"{minute}:{second:02d}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune.controlplane.apiserver import ApiRequest
+from kubetune_localcluster.apiserver import ApiRequest
 from tests.controlplane.conftest import Kube
 
 OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")

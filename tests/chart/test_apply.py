@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.environment import free_port
+from kubetune_localcluster.environment import free_port
 from tests.chart.conftest import (
     DASHBOARD,
     EVERYTHING,

@@ -21,8 +21,8 @@ import aiohttp
 import kubernetes
 import pytest
 
-from kubetune.controlplane.apiserver import ApiServer
-from kubetune.controlplane.cluster import ClusterThread
+from kubetune_localcluster.apiserver import ApiServer
+from kubetune_localcluster.cluster import ClusterThread
 
 WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",

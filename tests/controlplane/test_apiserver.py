@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from kubetune.controlplane.apiserver import ApiServer
+from kubetune_localcluster.apiserver import ApiServer
 from tests.controlplane.conftest import PODS, WIDGETS, call, pod, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}

@@ -15,7 +15,7 @@ import aiohttp
 import kubernetes
 import pytest
 
-from kubetune.controlplane.apiserver import ApiRequest, ApiServer
+from kubetune_localcluster.apiserver import ApiRequest, ApiServer
 from tests.controlplane.conftest import PODS, WIDGETS, call, pod
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"

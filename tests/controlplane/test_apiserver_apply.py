@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from kubetune.controlplane.apiserver import ApiServer
+from kubetune_localcluster.apiserver import ApiServer
 from tests.controlplane.conftest import WIDGETS, call
 
 APPLY = {"Content-Type": "application/apply-patch+yaml"}

@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune.controlplane.apiserver import AGGREGATED, ApiServer
+from kubetune_localcluster.apiserver import AGGREGATED, ApiServer
 from tests.controlplane.conftest import PODS, WIDGETS, call, pod, widget
 
 KUBECTL = Path(".venv/bin/kubectl")

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from kubetune.controlplane.apiserver import ApiServer
+from kubetune_localcluster.apiserver import ApiServer
 from tests.controlplane.conftest import PODS, call, pod, read_events
 
 MERGE = {"Content-Type": "application/merge-patch+json"}

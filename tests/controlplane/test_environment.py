@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.environment import (
+from kubetune_localcluster.environment import (
     ContainerConfigError,
     container_env,
     env_references,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune.controlplane.images import PROJECT_IMAGES, Image, container_argv, repository
+from kubetune_localcluster.images import PROJECT_IMAGES, Image, container_argv, repository
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kubetune.controlplane.apiserver import ApiServer
-from kubetune.controlplane.kubelet import Kubelet
+from kubetune_localcluster.apiserver import ApiServer
+from kubetune_localcluster.kubelet import Kubelet
 from tests import escapees
 from tests.escapees import alive
 from tests.eventually import eventually_async

@@ -1,4 +1,4 @@
-"""The OpenAPI documents (kubetune.controlplane.openapi), down to the real kubectl: `kubectl
+"""The OpenAPI documents (kubetune_localcluster.openapi), down to the real kubectl: `kubectl
 explain` walks them and `kubectl apply` finds server-side field validation in them. A small
 aiohttp server serves just discovery, the documents and a create, so these tests do not depend
 on the API server module."""
@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from kubetune.controlplane.openapi import (
+from kubetune_localcluster.openapi import (
     BUILTIN_SCHEMAS,
     builtin_subset,
     definition_name,
@@ -28,7 +28,7 @@ from kubetune.controlplane.openapi import (
     openapi_v3_document,
     openapi_v3_paths,
 )
-from kubetune.controlplane.schemas import InvalidObject, admit, invalid_status
+from kubetune_localcluster.schemas import InvalidObject, admit, invalid_status
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_CRD = yaml.safe_load((ROOT / "crds" / "tuningstudies.kubetune.io.yaml").read_text())

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.patches import (
+from kubetune_localcluster.patches import (
     PatchError,
     UnsupportedPatch,
     apply_patch,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubetune.controlplane.pod_status import termination_message
+from kubetune_localcluster.pod_status import termination_message
 
 
 def test_termination_messages_keep_the_last_4096_bytes_or_fall_back_to_logs() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.controlplane import processes
+from kubetune_localcluster import processes
 from tests import escapees
 from tests.eventually import eventually_async
 
@@ -122,7 +122,7 @@ async def test_the_command_gets_exactly_the_environment_given(tmp_path: Path) ->
 KUBELET = """
 import asyncio, sys
 from pathlib import Path
-from kubetune.controlplane import processes
+from kubetune_localcluster import processes
 folder, command = Path(sys.argv[1]), [sys.executable, "-c", sys.argv[2]]
 
 async def serve():  # as the kubelet starts them: from its event loop

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kubetune.controlplane.apiserver import ApiServer
-from kubetune.controlplane.protobuf import (
+from kubetune_localcluster.apiserver import ApiServer
+from kubetune_localcluster.protobuf import (
     MAGIC,
     MEDIA_TYPE,
     MESSAGES,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.quantities import (
+from kubetune_localcluster.quantities import (
     insufficient,
     node_capacity,
     parse_quantity,

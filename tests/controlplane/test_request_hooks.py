@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from kubetune.controlplane.apiserver import ApiRequest, ApiServer
+from kubetune_localcluster.apiserver import ApiRequest, ApiServer
 
 PODS = "/api/v1/namespaces/default/pods"
 POD = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}

@@ -1,4 +1,4 @@
-"""Admission of custom objects (kubetune.controlplane.schemas): pruning, defaulting, validation
+"""Admission of custom objects (kubetune_localcluster.schemas): pruning, defaulting, validation
 and CEL rules with the field paths, messages and status codes of a real API server."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune.controlplane.schemas import (
+from kubetune_localcluster.schemas import (
     InvalidObject,
     admit,
     compiled,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubetune.controlplane.selectors import (
+from kubetune_localcluster.selectors import (
     FieldSelector,
     LabelSelector,
     SelectorError,

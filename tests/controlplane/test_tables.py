@@ -1,4 +1,4 @@
-"""The Tables `kubectl get` asks for (kubetune.controlplane.tables): printer columns evaluated
+"""The Tables `kubectl get` asks for (kubetune_localcluster.tables): printer columns evaluated
 as the API server does, ages as kubectl prints them, and the built-in kinds' columns."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune.controlplane.tables import builtin_columns, human_duration, jsonpath_values, table
+from kubetune_localcluster.tables import builtin_columns, human_duration, jsonpath_values, table
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)

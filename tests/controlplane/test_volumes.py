@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.volumes import (
+from kubetune_localcluster.volumes import (
     Mount,
     VolumeError,
     container_mounts,

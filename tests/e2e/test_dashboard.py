@@ -10,19 +10,19 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubetune_localcluster.environment import free_port
 from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import ROOT, Operator
 from tests.e2e.test_endings import WRITE_LOSS, X, apply, finish, study, trainer, trials_of
-from tests.e2e.test_ha import free_port
+from tests.eventually import eventually
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -67,7 +67,12 @@ def dashboard(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: study_id(url, "default/dash") is not None, log)
+        eventually(  # its log follows, printed below
+            lambda: study_id(url, "default/dash") is not None,
+            timeout=60,
+            interval=0.2,
+            message="the dashboard serving default/dash",
+        )
         yield url
     finally:
         process.terminate()
@@ -101,15 +106,6 @@ def study_id(url: str, name: str) -> int | None:
     return ids[0] if ids else None
 
 
-def wait_until(condition: Callable[[], bool], log: Path | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            shown = log.read_text()[-5000:] if log else ""
-            raise AssertionError(f"not true within {timeout}s\n{shown}")
-        time.sleep(0.2)
-
-
 def test_the_dashboard_shows_the_clusters_trials_and_best_value(
     kube: Kube, finished: dict[str, Any], dashboard: str
 ) -> None:
@@ -134,14 +130,22 @@ def test_the_dashboard_shows_the_clusters_trials_and_best_value(
 
 def test_a_new_study_appears_without_a_restart(kube: Kube, dashboard: str) -> None:
     apply(kube, study("later", trainer(CODE, WRITE_LOSS), [X], {"maxTrials": 2}))
-    wait_until(lambda: study_id(dashboard, "default/later") is not None)
+    eventually(
+        lambda: study_id(dashboard, "default/later") is not None,
+        timeout=60,
+        interval=0.2,
+        message="default/later on the dashboard",
+    )
     later = study_id(dashboard, "default/later")
     # Its trials show up as the operator creates and finishes them.
-    wait_until(
+    eventually(
         lambda: (
             [t["state"] for t in get(f"{dashboard}/api/studies/{later}")["trials"]]
             == ["Complete", "Complete"]
-        )
+        ),
+        timeout=60,
+        interval=0.2,
+        message="default/later's two trials Complete on the dashboard",
     )
 
 

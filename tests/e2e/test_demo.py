@@ -18,8 +18,8 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune.controlplane.quantities import parse_quantity
 from kubetune.up import capacity_for, load_studies
+from kubetune_localcluster.quantities import parse_quantity
 from tests.controlplane.conftest import PLANES, kube_binaries
 from tests.e2e.conftest import ROOT
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from kubetune.controlplane.environment import free_port
 from kubetune.up import metrics_source_hints, prometheus_config
+from kubetune_localcluster.environment import free_port
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_demo import KUBETUNE, MARKER_ENV, kill_leftovers, processes_with
 from tests.eventually import eventually

@@ -25,9 +25,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from kubetune.controlplane.environment import free_port
 from kubetune.spec import api
 from kubetune.spec.trial import TrialState
+from kubetune_localcluster.environment import free_port
 from tests.controlplane.conftest import Kube
 from tests.e2e.test_operator import apply, example
 

@@ -10,9 +10,9 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune.controlplane.apiserver import ApiRequest
-from kubetune.controlplane.kubelet import KUBELET_USER_AGENT
 from kubetune.spec import api
+from kubetune_localcluster.apiserver import ApiRequest
+from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
 

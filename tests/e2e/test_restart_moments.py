@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.apiserver import ApiRequest, ApiServer
 from kubetune.spec import api
+from kubetune_localcluster.apiserver import ApiRequest, ApiServer
 from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_operator import apply, example

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.controlplane.environment import free_port
+from kubetune_localcluster.environment import free_port
 from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.controlplane.environment import free_port
+from kubetune_localcluster.environment import free_port
 from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
 from tests.prometheus_server import PrometheusServer, prometheus_trainer

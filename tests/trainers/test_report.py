@@ -16,8 +16,8 @@ from kubetune.controller.observation import (
     parse_metrics_annotation,
     parse_termination_message,
 )
-from kubetune.controlplane.environment import free_port
 from kubetune.spec import api
+from kubetune_localcluster.environment import free_port
 from kubetune_report import (
     ANNOTATION_LIMIT,
     TERMINATION_LIMIT,

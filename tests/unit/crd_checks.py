@@ -4,7 +4,7 @@
   https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema
   and the checks the API server makes beside them (no $ref, no null type, ...).
 - kubectl_apply_errors: what `kubectl apply` meets on the server, through the embedded control
-  plane's admission (kubetune.controlplane.schemas): unknown fields refused (kubectl's strict
+  plane's admission (kubetune_localcluster.schemas): unknown fields refused (kubectl's strict
   field validation), defaulting, OpenAPI validation, then the CEL rules.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kubetune.controlplane.schemas import InvalidObject, admit, apply_defaults
+from kubetune_localcluster.schemas import InvalidObject, admit, apply_defaults
 
 Schema = dict[str, Any]
 

@@ -14,9 +14,9 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune.controlplane.cluster import ClusterThread
 from kubetune.spec import api
 from kubetune.spec.crd import crds
+from kubetune_localcluster.cluster import ClusterThread
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = "synthetic-quadratic"

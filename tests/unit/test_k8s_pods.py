@@ -23,9 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubetune.controller.observation import PodPhase
-from kubetune.controlplane.cluster import ClusterThread
 from kubetune.k8s.pods import MESSAGE_LIMIT, observe_pod, pod_essentials
 from kubetune.spec import api
+from kubetune_localcluster.cluster import ClusterThread
 from kubetune_report import annotation_document, metric_number, termination_message
 
 CREATED = "2026-11-26T05:29:58Z"

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubetune.cli import FRONT_MEMBERS_SHOWN, front_lines
 from kubetune.controller.best import best_and_front
 from kubetune.engine import Engine
 from kubetune.spec.crd import study_crd
@@ -20,7 +19,7 @@ from kubetune.spec.study import (
     TuningStudyStatus,
 )
 from kubetune.spec.trial import TrialState, TuningTrial
-from kubetune.up import _best
+from kubetune.summaries import FRONT_MEMBERS_SHOWN, best_cell, front_lines
 from tests.factories import study_spec, trial
 from tests.simulation import PodScript, SimulatedCluster
 
@@ -200,7 +199,7 @@ def test_the_status_field_descriptions_state_the_cap_and_the_order() -> None:
 # --- kubectl get ------------------------------------------------------------------------------
 
 
-def test_kubectl_get_shows_the_front_size_next_to_best() -> None:
+def test_kubectl_get_shows_the_front_size_next_tobest_cell() -> None:
     (version,) = study_crd()["spec"]["versions"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     names = list(columns)
@@ -225,16 +224,16 @@ def _status(size: int, members: int) -> dict[str, Any]:
 
 
 def test_kubetune_up_shows_the_front_size_and_its_first_members() -> None:
-    shown = _best(_status(FRONT, CAP))
+    shown = best_cell(_status(FRONT, CAP))
     assert shown.startswith(f"front of {FRONT}: 0, 1 (trial 0); 0.1, 0.9 (trial 1); ")
     assert shown.endswith(f"; {FRONT - 3} more")
-    assert _best(_status(2, 2)) == "front of 2: 0, 1 (trial 0); 0.1, 0.9 (trial 1)"
+    assert best_cell(_status(2, 2)) == "front of 2: 0, 1 (trial 0); 0.1, 0.9 (trial 1)"
 
 
 def test_kubetune_up_shows_a_single_objective_best_as_before() -> None:
     status = {"bestTrial": {"name": "s-4", "number": 4, "params": {}, "value": 0.123456}}
-    assert _best(status) == "0.1235 (trial 4)"
-    assert _best({}) == ""
+    assert best_cell(status) == "0.1235 (trial 4)"
+    assert best_cell({}) == ""
 
 
 def test_the_cli_prints_the_front_size_order_and_first_members() -> None:

@@ -1,6 +1,6 @@
 """How the re-evaluation (spec.reevaluation) shows to people: the recommendation and each
-re-evaluated configuration in `kubetune up`'s summary (kubetune.cli), and the
-one cell of `kubetune up`'s progress table (kubetune.up)."""
+re-evaluated configuration in `kubetune up`'s summary (kubetune.summaries), and the
+one cell of `kubetune up`'s progress table (kubetune.summaries)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetune.cli import REEVALUATED_SHOWN, reevaluation_lines, reevaluation_of
 from kubetune.spec.study import (
     MetricSummary,
     Recommendation,
     ReevaluatedConfiguration,
     ReevaluationStatus,
 )
-from kubetune.up import progress_table, recommended
+from kubetune.summaries import (
+    REEVALUATED_SHOWN,
+    progress_table,
+    recommended,
+    reevaluation_lines,
+    reevaluation_of,
+)
 from tests.factories import trial
 
 ROOT = Path(__file__).resolve().parents[2]

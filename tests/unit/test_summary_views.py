@@ -1,7 +1,7 @@
 """What matters beside the trials table, in `kubetune up`'s summary and `kubetune trials`
-(kubetune.cli): the best trial's additional metrics (a held-out test accuracy) and the most
+(kubetune.summaries): the best trial's additional metrics (a held-out test accuracy) and the most
 important parameters, in order; and those parameters in `kubetune up`'s progress table
-(kubetune.up)."""
+(kubetune.summaries)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from kubetune.cli import IMPORTANCES_SHOWN, _print_ending, held_out_lines, importance_lines
+from kubetune.cli import _print_ending
 from kubetune.spec.trial import TrialState, TuningTrial
-from kubetune.up import most_important, progress_table
+from kubetune.summaries import (
+    IMPORTANCES_SHOWN,
+    held_out_lines,
+    importance_lines,
+    most_important,
+    progress_table,
+)
 from tests.factories import trial
 
 

@@ -82,7 +82,6 @@ from kubetune.spec.study import (
     Aggregation,
     ConditionType,
     ObjectMeta,
-    ParameterValue,
     PrunerName,
     StudyConditionReason,
     StudyPhase,
@@ -99,18 +98,11 @@ from kubetune.spec.trial import (
     thin_intermediate_values,
     trial_name,
 )
+from kubetune.spec.values import format_params
 
 # A stopped pod that has not terminated this long after its grace period ran out (its node does
 # not answer, say) is deleted: its slot must come free some time.
 STOP_ESCALATION_SECONDS = 30.0
-
-
-def format_params(params: Mapping[str, ParameterValue]) -> str:
-    """Parameters for people: floats to 4 significant digits, in searchSpace order."""
-    return ", ".join(
-        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
-        for name, value in params.items()
-    )
 
 
 def default_seed(study: TuningStudy) -> int:

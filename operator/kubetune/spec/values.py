@@ -8,7 +8,7 @@ never raises on a value the schema admits: a quantity too large to compute is re
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Final
 
@@ -64,3 +64,11 @@ def grid_points(p: Parameter) -> int | None:
     if step is None or p.low is None or p.high is None or p.low > p.high:
         return None
     return steps_between(p.low, p.high, step)[0] + 1
+
+
+def format_params(params: Mapping[str, ParameterValue]) -> str:
+    """Parameters for people: floats to 4 significant digits, in searchSpace order."""
+    return ", ".join(
+        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in params.items()
+    )

@@ -13,10 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from kubetune.controlplane.environment import NODE_IP
-from kubetune.controlplane.quantities import Resources, qos_class
-from kubetune.controlplane.times import timestamp
-from kubetune.controlplane.volumes import Mount
+from kubetune_localcluster.environment import NODE_IP
+from kubetune_localcluster.quantities import Resources, qos_class
+from kubetune_localcluster.times import timestamp
+from kubetune_localcluster.volumes import Mount
 
 DEFAULT_TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT: Final = 4096

@@ -99,8 +99,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from kubetune.controlplane import processes, times
-from kubetune.controlplane.environment import (
+from kubetune_localcluster import processes, times
+from kubetune_localcluster.environment import (
     NODE_IP,
     ContainerConfigError,
     container_env,
@@ -113,17 +113,17 @@ from kubetune.controlplane.environment import (
     scrape_targets,
     secret_values,
 )
-from kubetune.controlplane.images import Image, container_argv
-from kubetune.controlplane.node_endpoint import serve_node_endpoint
-from kubetune.controlplane.pod_status import (
+from kubetune_localcluster.images import Image, container_argv
+from kubetune_localcluster.node_endpoint import serve_node_endpoint
+from kubetune_localcluster.pod_status import (
     DEFAULT_GRACE_SECONDS,
     AdmittedPod,
     PodContainer,
     exit_code_of,
     termination_message,
 )
-from kubetune.controlplane.processes import CANNOT_START_EXIT_CODE, end_processes
-from kubetune.controlplane.quantities import (
+from kubetune_localcluster.processes import CANNOT_START_EXIT_CODE, end_processes
+from kubetune_localcluster.quantities import (
     Resources,
     add_resources,
     format_quantity,
@@ -132,8 +132,8 @@ from kubetune.controlplane.quantities import (
     pod_requests,
     unschedulable_message,
 )
-from kubetune.controlplane.times import micro_timestamp, timestamp
-from kubetune.controlplane.volumes import (
+from kubetune_localcluster.times import micro_timestamp, timestamp
+from kubetune_localcluster.volumes import (
     VolumeError,
     container_mounts,
     hiding,

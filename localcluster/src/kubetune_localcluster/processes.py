@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from kubetune.controlplane import podinit
+from kubetune_localcluster import podinit
 
 KILL_SIGNAL = podinit.KILL_SIGNAL
 CANNOT_START_EXIT_CODE = podinit.CANNOT_START_EXIT_CODE

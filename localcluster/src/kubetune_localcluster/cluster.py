@@ -4,7 +4,7 @@
         cluster.write_kubeconfig(Path("kubeconfig"))
         ...
 
-`make_cluster(binaries=DIR)` gives the real control plane instead (kubetune.controlplane.real:
+`make_cluster(binaries=DIR)` gives the real control plane instead (kubetune_localcluster.real:
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler, with the same kubelet as
 its node); both have the interface of `Cluster`.
 
@@ -28,11 +28,11 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import yaml
 
-from kubetune.controlplane.apiserver import ApiServer
-from kubetune.controlplane.certificates import write_private
-from kubetune.controlplane.images import PROJECT_IMAGES
-from kubetune.controlplane.kubelet import Kubelet
-from kubetune.controlplane.real import RealCluster
+from kubetune_localcluster.apiserver import ApiServer
+from kubetune_localcluster.certificates import write_private
+from kubetune_localcluster.images import PROJECT_IMAGES
+from kubetune_localcluster.kubelet import Kubelet
+from kubetune_localcluster.real import RealCluster
 
 DEFAULT_CAPACITY = {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "0"}
 T = TypeVar("T")

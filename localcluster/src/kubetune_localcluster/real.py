@@ -33,15 +33,15 @@ from typing import Any, Final
 import aiohttp
 import yaml
 
-from kubetune.controlplane.certificates import (
+from kubetune_localcluster.certificates import (
     CertificateAuthority,
     KeyPair,
     signing_key,
     write_private,
 )
-from kubetune.controlplane.environment import NODE_IP, free_port
-from kubetune.controlplane.images import PROJECT_IMAGES, Image
-from kubetune.controlplane.kubelet import DEFAULT_NODE_NAME, Kubelet
+from kubetune_localcluster.environment import NODE_IP, free_port
+from kubetune_localcluster.images import PROJECT_IMAGES, Image
+from kubetune_localcluster.kubelet import DEFAULT_NODE_NAME, Kubelet
 
 BINARIES: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICE_CLUSTER_IP_RANGE: Final = "10.0.0.0/24"

@@ -63,9 +63,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kubetune.controlplane import protobuf, times
-from kubetune.controlplane.certificates import self_signed
-from kubetune.controlplane.patches import (
+from kubetune_localcluster import protobuf, times
+from kubetune_localcluster.certificates import self_signed
+from kubetune_localcluster.patches import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
@@ -78,9 +78,9 @@ from kubetune.controlplane.patches import (
     schema_list_shapes,
     server_side_apply,
 )
-from kubetune.controlplane.resources import CRD_STORAGE, Registry, Resource
-from kubetune.controlplane.selectors import FieldSelector, LabelSelector, SelectorError
-from kubetune.controlplane.store import (
+from kubetune_localcluster.resources import CRD_STORAGE, Registry, Resource
+from kubetune_localcluster.selectors import FieldSelector, LabelSelector, SelectorError
+from kubetune_localcluster.store import (
     ApiError,
     Gone,
     Object,
@@ -90,7 +90,7 @@ from kubetune.controlplane.store import (
     bad_request,
     not_found,
 )
-from kubetune.controlplane.times import timestamp
+from kubetune_localcluster.times import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -631,7 +631,7 @@ class ApiServer:
         return list(self.store.objects(CRD_STORAGE, None))
 
     def _openapi(self, parts: list[str]) -> web.Response:
-        from kubetune.controlplane import openapi  # written beside this module
+        from kubetune_localcluster import openapi  # written beside this module
 
         if parts == ["v2"]:
             return self._json(openapi.openapi_v2(self._crds()))
@@ -648,7 +648,7 @@ class ApiServer:
 
     def _openapi_documents(self) -> dict[str, dict[str, Any]]:
         """The OpenAPI v3 document of every group/version, rebuilt when a CRD changes."""
-        from kubetune.controlplane import openapi  # written beside this module
+        from kubetune_localcluster import openapi  # written beside this module
 
         crds = self._crds()
         key = tuple(c["metadata"]["resourceVersion"] for c in crds)
@@ -679,7 +679,7 @@ class ApiServer:
     def _table(
         self, request: web.Request, resource: Resource, objects: list[Object]
     ) -> dict[str, Any]:
-        from kubetune.controlplane import tables  # written beside this module
+        from kubetune_localcluster import tables  # written beside this module
 
         try:
             return tables.table(

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
-from kubetune.controlplane import times
-from kubetune.controlplane.quantities import qos_class
-from kubetune.controlplane.resources import CRD_STORAGE, Registry, Resource
-from kubetune.controlplane.times import timestamp
+from kubetune_localcluster import times
+from kubetune_localcluster.quantities import qos_class
+from kubetune_localcluster.resources import CRD_STORAGE, Registry, Resource
+from kubetune_localcluster.times import timestamp
 
 Object = dict[str, Any]
 FOREGROUND = "foregroundDeletion"
@@ -582,7 +582,7 @@ class Store:
             return obj, []
         if resource.schema is None:
             return obj, []
-        from kubetune.controlplane import schemas  # written beside this module
+        from kubetune_localcluster import schemas  # written beside this module
 
         try:
             admitted, warnings = schemas.admit(

@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from kubetune.controlplane.patches import (
+from kubetune_localcluster.patches import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
