@@ -1,5 +1,5 @@
 """`kube` on both control planes: a test module that imports this fixture (in place of the
-embedded-only one of tests/controlplane/conftest.py) runs each of its tests on the embedded API
+embedded-only one of tests/localcluster/conftest.py) runs each of its tests on the embedded API
 server and on the real kube-apiserver. A test narrows it with
 `@pytest.mark.parametrize("kube", ["embedded"], indirect=True)` where it needs what only the
 emulator has (request hooks), and says why."""
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.controlplane.conftest import PLANES, Kube, local_kube
+from tests.localcluster.conftest import PLANES, Kube, local_kube
 
 
 @pytest.fixture(scope="module", params=PLANES, name="kube")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_localcluster.apiserver import ApiRequest
-from tests.controlplane.conftest import Kube
+from tests.localcluster.conftest import Kube
 
 OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
 REPORTER_AGENTS = ("Python-urllib/",)

@@ -29,7 +29,7 @@ from tests.chart.conftest import (
     one,
     render,
 )
-from tests.controlplane.conftest import Kube
+from tests.localcluster.conftest import Kube
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 WORKLOADS = {"Deployment", "Pod"}

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.chart.conftest import CHART
-from tests.controlplane.conftest import Kube, install_crds, kube_binaries, local_kube
+from tests.localcluster.conftest import Kube, install_crds, kube_binaries, local_kube
 
 RELEASE = "kubetune"
 NAMESPACE = "kubetune-system"

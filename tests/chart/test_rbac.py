@@ -20,7 +20,7 @@ import pytest
 
 from tests.chart.conftest import HA, NAMESPACE, chart_crds, objects, of_kind, one, render
 from tests.chart.recording import Call, Run, run_operator
-from tests.controlplane.conftest import Kube, kube  # noqa: F401 (the module-scoped fixture)
+from tests.localcluster.conftest import Kube, kube  # noqa: F401 (the module-scoped fixture)
 
 WATCHED = ["team-a", "team-b"]
 STUDY_STATES = ["Succeeded", "Succeeded", "Pruned", "Failed"]

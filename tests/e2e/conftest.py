@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane.conftest import Kube, install_crds
+from tests.localcluster.conftest import Kube, install_crds
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 ROOT = Path(__file__).resolve().parents[2]

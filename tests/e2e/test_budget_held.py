@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.controlplane.conftest import PLANES, Kube, local_kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_demo import KUBETUNE
 from tests.e2e.test_endings import (
@@ -32,6 +31,7 @@ from tests.e2e.test_endings import (
     trainer,
     trials_of,
 )
+from tests.localcluster.conftest import PLANES, Kube, local_kube
 
 
 @pytest.fixture(scope="module", params=PLANES)

@@ -14,9 +14,9 @@ import pytest
 
 from kubetune import client as kubetune_client
 from kubetune.spec.study import StudyPhase, TuningStudyStatus
-from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_endings import X, study, trainer
+from tests.localcluster.conftest import Kube, local_kube
 
 NAME = "from-python"
 TRIALS = 6

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from kubetune_localcluster.environment import free_port
-from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import ROOT, Operator
 from tests.e2e.test_endings import WRITE_LOSS, X, apply, finish, study, trainer, trials_of
 from tests.eventually import eventually
+from tests.localcluster.conftest import Kube, local_kube
 
 ARTIFACTS = ROOT / "test-artifacts"
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from kubetune.spec.crd import NAME_RULE
-from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
 from tests.e2e.test_operator import example
+from tests.localcluster.conftest import Kube
 
 LONG_NAME = "a-study-whose-name-is-longer-than-a-label-value-may-be-" + "x" * 15
 

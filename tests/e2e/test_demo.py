@@ -20,8 +20,8 @@ import yaml
 
 from kubetune.up import capacity_for, load_studies
 from kubetune_localcluster.quantities import parse_quantity
-from tests.controlplane.conftest import PLANES, kube_binaries
 from tests.e2e.conftest import ROOT
+from tests.localcluster.conftest import PLANES, kube_binaries
 
 KUBETUNE = str(Path(sys.executable).parent / "kubetune")
 MARKER_ENV = "KUBETUNE_TEST_RUN"

@@ -21,8 +21,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.controlplane.conftest import PLANES, Kube, local_kube
 from tests.e2e.conftest import Operator
+from tests.localcluster.conftest import PLANES, Kube, local_kube
 
 GPU = "nvidia.com/gpu"
 

@@ -28,8 +28,8 @@ import pytest
 from kubetune.spec import api
 from kubetune.spec.trial import TrialState
 from kubetune_localcluster.environment import free_port
-from tests.controlplane.conftest import Kube
 from tests.e2e.test_operator import apply, example
+from tests.localcluster.conftest import Kube
 
 LEASE = "kubetune-ha"
 # Short election times so that a takeover takes seconds (the defaults are 15, 10 and 2 s).

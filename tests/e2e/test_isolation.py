@@ -17,9 +17,9 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
 from tests.e2e.test_operator import apply, example
+from tests.localcluster.conftest import Kube
 
 PACE_FACTOR = 3.0
 """The canary beside hostile studies keeps at least 1/PACE_FACTOR of its pace alone."""

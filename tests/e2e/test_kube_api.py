@@ -16,8 +16,8 @@ from kubetune.controller import StudyController
 from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.leader import NotLeadingError
 from kubetune.spec import api
-from tests.controlplane.conftest import Kube
 from tests.e2e.test_operator import example
+from tests.localcluster.conftest import Kube
 
 
 async def test_new_trials_come_with_their_pods_and_a_repeated_plan_overwrites_nothing(

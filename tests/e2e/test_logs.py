@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.spec import api
-from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_endings import X
 from tests.e2e.test_endings import study as endings_study
 from tests.eventually import eventually
+from tests.localcluster.conftest import Kube
 
 TRAINER = """\
     import json, os, pathlib, time

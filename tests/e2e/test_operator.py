@@ -13,8 +13,8 @@ import yaml
 from kubetune.spec import api
 from kubetune_localcluster.apiserver import ApiRequest
 from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
-from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import ROOT, Operator
+from tests.localcluster.conftest import Kube
 
 
 def example(name: str, **budget: Any) -> dict[str, Any]:

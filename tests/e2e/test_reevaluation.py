@@ -18,7 +18,6 @@ import kubernetes
 import pytest
 
 from kubetune.spec import api
-from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_endings import (
     X,
@@ -32,6 +31,7 @@ from tests.e2e.test_endings import (
     wait_for_events,
 )
 from tests.e2e.test_operator import example
+from tests.localcluster.conftest import Kube
 
 # The losses of configuration x with seed s, defined once: the trainer runs this code and the
 # tests recompute what a pod should have reported from its trial's spec.seed. The held-out

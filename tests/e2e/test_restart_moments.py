@@ -20,9 +20,9 @@ import pytest
 
 from kubetune.spec import api
 from kubetune_localcluster.apiserver import ApiRequest, ApiServer
-from tests.controlplane.conftest import Kube
 from tests.e2e.conftest import Operator
 from tests.e2e.test_operator import apply, example
+from tests.localcluster.conftest import Kube
 
 # The API server holds a request at the named moment through a request hook, which only the
 # emulator has; on the real plane the same moments would need a holding proxy in front of it.

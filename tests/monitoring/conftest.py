@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kubetune_localcluster.environment import free_port
-from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
+from tests.localcluster.conftest import Kube, local_kube
 
 GPU = "nvidia.com/gpu"
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from kubetune_localcluster.environment import free_port
-from tests.controlplane.conftest import Kube, local_kube
 from tests.e2e.conftest import Operator
+from tests.localcluster.conftest import Kube, local_kube
 from tests.prometheus_server import PrometheusServer, prometheus_trainer
 
 DOWN = f"http://127.0.0.1:{free_port()}"

@@ -17,7 +17,7 @@ from kubetune.spec import values
 from kubetune.spec.manifests import parse_study, validate_text
 from kubetune.spec.rules import check_study_spec
 from kubetune.spec.study import MAX_CHOICES, Parameter, ParameterType, TuningStudy
-from tests.controlplane.conftest import REPO
+from tests.localcluster.conftest import REPO
 
 GRID = yaml.safe_load((REPO / "examples" / "grid.yaml").read_text())
 

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from kubetune.spec.pod_schema import definitions_file, generated, pod_spec_schema
-from tests.controlplane.conftest import REPO, Kube, install_crds
-from tests.controlplane.test_study_bounds import study
+from tests.localcluster.conftest import REPO, Kube, install_crds
+from tests.localcluster.test_study_bounds import study
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 DEPTH = 1000

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from kubetune_localcluster.apiserver import ApiServer
-from tests.controlplane.conftest import PODS, WIDGETS, call, pod, widget
+from tests.localcluster.conftest import PODS, WIDGETS, call, pod, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}

@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
-from tests.controlplane.conftest import Kube
+from tests.localcluster.conftest import Kube
 
 GROUP, VERSION, PLURAL = "test.kubetune.io", "v1", "widgets"
 NAMESPACE = "default"

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from tests import escapees
-from tests.controlplane.test_cluster_up import TIMEOUT, kubectl
 from tests.eventually import eventually_async
+from tests.localcluster.test_cluster_up import TIMEOUT, kubectl
 
 
 async def test_no_pod_process_outlives_a_killed_cluster(tmp_path: Path) -> None:

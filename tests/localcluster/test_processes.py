@@ -1,4 +1,4 @@
-"""The init every container runs under (controlplane/podinit.py, started by processes.py): it
+"""The init every container runs under (kubetune_localcluster/podinit.py, started by processes.py): it
 ends all that its command started, setsid'd and double-forked children included; exit codes,
 signals and the environment pass through unchanged; and it dies with a kubelet that is
 SIGKILLed."""

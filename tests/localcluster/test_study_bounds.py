@@ -14,7 +14,7 @@ from kubetune.controller.trial_pod import render_trial_pod, with_owner_uid
 from kubetune.spec import api
 from kubetune.spec.study import TuningStudy
 from kubetune.spec.trial import TuningTrial, TuningTrialSpec, trial_name
-from tests.controlplane.conftest import REPO, Kube, install_crds
+from tests.localcluster.conftest import REPO, Kube, install_crds
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 EXAMPLE = REPO / "examples" / "synthetic-quadratic.yaml"

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.controlplane.conftest import PODS, WIDGETS, call, owner_ref, pod, widget
+from tests.localcluster.conftest import PODS, WIDGETS, call, owner_ref, pod, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"

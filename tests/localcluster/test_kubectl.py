@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.controlplane.conftest import REPO, Kube
 from tests.eventually import eventually
+from tests.localcluster.conftest import REPO, Kube
 from tests.planes import kube_on_both_planes  # noqa: F401 (the fixture `kube`, both planes)
 
 EXAMPLE = REPO / "examples" / "synthetic-quadratic.yaml"

@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 
 from kubetune_localcluster.apiserver import ApiRequest, ApiServer
-from tests.controlplane.conftest import PODS, WIDGETS, call, pod
+from tests.localcluster.conftest import PODS, WIDGETS, call, pod
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 

@@ -26,7 +26,7 @@ from kubetune_localcluster.protobuf import (
     go_duration,
     message_table,
 )
-from tests.controlplane.conftest import WIDGETS, call
+from tests.localcluster.conftest import WIDGETS, call
 
 PROTOBUF = {"Content-Type": MEDIA_TYPE}
 

@@ -12,7 +12,7 @@ import aiohttp
 import yaml
 
 from kubetune_localcluster.apiserver import ApiServer
-from tests.controlplane.conftest import WIDGETS, call
+from tests.localcluster.conftest import WIDGETS, call
 
 APPLY = {"Content-Type": "application/apply-patch+yaml"}
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"

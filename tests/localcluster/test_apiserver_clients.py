@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubetune_localcluster.apiserver import AGGREGATED, ApiServer
-from tests.controlplane.conftest import PODS, WIDGETS, call, pod, widget
+from tests.localcluster.conftest import PODS, WIDGETS, call, pod, widget
 
 KUBECTL = Path(".venv/bin/kubectl")
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -276,7 +276,7 @@ async def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> tup
 
 
 async def test_kubectl_api_resources_apply_and_get(server: ApiServer, tmp_path: Path) -> None:
-    from tests.controlplane.conftest import WIDGET_CRD
+    from tests.localcluster.conftest import WIDGET_CRD
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(server.kubeconfig()))

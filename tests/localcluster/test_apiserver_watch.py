@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from kubetune_localcluster.apiserver import ApiServer
-from tests.controlplane.conftest import PODS, call, pod, read_events
+from tests.localcluster.conftest import PODS, call, pod, read_events
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 

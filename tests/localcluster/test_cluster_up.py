@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane.conftest import PLANES, kube_binaries, kubectl_binary
+from tests.localcluster.conftest import PLANES, kube_binaries, kubectl_binary
 
 TIMEOUT = 30.0
 

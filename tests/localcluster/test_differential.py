@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.controlplane.conftest import WIDGET_CRD, Kube, local_kube
 from tests.eventually import eventually
+from tests.localcluster.conftest import WIDGET_CRD, Kube, local_kube
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 WIDGETS = "/apis/example.com/v1/namespaces/default/widgets"
