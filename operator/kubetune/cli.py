@@ -390,7 +390,9 @@ def up(
     from rich.console import Console
 
     with _local_cluster("up"):
-        from kubetune.up import Up, UpError, capacity_for, find_prometheus, load_studies
+        from kubetune.up.manifests import UpError, capacity_for, load_studies
+        from kubetune.up.prometheus import find_prometheus
+        from kubetune.up.run import Up
         from kubetune_localcluster.real import ControlPlaneError
 
     if prometheus_port is not None and not prometheus:

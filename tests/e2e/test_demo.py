@@ -18,7 +18,7 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune.up import capacity_for, load_studies
+from kubetune.up.manifests import capacity_for, load_studies
 from kubetune_localcluster.quantities import parse_quantity
 from tests.e2e.conftest import ROOT
 from tests.localcluster.conftest import PLANES, kube_binaries

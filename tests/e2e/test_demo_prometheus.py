@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from kubetune.up import metrics_source_hints, prometheus_config
+from kubetune.up.prometheus import metrics_source_hints, prometheus_config
 from kubetune_localcluster.environment import free_port
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_demo import KUBETUNE, MARKER_ENV, kill_leftovers, processes_with

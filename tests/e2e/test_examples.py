@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubetune.up import load_studies
+from kubetune.up.manifests import load_studies
 from tests.e2e.conftest import ROOT
 
 KUBETUNE = str(Path(sys.executable).parent / "kubetune")

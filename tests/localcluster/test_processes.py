@@ -1,7 +1,7 @@
-"""The init every container runs under (kubetune_localcluster/podinit.py, started by processes.py): it
-ends all that its command started, setsid'd and double-forked children included; exit codes,
-signals and the environment pass through unchanged; and it dies with a kubelet that is
-SIGKILLed."""
+"""The init every container runs under (kubetune_localcluster/podinit.py, started by
+processes.py): it ends all that its command started, setsid'd and double-forked children
+included; exit codes, signals and the environment pass through unchanged; and it dies with a
+kubelet that is SIGKILLed."""
 
 from __future__ import annotations
 
