@@ -44,7 +44,7 @@ from kubetune.spec.crd import crds
 from kubetune_localcluster.apiserver import ApiRequest
 from kubetune_localcluster.cluster import ClusterThread
 from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
-from kubetune_localcluster.store import Watch, WatchEvent
+from kubetune_localcluster.watch import Watch, WatchEvent
 
 PARALLELISM = 4
 NAMESPACE = "default"

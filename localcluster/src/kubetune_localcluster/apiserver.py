@@ -65,6 +65,14 @@ from aiohttp import web
 
 from kubetune_localcluster import protobuf, times
 from kubetune_localcluster.certificates import self_signed
+from kubetune_localcluster.errors import (
+    ApiError,
+    Gone,
+    StrictDecodingError,
+    bad_request,
+    not_found,
+)
+from kubetune_localcluster.objects import Object
 from kubetune_localcluster.patches import (
     APPLY_PATCH,
     JSON_PATCH,
@@ -80,17 +88,9 @@ from kubetune_localcluster.patches import (
 )
 from kubetune_localcluster.resources import CRD_STORAGE, Registry, Resource
 from kubetune_localcluster.selectors import FieldSelector, LabelSelector, SelectorError
-from kubetune_localcluster.store import (
-    ApiError,
-    Gone,
-    Object,
-    Store,
-    StrictDecodingError,
-    WatchEvent,
-    bad_request,
-    not_found,
-)
+from kubetune_localcluster.store import Store
 from kubetune_localcluster.times import timestamp
+from kubetune_localcluster.watch import WatchEvent
 
 log = logging.getLogger(__name__)
 
