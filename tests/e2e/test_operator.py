@@ -142,5 +142,7 @@ def test_a_running_trial_costs_no_busy_loop(operator: Operator) -> None:
     status_writes = [
         w for w in writes if w.resource == api.STUDY_PLURAL and w.subresource == "status"
     ]
-    # Trial created, running, finished, study completed (plus the odd elapsed-time update).
-    assert 2 <= len(status_writes) <= 8, status_writes
+    # Trial created, running, finished, study completed, plus an elapsed-time update per
+    # reconcile that pod events cause (more of them on a loaded machine: 9 were seen on two
+    # busy cores). A loop feeding itself writes hundreds in these seconds.
+    assert 2 <= len(status_writes) <= 12, status_writes
