@@ -41,7 +41,7 @@ import kubernetes
 
 from kubetune.spec import api
 from kubetune.spec.crd import crds
-from kubetune_localcluster.apiserver import ApiRequest
+from kubetune_localcluster.access import ApiRequest
 from kubetune_localcluster.cluster import ClusterThread
 from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
 from kubetune_localcluster.watch import Watch, WatchEvent

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune_localcluster.apiserver import ApiRequest
+from kubetune_localcluster.access import ApiRequest
 from tests.localcluster.conftest import Kube
 
 OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")

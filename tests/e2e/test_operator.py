@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kubetune.spec import api
-from kubetune_localcluster.apiserver import ApiRequest
+from kubetune_localcluster.access import ApiRequest
 from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
 from tests.e2e.conftest import ROOT, Operator
 from tests.localcluster.conftest import Kube

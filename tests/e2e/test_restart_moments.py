@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from kubetune.spec import api
-from kubetune_localcluster.apiserver import ApiRequest, ApiServer
+from kubetune_localcluster.access import ApiRequest
+from kubetune_localcluster.apiserver import ApiServer
 from tests.e2e.conftest import Operator
 from tests.e2e.test_operator import apply, example
 from tests.localcluster.conftest import Kube

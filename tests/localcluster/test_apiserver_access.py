@@ -15,7 +15,8 @@ import aiohttp
 import kubernetes
 import pytest
 
-from kubetune_localcluster.apiserver import ApiRequest, ApiServer
+from kubetune_localcluster.access import ApiRequest
+from kubetune_localcluster.apiserver import ApiServer
 from tests.localcluster.conftest import PODS, WIDGETS, call, pod
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"

@@ -13,7 +13,8 @@ import kubernetes
 import pytest
 import yaml
 
-from kubetune_localcluster.apiserver import AGGREGATED, ApiServer
+from kubetune_localcluster.apiserver import ApiServer
+from kubetune_localcluster.discovery import AGGREGATED
 from tests.localcluster.conftest import PODS, WIDGETS, call, pod, widget
 
 KUBECTL = Path(".venv/bin/kubectl")

@@ -6,7 +6,8 @@ import asyncio
 
 import aiohttp
 
-from kubetune_localcluster.apiserver import ApiRequest, ApiServer
+from kubetune_localcluster.access import ApiRequest
+from kubetune_localcluster.apiserver import ApiServer
 
 PODS = "/api/v1/namespaces/default/pods"
 POD = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}

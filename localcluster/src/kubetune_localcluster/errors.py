@@ -96,3 +96,7 @@ def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> ApiE
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
+
+
+def unknown_resource() -> ApiError:
+    return ApiError(404, "NotFound", "the server could not find the requested resource", details={})
