@@ -174,8 +174,9 @@ def _grace_seconds(pod: Mapping[str, Any]) -> float:
     return float(spec_grace) if spec_grace is not None else DEFAULT_GRACE_SECONDS
 
 
-class ApiError(Exception):
-    """An API request failed with this HTTP status."""
+class ApiRequestError(Exception):
+    """A request of the kubelet's to the API server failed with this HTTP status (0: no
+    answer). Not the emulator's `errors.ApiError`, which the server answers with."""
 
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"HTTP {status}: {body[:500]}")
@@ -262,7 +263,7 @@ class Kubelet:
         try:
             await self._register_node()
             await self._list_pods()
-        except ApiError as error:
+        except ApiRequestError as error:
             await self.stop()
             raise RuntimeError(
                 f"the kubelet could not list pods from {self.api_url}: {error}"
@@ -345,7 +346,7 @@ class Kubelet:
         attempts: int = 5,
     ) -> Json:
         """One API call, retried on connection errors, conflicts and server errors; 404 and
-        other client errors raise ApiError at once."""
+        other client errors raise ApiRequestError at once."""
         assert self._session is not None
         delay = 0.05
         for attempt in range(attempts):
@@ -361,12 +362,12 @@ class Kubelet:
                     if response.status < 300:
                         result: Json = json.loads(text) if text else {}
                         return result
-                    error = ApiError(response.status, text)
+                    error = ApiRequestError(response.status, text)
                     retry = response.status in (409, 429) or response.status >= 500
                     if not retry:
                         raise error
             except (aiohttp.ClientError, TimeoutError) as failure:
-                error = ApiError(0, str(failure))
+                error = ApiRequestError(0, str(failure))
             if attempt + 1 < attempts and not self._closing:
                 await asyncio.sleep(delay)  # back off before retrying the request
                 delay = min(delay * 2, 1.0)
@@ -436,7 +437,7 @@ class Kubelet:
             node["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.serving[1]}}
         try:
             await self._request("POST", "/api/v1/nodes", body=node, attempts=1)
-        except ApiError as error:
+        except ApiRequestError as error:
             if error.status != 409 or self.schedules:
                 return  # the emulator keeps the node it has
             await self._request(
@@ -469,7 +470,7 @@ class Kubelet:
                     content_type="application/apply-patch+yaml",
                     params={"fieldManager": KUBELET_USER_AGENT, "force": "true"},
                 )
-            except ApiError as error:
+            except ApiRequestError as error:
                 logger.warning("kubelet: renewing the node lease failed: %s", error)
             await asyncio.sleep(LEASE_RENEW_SECONDS)  # the lease's renew interval
 
@@ -492,7 +493,7 @@ class Kubelet:
                     await self._list_pods()
                     must_list = False
                 must_list = await self._watch_once()
-            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as error:
+            except (ApiRequestError, aiohttp.ClientError, TimeoutError, ValueError) as error:
                 logger.debug("kubelet: pod watch failed, relisting: %s", error)
                 must_list = True
                 await asyncio.sleep(WATCH_RETRY_SECONDS)  # the server may be restarting
@@ -516,7 +517,7 @@ class Kubelet:
             if response.status == 410:
                 return True
             if response.status >= 300:
-                raise ApiError(response.status, await response.text())
+                raise ApiRequestError(response.status, await response.text())
             buffer = b""
             async for chunk in response.content.iter_any():
                 buffer += chunk
@@ -532,7 +533,7 @@ class Kubelet:
         if kind == "ERROR":
             if obj.get("code") == 410:
                 return True
-            raise ApiError(int(obj.get("code") or 500), json.dumps(obj))
+            raise ApiRequestError(int(obj.get("code") or 500), json.dumps(obj))
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             self._resource_version = str(version)
@@ -633,7 +634,7 @@ class Kubelet:
         }
 
         async def post() -> None:
-            with contextlib.suppress(ApiError):
+            with contextlib.suppress(ApiRequestError):
                 path = f"/api/v1/namespaces/{namespace}/events"
                 await self._request("POST", path, body=event, attempts=1)
 
@@ -680,7 +681,7 @@ class Kubelet:
                 continue
             try:
                 bound = await self._bind(obj)
-            except ApiError as error:
+            except ApiRequestError as error:
                 if error.status != 404:
                     logger.warning("kubelet: binding %s/%s failed: %s", namespace, name, error)
                 continue
@@ -709,7 +710,7 @@ class Kubelet:
         }
         try:
             await self._request("POST", self._pod_path(namespace, name, "binding"), body=binding)
-        except ApiError as error:
+        except ApiRequestError as error:
             if error.status not in (404, 405):
                 raise
             return await self._request(
@@ -748,7 +749,7 @@ class Kubelet:
             ],
         }
         metadata = obj["metadata"]
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(ApiRequestError):
             await self._request(
                 "PATCH",
                 self._pod_path(metadata.get("namespace", "default"), metadata["name"], "status"),
@@ -981,7 +982,7 @@ class Kubelet:
                 return await self._request(
                     "GET", f"/api/v1/namespaces/{pod.namespace}/{plural}/{name}"
                 )
-            except ApiError as error:
+            except ApiRequestError as error:
                 if error.status == 404:
                     return None
                 raise VolumeError(f"cannot read {plural[:-1]} {name!r}: {error}") from None
@@ -1005,7 +1006,7 @@ class Kubelet:
             path = f"/api/v1/namespaces/{pod.namespace}/serviceaccounts/{account}/token"
             try:
                 answer = await self._request("POST", path, body=body, attempts=1)
-            except ApiError as error:
+            except ApiRequestError as error:
                 raise VolumeError(f"cannot get a token for {account!r}: {error}") from None
             return str(answer["status"]["token"])
 
@@ -1035,7 +1036,7 @@ class Kubelet:
     async def _values(self, pod: AdmittedPod, plural: str, name: str) -> dict[str, str] | None:
         try:
             obj = await self._request("GET", f"/api/v1/namespaces/{pod.namespace}/{plural}/{name}")
-        except ApiError as error:
+        except ApiRequestError as error:
             if error.status == 404:
                 return None
             raise ContainerConfigError(f"cannot read {plural[:-1]} {name!r}: {error}") from None
@@ -1230,7 +1231,7 @@ class Kubelet:
                     body={"status": pod.status()},
                     content_type="application/merge-patch+json",
                 )
-            except ApiError as error:
+            except ApiRequestError as error:
                 if error.status == 404:
                     pod.gone = True
                 else:
@@ -1248,7 +1249,7 @@ class Kubelet:
             "gracePeriodSeconds": 0,
             "preconditions": {"uid": uid},
         }
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(ApiRequestError):
             await self._request("DELETE", self._pod_path(namespace, name), body=body)
 
 
@@ -1257,4 +1258,4 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         logger.error("kubelet: %s failed", task.get_name(), exc_info=task.exception())
 
 
-__all__ = ["ApiError", "Kubelet"]
+__all__ = ["ApiRequestError", "Kubelet"]
