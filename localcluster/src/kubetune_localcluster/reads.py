@@ -22,6 +22,7 @@ PodLogProvider = Callable[[str, str, str | None], str | None]
 
 
 def selection(request: web.Request, resource: Resource) -> Callable[[Object], bool] | None:
+    """A request's label and field selectors as one predicate (None: every object)."""
     labels = LabelSelector.parse(request.query.get("labelSelector"))
     fields = FieldSelector.parse(request.query.get("fieldSelector"), resource.field_labels)
     if labels.empty and fields.empty:
