@@ -4,6 +4,7 @@ standard library only) and kubetune-localcluster (the local cluster of `kubetune
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,11 +16,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def build_wheel(source: Path, into: Path) -> tuple[set[str], str, list[str]]:
-    """The wheel's top-level entries, its dist-info folder and its Requires-Dist lines."""
+    """The wheel's top-level entries, its dist-info folder and its Requires-Dist lines.
+
+    Built from a copy of the sources: setuptools leaves a build/ folder beside them, whose
+    stale files a later build would pack."""
+    copy = into / "source"
+    ignored = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*")
+    if source == REPO:  # the operator's distribution: its metadata and operator/ only
+        copy.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(source / name, copy / name)
+        shutil.copytree(source / "operator", copy / "operator", ignore=ignored)
+    else:
+        shutil.copytree(source, copy, ignore=ignored)
     subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"),
-            *("--wheel-dir", str(into), str(source)),
+            *("--wheel-dir", str(into), str(copy)),
         ],
         check=True,
         timeout=300,
