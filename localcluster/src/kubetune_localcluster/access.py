@@ -9,14 +9,12 @@ namespace and name).
 
 from __future__ import annotations
 
-import base64
 import hmac
 import shutil
 import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
@@ -77,33 +75,3 @@ def authenticated(request: web.Request, token: str) -> bool:
 def is_public(request: web.Request) -> bool:
     parts = [part for part in request.path.split("/") if part]
     return bool(parts) and (parts[0] in PUBLIC_PATHS or parts == ["version"])
-
-
-def kubeconfig(
-    server: str, certificate: bytes | None, token: str, namespace: str = "default"
-) -> dict[str, Any]:
-    """A kubeconfig document for an API server: the HTTPS listener with its CA, and the
-    token (client-go sends a token only over TLS)."""
-    authority = base64.b64encode(certificate or b"").decode()
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "kubetune",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": authority,
-                },
-            }
-        ],
-        "users": [{"name": "kubetune", "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "kubetune",
-                "context": {"cluster": "kubetune", "user": "kubetune", "namespace": namespace},
-            }
-        ],
-        "current-context": "kubetune",
-        "preferences": {},
-    }

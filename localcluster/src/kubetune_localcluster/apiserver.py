@@ -65,13 +65,13 @@ from kubetune_localcluster.access import (
     RequestHook,
     authenticated,
     is_public,
-    kubeconfig,
     rbac_verb,
     server_context,
 )
 from kubetune_localcluster.certificates import self_signed
 from kubetune_localcluster.discovery import Discovery
 from kubetune_localcluster.errors import ApiError, bad_request, unknown_resource
+from kubetune_localcluster.kubeconfigs import kubeconfig
 from kubetune_localcluster.reads import PodLogProvider, Reads
 from kubetune_localcluster.resources import Registry
 from kubetune_localcluster.selectors import SelectorError
@@ -186,7 +186,8 @@ class ApiServer:
     def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
         """A kubeconfig document for this server: the HTTPS listener with its CA, and the
         token (client-go sends a token only over TLS)."""
-        return kubeconfig(self.tls_url, self.certificate, self.token, namespace)
+        credentials = {"token": self.token}
+        return kubeconfig(self.tls_url, self.certificate or b"", "kubetune", credentials, namespace)
 
     def set_pod_log_provider(self, provider: PodLogProvider | None) -> None:
         self.reads.log_provider = provider

@@ -26,11 +26,10 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
-import yaml
 
 from kubetune_localcluster.apiserver import ApiServer
-from kubetune_localcluster.certificates import write_private
 from kubetune_localcluster.images import PROJECT_IMAGES
+from kubetune_localcluster.kubeconfigs import write_kubeconfig
 from kubetune_localcluster.kubelet import Kubelet
 from kubetune_localcluster.real import RealCluster
 
@@ -90,8 +89,7 @@ class LocalCluster:
         return aiohttp.ClientSession(self.url, headers=headers, **options)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        document = yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False)
-        return write_private(path, document.encode())
+        return write_kubeconfig(path, self.kubeconfig(namespace))
 
     async def __aenter__(self) -> LocalCluster:
         await self.start()

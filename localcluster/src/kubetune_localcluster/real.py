@@ -16,7 +16,6 @@ Every component logs to `<workdir>/logs/<name>.log`; etcd keeps its data in the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import os
@@ -31,16 +30,15 @@ from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
-import yaml
 
 from kubetune_localcluster.certificates import (
     CertificateAuthority,
     KeyPair,
     signing_key,
-    write_private,
 )
 from kubetune_localcluster.environment import NODE_IP, free_port
 from kubetune_localcluster.images import PROJECT_IMAGES, Image
+from kubetune_localcluster.kubeconfigs import inline, kubeconfig, write_kubeconfig
 from kubetune_localcluster.kubelet import DEFAULT_NODE_NAME, Kubelet
 
 BINARIES: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -199,8 +197,7 @@ class RealCluster:
         return aiohttp.ClientSession(self.url, connector=connector, **options)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        document = yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False)
-        return write_private(path, document.encode())
+        return write_kubeconfig(path, self.kubeconfig(namespace))
 
     async def __aenter__(self) -> RealCluster:
         await self.start()
@@ -240,7 +237,7 @@ class RealCluster:
         for user in ("kube-controller-manager", "kube-scheduler"):
             pair = ca.issue(user, common_name=f"system:{user}", client=True)
             document = _kubeconfig(self.url, ca.pem, pair, f"system:{user}", "default")
-            (self.pki / f"{user}.kubeconfig").write_text(yaml.safe_dump(document))
+            write_kubeconfig(self.pki / f"{user}.kubeconfig", document)
         signing_key(self.pki / "service-account.key")
 
     async def _start_etcd(self) -> None:
@@ -392,36 +389,12 @@ class RealCluster:
 
 
 def _kubeconfig(url: str, ca: bytes, pair: KeyPair, user: str, namespace: str) -> dict[str, Any]:
-    def inline(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "kubetune-real",
-                "cluster": {"server": url, "certificate-authority-data": inline(ca)},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": inline(pair.cert.read_bytes()),
-                    "client-key-data": inline(pair.key.read_bytes()),
-                },
-            }
-        ],
-        "contexts": [
-            {
-                "name": "kubetune-real",
-                "context": {"cluster": "kubetune-real", "user": user, "namespace": namespace},
-            }
-        ],
-        "current-context": "kubetune-real",
-        "preferences": {},
+    """A kubeconfig of one of the real plane's users, its client certificate inlined."""
+    credentials = {
+        "client-certificate-data": inline(pair.cert.read_bytes()),
+        "client-key-data": inline(pair.key.read_bytes()),
     }
+    return kubeconfig(url, ca, user, credentials, namespace, cluster="kubetune-real")
 
 
 def _die_with_parent() -> None:
