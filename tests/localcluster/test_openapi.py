@@ -19,6 +19,8 @@ import pytest
 import yaml
 from aiohttp import web
 
+from kubetune_localcluster.admission import admit
+from kubetune_localcluster.field_errors import InvalidObject, invalid_status
 from kubetune_localcluster.openapi import (
     BUILTIN_SCHEMAS,
     builtin_subset,
@@ -28,7 +30,6 @@ from kubetune_localcluster.openapi import (
     openapi_v3_document,
     openapi_v3_paths,
 )
-from kubetune_localcluster.schemas import InvalidObject, admit, invalid_status
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_CRD = yaml.safe_load((ROOT / "crds" / "tuningstudies.kubetune.io.yaml").read_text())

@@ -1,5 +1,6 @@
-"""Admission of custom objects (kubetune_localcluster.schemas): pruning, defaulting, validation
-and CEL rules with the field paths, messages and status codes of a real API server."""
+"""Admission of custom objects (kubetune_localcluster.admission and the modules beside it):
+pruning, defaulting, validation and CEL rules with the field paths, messages and status codes
+of a real API server."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune_localcluster.schemas import (
-    InvalidObject,
-    admit,
-    compiled,
-    go_float,
-    invalid_status,
-    schema_problems,
-)
+from kubetune_localcluster.admission import admit
+from kubetune_localcluster.cel_rules import schema_problems
+from kubetune_localcluster.compiled_schemas import compiled
+from kubetune_localcluster.field_errors import InvalidObject, invalid_status
+from kubetune_localcluster.go_format import go_float
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_CRD = yaml.safe_load((ROOT / "crds" / "tuningstudies.kubetune.io.yaml").read_text())

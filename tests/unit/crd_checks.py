@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kubetune_localcluster.schemas import InvalidObject, admit, apply_defaults
+from kubetune_localcluster.admission import admit
+from kubetune_localcluster.field_errors import InvalidObject
+from kubetune_localcluster.pruning import apply_defaults
 
 Schema = dict[str, Any]
 

@@ -7,7 +7,7 @@ resourceVersion, and the watchers, each fed through its own bounded queue. On to
 applies what the API server and its controllers do: uid, creationTimestamp, generation,
 generateName, preconditions, the status subresource, finalizers and graceful deletion,
 propagation policies and garbage collection through ownerReferences, namespace and CRD
-cleanup, CRD registration and admission of custom objects through `schemas.admit`. The rules
+cleanup, CRD registration and admission of custom objects through `admission.admit`. The rules
 live beside it: `validation` and `defaults` for built-in objects, `garbage` for the garbage
 collector and the cleanups, `watch` for the watchers, `errors` for the Status errors.
 
@@ -240,21 +240,21 @@ class Store:
             return obj, []
         if resource.schema is None:
             return obj, []
-        from kubetune_localcluster import schemas  # written beside this module
+        from kubetune_localcluster import admission, field_errors  # written beside this module
 
         try:
-            admitted, warnings = schemas.admit(
+            admitted, warnings = admission.admit(
                 resource.schema,
                 obj,
                 old,
                 field_validation=field_validation,
                 subresource=subresource,
             )
-        except schemas.InvalidObject as error:
+        except field_errors.InvalidObject as error:
             if error.code == 400 and error.causes:
                 unknown = [str(c.get("field", "")) for c in error.causes]
                 raise StrictDecodingError(error.message, unknown) from error
-            body = schemas.invalid_status(resource.kind, resource.group, name, error)
+            body = field_errors.invalid_status(resource.kind, resource.group, name, error)
             raise ApiError(
                 int(body["code"]),
                 str(body["reason"]),
