@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune_localcluster.tables import builtin_columns, human_duration, jsonpath_values, table
+from kubetune_localcluster.ages import human_duration
+from kubetune_localcluster.jsonpath import jsonpath_values
+from kubetune_localcluster.printers import builtin_columns
+from kubetune_localcluster.tables import table
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)

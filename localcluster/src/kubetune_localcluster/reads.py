@@ -52,13 +52,13 @@ class Reads:
     def table(
         self, request: web.Request, resource: Resource, objects: list[Object]
     ) -> dict[str, Any]:
-        from kubetune_localcluster import tables  # written beside this module
+        from kubetune_localcluster import printers, tables  # written beside this module
 
         try:
             return tables.table(
                 [present(resource, obj) for obj in objects],
                 # A CRD version with no printer columns shows its age, as the API server does.
-                (resource.printer_columns or [tables.AGE_COLUMN]) if resource.custom else None,
+                (resource.printer_columns or [printers.AGE_COLUMN]) if resource.custom else None,
                 kind=resource.kind,
                 include_object=request.query.get("includeObject", "Metadata"),
                 now=self.clock(),
