@@ -32,6 +32,7 @@ from kubetune.spec.study import (
     Recommendation,
     ReevaluatedConfiguration,
     ReevaluationStatus,
+    TuningStudy,
     TuningStudySpec,
 )
 from kubetune.spec.trial import (
@@ -254,3 +255,16 @@ def _recommendation(
         validation_value=score.validation_value,
         generalization_gap=gap,
     )
+
+
+def default_seed(study: TuningStudy) -> int:
+    """The seed of a study that sets none: stable for the study's lifetime (its uid), so a
+    rebuilt study continues exactly as before even without a seed."""
+    identity = study.metadata.uid or f"{study.metadata.namespace}/{study.metadata.name}"
+    return int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16)
+
+
+def study_seed(study: TuningStudy) -> int:
+    """The seed trial seeds derive from: spec.algorithm.seed, or the default one."""
+    seed = study.spec.algorithm.seed
+    return default_seed(study) if seed is None else seed

@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from kubetune.budget import StudyEnd, assess
-from kubetune.controller.plan import Event, Plan, Work
+from kubetune.budget import BudgetDecision, StudyEnd, assess
+from kubetune.controller.best import best_and_front
+from kubetune.controller.outcomes import past_retention
+from kubetune.controller.plan import Event, Plan, TrialUpdate, Work
 from kubetune.controller.warm_start import WarmStartVerdict, imports_message
 from kubetune.engine import Engine
 from kubetune.spec.study import (
@@ -320,3 +322,156 @@ def imports_recorded(
         study.metadata.generation,
     )
     return status.model_copy(update={"conditions": conditions})
+
+
+BUDGET_REASONS = frozenset(
+    {
+        StudyConditionReason.MAX_TRIALS_REACHED,
+        StudyConditionReason.MAX_DURATION_REACHED,
+        StudyConditionReason.GPU_HOURS_EXHAUSTED,
+        StudyConditionReason.MONEY_EXHAUSTED,
+    }
+)
+"""Endings that mean a budget of spec.budget ran out (a BudgetExhausted event says which)."""
+
+
+def build_plan(
+    study: TuningStudy,
+    engine: Engine | None,
+    work: Work,
+    status: TuningStudyStatus,
+    now: datetime,
+    decision: BudgetDecision | None,
+    reevaluating: str | None = None,
+) -> Plan:
+    """The plan, with the study's status. `reevaluating`: the search is over and the
+    re-evaluation runs (what to say about it)."""
+    trials = sorted(work.trials.values(), key=lambda t: t.spec.number)
+    counts = count_trials(trials)
+    finished = counts.total - counts.pending - counts.running
+    limit = study.spec.budget.max_trials
+    previous_best = status.best_trial
+    best, front, front_size = previous_best, status.pareto_front, status.pareto_front_size
+    if engine is not None:
+        best, front, front_size = best_and_front(study.spec, engine, work.trials)
+    kept = {t.name for t in front} | ({best.name} if best is not None else set())
+    ended = [*trials, *work.reruns.values()]
+    work.delete_pods.extend(past_retention(study, ended, work.pod_names, kept))
+    events = list(work.events)
+    if (
+        best is not None
+        and best.value is not None
+        and (previous_best is None or previous_best.number != best.number)
+    ):
+        events.append(
+            Event(
+                "Normal",
+                "NewBest",
+                f"trial {best.number} is the new best with {best.value:.6g}",
+                best.name,
+            )
+        )
+    if front_size != status.pareto_front_size:
+        events.append(Event("Normal", "ParetoFront", f"{front_size} trials on the Pareto front"))
+
+    updates: dict[str, Any] = {
+        "trials": counts,
+        "progress": f"{finished}/{limit}" if limit else str(finished),
+        "best_trial": best,
+        "pareto_front": front,
+        "pareto_front_size": front_size,
+        "observed_generation": study.metadata.generation,
+        "message": "",
+    }
+    if decision is not None:
+        updates["budget"] = decision.usage
+        if engine is not None:
+            updates.update(importance_updates(engine, status, counts))
+        conditions = set_condition(
+            status.conditions,
+            ConditionType.VALID,
+            "True",
+            StudyConditionReason.VALID,
+            "",
+            now,
+            study.metadata.generation,
+        )
+        end = decision.end
+        if end is not None:
+            phase = StudyPhase.FAILED if end.failed else StudyPhase.COMPLETED
+            kind = ConditionType.FAILED if end.failed else ConditionType.COMPLETED
+            conditions = set_condition(
+                conditions,
+                kind,
+                "True",
+                end.reason,
+                end.message,
+                now,
+                study.metadata.generation,
+            )
+            conditions = set_condition(
+                conditions,
+                ConditionType.RUNNING,
+                "False",
+                end.reason,
+                end.message,
+                now,
+                study.metadata.generation,
+            )
+            updates.update(phase=phase, completion_time=now, message=end.message)
+            if end.reason in BUDGET_REASONS:
+                events.append(Event("Normal", "BudgetExhausted", end.message))
+            events.append(
+                Event(
+                    "Warning" if end.failed else "Normal",
+                    "StudyFailed" if end.failed else "StudySucceeded",
+                    f"{end.reason.value}: {end.message}",
+                )
+            )
+        else:
+            if reevaluating is not None:
+                phase, message = StudyPhase.REEVALUATING, reevaluating
+                reason = StudyConditionReason.REEVALUATING
+            else:
+                running = counts.pending + counts.running > 0
+                phase = StudyPhase.RUNNING if running or counts.total else StudyPhase.PENDING
+                drain = decision.draining
+                message = f"{drain.message}; waiting for active trials to finish" if drain else ""
+                reason = drain.reason if drain else StudyConditionReason.TRIALS_RUNNING
+            conditions = set_condition(
+                conditions,
+                ConditionType.RUNNING,
+                "True",
+                reason,
+                message,
+                now,
+                study.metadata.generation,
+            )
+            updates.update(phase=phase, message=message)
+        updates["conditions"] = conditions
+    if work.source_error is not None or work.source_read:
+        updates["conditions"] = source_condition(
+            updates.get("conditions", status.conditions), work, now, study.metadata.generation
+        )
+    new_status = status.model_copy(update=updates)
+    requeue = None
+    if decision is not None and decision.next_deadline is not None:
+        requeue = max(0.0, (decision.next_deadline - now).total_seconds())
+    for wake in [*work.wake_at, *([work.next_read] if work.next_read else [])]:
+        until = max(0.0, (wake - now).total_seconds())
+        requeue = until if requeue is None else min(requeue, until)
+    if work.source_reads is not None:
+        requeue = 0.0  # their readings are the next reconcile's input
+    return Plan(
+        study_status=new_status,
+        trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
+        stop_pods=tuple(p for p in dict.fromkeys(work.stop_pods) if p not in work.delete_pods),
+        delete_pods=tuple(dict.fromkeys(work.delete_pods)),
+        create_trials=tuple(work.create_trials),
+        new_trial_pods=work.new_trial_pods,
+        create_pods=tuple(work.create_pods),
+        events=tuple(events),
+        requeue_after=requeue,
+        source_reads=work.source_reads,
+        ask_seconds=tuple(work.ask_seconds),
+    )

@@ -146,3 +146,15 @@ def render_trial_pod(study: TuningStudy, trial: TuningTrial) -> dict[str, Any]:
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def study_owner_reference(study: TuningStudy) -> dict[str, Any]:
+    """The ownerReference a study's TuningTrials carry: deleting the study deletes them."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.STUDY_KIND,
+        "name": study.metadata.name,
+        "uid": study.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
