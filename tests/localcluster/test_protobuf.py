@@ -20,12 +20,12 @@ from kubetune_localcluster.protobuf import (
     MAGIC,
     MEDIA_TYPE,
     MESSAGES,
-    ProtobufError,
     UnknownKind,
     decode,
     go_duration,
-    message_table,
 )
+from kubetune_localcluster.protobuf_table import message_table
+from kubetune_localcluster.protobuf_wire import ProtobufError
 from tests.localcluster.conftest import WIDGETS, call
 
 PROTOBUF = {"Content-Type": MEDIA_TYPE}

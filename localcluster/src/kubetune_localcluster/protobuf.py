@@ -7,30 +7,32 @@ serviceaccount|role|...` needs the API server to read it, as every real one does
 
 A body is the 4-byte magic "k8s\\0" and a runtime.Unknown: the TypeMeta (apiVersion, kind) and
 the raw bytes of the object's message. The messages of the kinds this emulator serves (and
-Binding and DeleteOptions) are described by builtin-protobuf.json.gz, built by
-`message_table` from the Kubernetes 1.37 sources (the generated.proto of each API package for
-the field numbers and types, the Go structs' tags for the JSON names, `omitempty`, `inline`
-and pointers): a field is written to JSON as Go's encoding/json would write the decoded Go
-struct (a zero scalar of an omitempty non-pointer field is left out, a set pointer field is
-kept even when zero, an inline struct's fields join its parent's). The well-known types with
-a JSON form of their own are converted here: Time and MicroTime (RFC 3339 strings), Duration,
-Quantity, IntOrString, FieldsV1 and RawExtension (their JSON). Custom resources and
-CustomResourceDefinitions have no protobuf form here: `UnknownKind`, which the server answers
-with 415.
+Binding and DeleteOptions) are described by builtin-protobuf.json.gz, built by `protobuf_table`
+from the Kubernetes 1.37 sources: a field is written to JSON as Go's encoding/json would write
+the decoded Go struct (a zero scalar of an omitempty non-pointer field is left out, a set
+pointer field is kept even when zero, an inline struct's fields join its parent's). The
+well-known types with a JSON form of their own are converted here: Time and MicroTime (RFC 3339
+strings), Duration, Quantity, IntOrString, FieldsV1 and RawExtension (their JSON). Custom
+resources and CustomResourceDefinitions have no protobuf form here: `UnknownKind`, which the
+server answers with 415.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
-import re
-import struct
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from kubetune_localcluster.protobuf_wire import (
+    SCALARS,
+    ProtobufError,
+    packed,
+    scalar,
+    wire_fields,
+)
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -44,110 +46,14 @@ QUANTITY = "k8s.io.apimachinery.pkg.api.resource.Quantity"
 INT_OR_STRING = "k8s.io.apimachinery.pkg.util.intstr.IntOrString"
 RAW_EXTENSION = "k8s.io.apimachinery.pkg.runtime.RawExtension"
 SPECIAL = frozenset({TIME, MICRO_TIME, DURATION, FIELDS_V1, QUANTITY, INT_OR_STRING, RAW_EXTENSION})
-_VARINT_TYPES = frozenset({"int32", "int64", "uint32", "uint64", "bool", "enum"})
 
 Field = list[Any]
 """[json name, type (a scalar's name or a message's full name), "opt" | "rep" | "map",
 flags ("p" Go pointer, "e" omitempty, "z" omitzero, "i" inline), map value type or None]."""
 
 
-class ProtobufError(ValueError):
-    """A body that is not a well-formed Kubernetes protobuf message (400)."""
-
-
 class UnknownKind(ProtobufError):  # noqa: N818 - as the API words it
     """A kind this server has no protobuf form for (415)."""
-
-
-# --- the wire format ---------------------------------------------------------------------------
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ProtobufError("a truncated varint")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
-def wire_fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of each field: an int for a varint, bytes otherwise."""
-    at = 0
-    while at < len(data):
-        key, at = _varint(data, at)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, at = _varint(data, at)
-        elif wire == 1:
-            value, at = data[at : at + 8], at + 8
-        elif wire == 2:
-            length, at = _varint(data, at)
-            value, at = data[at : at + length], at + length
-        elif wire == 5:
-            value, at = data[at : at + 4], at + 4
-        else:
-            raise ProtobufError(f"wire type {wire} is not supported")
-        if at > len(data) or number == 0:
-            raise ProtobufError("a truncated message")
-        yield number, wire, value
-
-
-def _signed(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def _scalar(kind: str, wire: int, value: Any) -> Any:
-    if kind == "string":
-        try:
-            return bytes(value).decode()
-        except (UnicodeDecodeError, TypeError) as error:
-            raise ProtobufError(f"a string that is not UTF-8: {error}") from error
-    if kind == "bytes":
-        return base64.b64encode(value).decode()
-    if wire == 0:
-        if kind == "bool":
-            return value != 0
-        if kind in ("int32", "enum"):
-            return _signed(value, 32)
-        if kind == "int64":
-            return _signed(value, 64)
-        if kind == "uint32":
-            return value & 0xFFFFFFFF
-        return value
-    if kind == "double" and wire == 1:
-        return struct.unpack("<d", value)[0]
-    if kind == "float" and wire == 5:
-        return struct.unpack("<f", value)[0]
-    if kind in ("fixed64", "sfixed64") and wire == 1:
-        return struct.unpack("<q" if kind[0] == "s" else "<Q", value)[0]
-    if kind in ("fixed32", "sfixed32") and wire == 5:
-        return struct.unpack("<i" if kind[0] == "s" else "<I", value)[0]
-    raise ProtobufError(f"a {kind} field with wire type {wire}")
-
-
-def _packed(kind: str, data: bytes) -> list[Any]:
-    """A packed repeated scalar (proto3 style; Kubernetes' proto2 messages never pack)."""
-    values: list[Any] = []
-    at = 0
-    while at < len(data):
-        if kind in _VARINT_TYPES:
-            raw, at = _varint(data, at)
-            values.append(_scalar(kind, 0, raw))
-        else:
-            size = 8 if kind in ("double", "fixed64", "sfixed64") else 4
-            values.append(_scalar(kind, 1 if size == 8 else 5, data[at : at + size]))
-            at += size
-    return values
-
-
-# --- messages to JSON ------------------------------------------------------------------------
 
 
 @cache
@@ -197,7 +103,7 @@ def _special(name: str, data: bytes) -> Any:
 
     def get(number: int, kind: str, default: Any) -> Any:
         found = fields.get(number)
-        return default if found is None else _scalar(kind, *found)
+        return default if found is None else scalar(kind, *found)
 
     if name in (TIME, MICRO_TIME):
         if not data:
@@ -236,7 +142,7 @@ def _value(kind: str, wire: int, raw: Any, table: dict[str, Any]) -> Any:
         return _special(kind, raw)
     if kind in table:
         return message_json(kind, raw)
-    return _scalar(kind, wire, raw)
+    return scalar(kind, wire, raw)
 
 
 def message_json(name: str, data: bytes) -> Any:
@@ -255,7 +161,7 @@ def message_json(name: str, data: bytes) -> Any:
             entries: dict[str, Any] = {}
             for _, entry in found:
                 parts = {n: (w, v) for n, w, v in wire_fields(entry)}
-                key = _scalar(kind, *parts[1]) if 1 in parts else _zero(kind)
+                key = scalar(kind, *parts[1]) if 1 in parts else _zero(kind)
                 if 2 in parts:
                     entries[str(key)] = _value(value_kind, *parts[2], table)
                 else:
@@ -265,8 +171,8 @@ def message_json(name: str, data: bytes) -> Any:
         elif label == "rep":
             items: list[Any] = []
             for wire, value in found:
-                if wire == 2 and kind in _SCALARS and kind not in ("string", "bytes"):
-                    items.extend(_packed(kind, value))
+                if wire == 2 and kind in SCALARS and kind not in ("string", "bytes"):
+                    items.extend(packed(kind, value))
                     continue
                 items.append(_value(kind, wire, value, table))
             if items:
@@ -299,8 +205,8 @@ def decode(raw: bytes) -> dict[str, Any]:
         elif number == 2:
             inner = value
         elif number == 3:
-            encoding = _scalar("string", wire, value)
-    meta = {n: _scalar("string", w, v) for n, w, v in wire_fields(type_meta) if w == 2}
+            encoding = scalar("string", wire, value)
+    meta = {n: scalar("string", w, v) for n, w, v in wire_fields(type_meta) if w == 2}
     api_version, kind = meta.get(1, ""), meta.get(2, "")
     if encoding:
         raise ProtobufError(f"content encoding {encoding!r} is not supported")
@@ -312,144 +218,3 @@ def decode(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProtobufError(f"{kind} is not an object")
     return {"apiVersion": api_version, "kind": kind, **body}
-
-
-# --- the table, from the Kubernetes sources ----------------------------------------------------
-
-# The kinds a client may send (group/version, kind, the API package under the Go module cache's
-# k8s.io/), besides DeleteOptions, accepted under any apiVersion.
-ROOT_KINDS: tuple[tuple[str, str, str], ...] = (
-    *(
-        ("v1", kind, "api@/core/v1")
-        for kind in (
-            "Namespace",
-            "Pod",
-            "Binding",
-            "Node",
-            "Event",
-            "Secret",
-            "ConfigMap",
-            "ServiceAccount",
-            "Service",
-        )
-    ),
-    ("events.k8s.io/v1", "Event", "api@/events/v1"),
-    ("coordination.k8s.io/v1", "Lease", "api@/coordination/v1"),
-    *(
-        ("rbac.authorization.k8s.io/v1", kind, "api@/rbac/v1")
-        for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
-    ),
-    ("policy/v1", "PodDisruptionBudget", "api@/policy/v1"),
-    ("networking.k8s.io/v1", "NetworkPolicy", "api@/networking/v1"),
-    ("*", "DeleteOptions", "apimachinery@/pkg/apis/meta/v1"),
-)
-_SCALARS = frozenset(
-    {"string", "bytes", "bool", "int32", "int64", "uint32", "uint64", "double", "float"}
-    | {"fixed32", "fixed64", "sfixed32", "sfixed64"}
-)
-_PROTO_FIELD = re.compile(r"^\s*(optional|repeated)\s+(\S+)\s+(\w+)\s*=\s*(\d+)")
-_PROTO_MAP = re.compile(r"^\s*map<\s*(\S+?)\s*,\s*(\S+?)\s*>\s+(\w+)\s*=\s*(\d+)")
-_GO_STRUCT = re.compile(r"^type (\w+) struct \{")
-
-
-def _proto_messages(text: str) -> dict[str, dict[int, tuple[str, str, str, str | None]]]:
-    """{full message name: {number: (proto name, type, label, map value type)}}."""
-    package = re.search(r"^package ([\w.]+);", text, re.MULTILINE)
-    assert package is not None
-    prefix = package[1]
-
-    def resolve(kind: str) -> str:
-        if kind in _SCALARS:
-            return kind
-        return kind[1:] if kind.startswith(".") else f"{prefix}.{kind}"
-
-    found: dict[str, dict[int, tuple[str, str, str, str | None]]] = {}
-    current: dict[int, tuple[str, str, str, str | None]] | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("message "):
-            current = found.setdefault(f"{prefix}.{stripped.split()[1]}", {})
-        elif stripped == "}":
-            current = None
-        elif current is not None and not stripped.startswith("//"):
-            if field := _PROTO_FIELD.match(line):
-                label = "rep" if field[1] == "repeated" else "opt"
-                current[int(field[4])] = (field[3], resolve(field[2]), label, None)
-            elif mapping := _PROTO_MAP.match(line):
-                key, value = resolve(mapping[1]), resolve(mapping[2])
-                current[int(mapping[4])] = (mapping[3], key, "map", value)
-    return found
-
-
-def _go_tags(texts: list[str]) -> dict[tuple[str, int], tuple[str, str]]:
-    """{(struct, protobuf number): (JSON name, flags)} from the Go structs' tags."""
-    tags: dict[tuple[str, int], tuple[str, str]] = {}
-    for text in texts:
-        struct_name: str | None = None
-        for line in text.splitlines():
-            if opening := _GO_STRUCT.match(line):
-                struct_name = opening[1]
-            elif line.startswith("}"):
-                struct_name = None
-            elif struct_name and 'protobuf:"' in line and not line.lstrip().startswith("//"):
-                declaration, _, tag = line.partition("`")
-                words = declaration.split()
-                json_tag = re.search(r'json:"([^"]*)"', tag)
-                proto_tag = re.search(r'protobuf:"([^"]*)"', tag)
-                if proto_tag is None or not words or proto_tag[1].count(",") < 2:
-                    continue
-                number = int(proto_tag[1].split(",")[1])
-                options = (json_tag[1] if json_tag else "").split(",")
-                go_type = words[-1]
-                flags = "p" if go_type.startswith("*") else ""
-                flags += "e" if "omitempty" in options else ""
-                flags += "z" if "omitzero" in options else ""
-                if len(words) == 1 and not options[0]:
-                    flags += "i"  # an embedded struct without a JSON name: inline
-                name = options[0] or re.sub(r".*name=(\w+).*", r"\1", proto_tag[1])
-                tags[(struct_name, number)] = (name, flags)
-    return tags
-
-
-def message_table(modules: Path, version: str = "v0.37.1") -> dict[str, Any]:
-    """The table of builtin-protobuf.json.gz from a Go module cache holding k8s.io/api and
-    k8s.io/apimachinery at `version` (`$(go env GOMODCACHE)`)."""
-    base = modules / "k8s.io"
-    packages = {
-        "api@/" + d.relative_to(base / f"api@{version}").as_posix(): d
-        for d in (base / f"api@{version}").glob("*/v1")
-    }
-    for path in ("pkg/apis/meta/v1", "pkg/util/intstr", "pkg/api/resource", "pkg/runtime"):
-        packages[f"apimachinery@/{path}"] = base / f"apimachinery@{version}" / path
-    protos: dict[str, dict[int, tuple[str, str, str, str | None]]] = {}
-    tags: dict[str, dict[tuple[str, int], tuple[str, str]]] = {}
-    for directory in packages.values():
-        text = (directory / "generated.proto").read_text()
-        found = _proto_messages(text)
-        protos.update(found)
-        go = [p.read_text() for p in sorted(directory.glob("*.go")) if not p.stem.endswith("_test")]
-        go_tags = _go_tags(go)
-        for name in found:
-            tags[name] = {k: v for k, v in go_tags.items() if k[0] == name.rpartition(".")[2]}
-    kinds: dict[str, str] = {}
-    for api_version, kind, package in ROOT_KINDS:
-        text = (packages[package] / "generated.proto").read_text()
-        prefix = re.search(r"^package ([\w.]+);", text, re.MULTILINE)
-        assert prefix is not None
-        kinds[f"{api_version}/{kind}"] = f"{prefix[1]}.{kind}"
-    table: dict[str, dict[str, Field]] = {}
-    todo = list(kinds.values())
-    while todo:
-        name = todo.pop()
-        if name in table or name in SPECIAL:
-            continue
-        fields: dict[str, Field] = {}
-        short = name.rpartition(".")[2]
-        for number, (proto_name, kind, label, value_kind) in sorted(protos[name].items()):
-            json_name, flags = tags[name].get((short, number), (proto_name, "e"))
-            fields[str(number)] = [json_name, kind, label, flags, value_kind]
-            for referenced in (kind, value_kind):
-                if referenced and referenced not in _SCALARS:
-                    todo.append(referenced)
-        table[name] = fields
-    return {"kinds": dict(sorted(kinds.items())), "messages": dict(sorted(table.items()))}
