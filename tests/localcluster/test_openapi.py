@@ -20,10 +20,9 @@ import yaml
 from aiohttp import web
 
 from kubetune_localcluster.admission import admit
+from kubetune_localcluster.builtin_schemas import BUILTIN_SCHEMAS, builtin_subset
 from kubetune_localcluster.field_errors import InvalidObject, invalid_status
 from kubetune_localcluster.openapi import (
-    BUILTIN_SCHEMAS,
-    builtin_subset,
     definition_name,
     document_hash,
     openapi_v2,
