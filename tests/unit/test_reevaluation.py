@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -451,3 +452,30 @@ def test_raising_max_trials_after_the_reevaluation_searches_on_and_reevaluates_a
     assert status.reevaluation.finished == 9
     assert status.recommendation is not None
     assert status.recommendation.trial in {t.spec.number for t in top}
+
+
+def test_reruns_over_the_trial_timeout_are_stopped_and_count_as_failed_runs() -> None:
+    """trialTimeout bounds each re-run as it bounds a search trial (maxDuration, like
+    maxTrials, bounds the search only): a re-run that runs past it is stopped as TimedOut, adds
+    no value and counts as a failed run of its configuration; the study still completes."""
+    spec = reevaluated_spec(
+        budget={"parallelism": 2, "maxTrials": 4, "trialTimeout": "60s"},
+        reevaluation={"topTrials": 2, "repeats": 2},
+    )
+
+    def slow_reruns(trial: TuningTrial) -> PodScript:
+        script = seeded_trainer(trial)
+        return script if is_search_trial(trial) else replace(script, end_after=600)
+
+    cluster = SimulatedCluster.of(spec, slow_reruns)
+    status = cluster.run()
+
+    assert status.phase is StudyPhase.COMPLETED
+    runs = reruns(cluster)
+    assert len(runs) == 4
+    assert {(r.status.state, r.status.reason) for r in runs} == {
+        (TrialState.TIMED_OUT, "TrialTimeout")
+    }
+    assert status.reevaluation is not None
+    assert [c.failed_runs for c in status.reevaluation.configurations] == [2, 2]
+    assert status.recommendation is None  # no re-run gave a value
