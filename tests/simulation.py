@@ -22,7 +22,8 @@ from kubetune.controller import (
     with_owner_uid,
 )
 from kubetune.controller.warm_start import SourceStudy
-from kubetune.spec.study import StudyPhase, TuningStudy, TuningStudySpec, TuningStudyStatus
+from kubetune.spec.study import TuningStudy, TuningStudySpec
+from kubetune.spec.study_status import StudyPhase, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 from tests.factories import T0
 

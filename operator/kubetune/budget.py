@@ -27,15 +27,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from kubetune.spec.budget_spec import Budget
 from kubetune.spec.duration import parse_duration
-from kubetune.spec.study import (
-    Budget,
-    BudgetUsage,
-    Direction,
-    Objective,
-    StudyConditionReason,
-    TuningStudySpec,
-)
+from kubetune.spec.objective import Direction, Objective
+from kubetune.spec.study import TuningStudySpec
+from kubetune.spec.study_status import BudgetUsage, StudyConditionReason
 from kubetune.spec.trial import TrialState, TuningTrial, TuningTrialStatus, is_search_trial
 
 # Budgets are floats: tolerate rounding when comparing what is used with a limit.

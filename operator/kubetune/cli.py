@@ -9,11 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kubetune.spec.study import (
-    Recommendation,
-    ReevaluationStatus,
-    TuningStudyStatus,
-)
+from kubetune.spec.study_status import Recommendation, ReevaluationStatus, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 from kubetune.summaries import (
     front_lines,

@@ -26,7 +26,8 @@ import yaml
 
 import kubetune.kubeconfig
 from kubetune.spec import api
-from kubetune.spec.study import StudyPhase, TuningStudy, TuningStudyStatus
+from kubetune.spec.study import TuningStudy
+from kubetune.spec.study_status import StudyPhase, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 import kubetune
 from kubetune.controller import Plan
-from kubetune.spec.study import StudyPhase, TuningStudyStatus
+from kubetune.spec.study_status import StudyPhase, TuningStudyStatus
 from kubetune.spec.trial import TrialState, TuningTrial
 
 PREFIX = "kubetune"

@@ -16,12 +16,8 @@ from rich.text import Text
 
 from kubetune.budget import format_amount
 from kubetune.spec import api
-from kubetune.spec.study import (
-    MAX_PARETO_FRONT_IN_STATUS,
-    MetricSummary,
-    Recommendation,
-    ReevaluationStatus,
-)
+from kubetune.spec.bounds import MAX_PARETO_FRONT_IN_STATUS
+from kubetune.spec.study_status import MetricSummary, Recommendation, ReevaluationStatus
 from kubetune.spec.trial import TuningTrial, is_search_trial
 from kubetune.spec.values import format_params
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from kubetune import client as kubetune_client
-from kubetune.spec.study import StudyPhase, TuningStudyStatus
+from kubetune.spec.study_status import StudyPhase, TuningStudyStatus
 from tests.e2e.conftest import Operator
 from tests.e2e.test_endings import X, study, trainer
 from tests.localcluster.conftest import Kube, local_kube

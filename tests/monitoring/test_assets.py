@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.metrics import OperatorMetrics
-from kubetune.spec.study import Reevaluation
+from kubetune.spec.reevaluation import Reevaluation
 from monitoring import dashboard
 from tests.monitoring.test_metrics import run_study
 

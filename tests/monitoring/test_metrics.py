@@ -12,13 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.controller import Plan
 from kubetune.metrics import FINISHED_STATES, OperatorMetrics
-from kubetune.spec.study import (
+from kubetune.spec.reevaluation import Reevaluation
+from kubetune.spec.study_status import (
     BestTrial,
     BudgetUsage,
     MetricSummary,
     Recommendation,
     ReevaluatedConfiguration,
-    Reevaluation,
     ReevaluationStatus,
     StudyPhase,
     TrialCounts,

@@ -14,7 +14,7 @@ import respx
 from kubetune.controller.metrics_source import SourceReads, TrialRead
 from kubetune.controller.observation import SourceErrorKind
 from kubetune.k8s import prometheus
-from kubetune.spec.study import PrometheusSource
+from kubetune.spec.metrics_source import PrometheusSource
 
 URL = "http://prometheus.test:9090"
 AT = datetime(2026, 1, 1, tzinfo=UTC)

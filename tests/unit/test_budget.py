@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubetune.budget import assess, format_amount, trials_since_improvement
-from kubetune.spec.study import StudyConditionReason, TrialTemplate
+from kubetune.spec.study_status import StudyConditionReason
 from kubetune.spec.trial import TrialState, TuningTrial
+from kubetune.spec.trial_template import TrialTemplate
 from tests.factories import at, study_spec, trial
 
 HOUR = 3600.0

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubetune.controller import PodObservation, PodPhase, StudyController, with_owner_uid
-from kubetune.spec.study import StudyConditionReason, StudyPhase, TuningStudySpec
+from kubetune.spec.study import TuningStudySpec
+from kubetune.spec.study_status import StudyConditionReason, StudyPhase
 from kubetune.spec.trial import TrialState, TuningTrial
 from tests.factories import study_spec
 from tests.simulation import PodScript, SimulatedCluster

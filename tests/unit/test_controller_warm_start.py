@@ -12,7 +12,8 @@ import pytest
 
 from kubetune.controller import StudyController
 from kubetune.controller.warm_start import SourceStudy, study_essentials
-from kubetune.spec.study import Condition, StudyPhase, TuningStudySpec, TuningStudyStatus
+from kubetune.spec.study import TuningStudySpec
+from kubetune.spec.study_status import Condition, StudyPhase, TuningStudyStatus
 from kubetune.spec.trial import ReevaluationRun, TrialState, TuningTrial
 from tests.factories import study, study_spec, trial
 from tests.simulation import SimulatedCluster

@@ -24,7 +24,8 @@ from kubetune.spec.crd import (
     trial_schema,
 )
 from kubetune.spec.manifests import validate_text
-from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, StudyPhase, TuningStudy, TuningStudySpec
+from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, TuningStudy, TuningStudySpec
+from kubetune.spec.study_status import StudyPhase
 from kubetune.spec.trial import TuningTrial
 from tests.unit.crd_checks import (
     apply_defaults,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from kubetune.controller import StudyController
 from kubetune.controller.metrics_source import PrometheusPolicy
-from kubetune.spec.study import StudyPhase
+from kubetune.spec.study_status import StudyPhase
 from tests.factories import T0
 from tests.fuzzing import DEEP_VALUES, EXAMPLE_SECONDS, FUZZ, JSON_VALUES, MUTATIONS, mutated
 from tests.unit.test_fuzz_trainer_output import assert_safe_to_send

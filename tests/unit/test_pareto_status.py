@@ -11,13 +11,10 @@ from pydantic import ValidationError
 
 from kubetune.controller.best import best_and_front
 from kubetune.engine import Engine
+from kubetune.spec.bounds import MAX_PARETO_FRONT_IN_STATUS
 from kubetune.spec.crd import study_crd
-from kubetune.spec.study import (
-    MAX_PARETO_FRONT_IN_STATUS,
-    ParetoTrial,
-    TuningStudySpec,
-    TuningStudyStatus,
-)
+from kubetune.spec.study import TuningStudySpec
+from kubetune.spec.study_status import ParetoTrial, TuningStudyStatus
 from kubetune.spec.trial import TrialState, TuningTrial
 from kubetune.summaries import FRONT_MEMBERS_SHOWN, best_cell, front_lines
 from tests.factories import study_spec, trial

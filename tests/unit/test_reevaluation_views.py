@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetune.spec.study import (
+from kubetune.spec.study_status import (
     MetricSummary,
     Recommendation,
     ReevaluatedConfiguration,

@@ -16,7 +16,7 @@ from kubetune.controller import Plan, StudyController
 from kubetune.controller.observation import MAX_REPORT_NESTING
 from kubetune.k8s.pods import observe_pod
 from kubetune.spec import api
-from kubetune.spec.study import StudyPhase
+from kubetune.spec.study_status import StudyPhase
 from kubetune.spec.trial import TrialState
 from tests.factories import T0, study_spec
 from tests.simulation import PodScript, SimulatedCluster

@@ -505,23 +505,32 @@ def test_writing_a_default_explicitly_is_no_change() -> None:
 def test_study_spec_reference_describes_every_field() -> None:
     from pydantic import BaseModel
 
-    from kubetune.spec import study
+    from kubetune.spec import (
+        algorithm,
+        budget_spec,
+        objective,
+        pruner,
+        search_space,
+        study,
+        trial_template,
+        warm_start,
+    )
 
     text = (ROOT / "docs" / "study-spec.md").read_text()
     models: list[type[BaseModel]] = [
         study.TuningStudySpec,
-        study.Objective,
-        study.ObjectiveMetric,
-        study.Parameter,
-        study.ParameterCondition,
-        study.Algorithm,
-        study.Pruner,
-        study.Budget,
-        study.MoneyBudget,
-        study.WarmStart,
-        study.WarmStartResult,
-        study.TrialTemplate,
-        study.PodSpec,
+        objective.Objective,
+        objective.ObjectiveMetric,
+        search_space.Parameter,
+        search_space.ParameterCondition,
+        algorithm.Algorithm,
+        pruner.Pruner,
+        budget_spec.Budget,
+        budget_spec.MoneyBudget,
+        warm_start.WarmStart,
+        warm_start.WarmStartResult,
+        trial_template.TrialTemplate,
+        trial_template.PodSpec,
     ]
     undocumented = [
         f"{model.__name__}.{info.alias or name}"
@@ -530,5 +539,11 @@ def test_study_spec_reference_describes_every_field() -> None:
         if f"`{info.alias or name}`" not in text and f"`spec.{info.alias or name}`" not in text
     ]
     assert undocumented == []
-    for enum in (study.AlgorithmName, study.PrunerName, study.ParameterType, study.Aggregation):
+    enums = (
+        algorithm.AlgorithmName,
+        pruner.PrunerName,
+        search_space.ParameterType,
+        objective.Aggregation,
+    )
+    for enum in enums:
         assert all(f"`{member.value}`" in text for member in enum)

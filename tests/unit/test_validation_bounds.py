@@ -14,9 +14,11 @@ import pytest
 import yaml
 
 from kubetune.spec import values
+from kubetune.spec.bounds import MAX_CHOICES
 from kubetune.spec.manifests import parse_study, validate_text
 from kubetune.spec.rules import check_study_spec
-from kubetune.spec.study import MAX_CHOICES, Parameter, ParameterType, TuningStudy
+from kubetune.spec.search_space import Parameter, ParameterType
+from kubetune.spec.study import TuningStudy
 from tests.localcluster.conftest import REPO
 
 GRID = yaml.safe_load((REPO / "examples" / "grid.yaml").read_text())

@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from kubetune.engine import Engine
-from kubetune.spec.study import (
-    MAX_PARETO_FRONT_IN_STATUS,
-    BestTrial,
-    Direction,
-    ParetoTrial,
-    TuningStudySpec,
-)
+from kubetune.spec.bounds import MAX_PARETO_FRONT_IN_STATUS
+from kubetune.spec.objective import Direction
+from kubetune.spec.study import TuningStudySpec
+from kubetune.spec.study_status import BestTrial, ParetoTrial
 from kubetune.spec.trial import TuningTrial
 
 

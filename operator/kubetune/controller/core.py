@@ -63,11 +63,8 @@ from kubetune.controller.warm_start import (
 from kubetune.engine import Engine
 from kubetune.spec.immutability import immutable_changes, spec_fingerprints
 from kubetune.spec.manifests import parse_study
-from kubetune.spec.study import (
-    StudyPhase,
-    TuningStudy,
-    TuningStudyStatus,
-)
+from kubetune.spec.study import TuningStudy
+from kubetune.spec.study_status import StudyPhase, TuningStudyStatus
 from kubetune.spec.trial import (
     TrialState,
     TuningTrial,

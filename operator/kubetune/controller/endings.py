@@ -20,10 +20,7 @@ from kubetune.controller.plan import Event, Work
 from kubetune.controller.trial_pod import render_trial_pod, study_owner_reference
 from kubetune.engine import Engine
 from kubetune.spec import api
-from kubetune.spec.study import (
-    ObjectMeta,
-    TuningStudy,
-)
+from kubetune.spec.study import ObjectMeta, TuningStudy
 from kubetune.spec.trial import (
     TrialState,
     TuningTrial,

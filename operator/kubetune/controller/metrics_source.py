@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 from kubetune.controller.observation import PodObservation, PodPhase
 from kubetune.spec import promql
 from kubetune.spec.duration import parse_duration
-from kubetune.spec.study import PrometheusSource, TuningStudy
+from kubetune.spec.metrics_source import PrometheusSource
+from kubetune.spec.study import TuningStudy
 from kubetune.spec.trial import TuningTrial
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from kubetune.budget import TrialCost
 from kubetune.controller.metrics_source import SourceReads
 from kubetune.controller.observation import SourceErrorKind, SourceReading
-from kubetune.spec.study import TuningStudyStatus
+from kubetune.spec.study_status import TuningStudyStatus
 from kubetune.spec.trial import TuningTrial, TuningTrialStatus, is_search_trial
 
 

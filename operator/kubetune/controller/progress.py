@@ -26,11 +26,9 @@ from kubetune.controller.observation import (
 from kubetune.controller.plan import Event, Work
 from kubetune.controller.trial_pod import render_trial_pod
 from kubetune.engine import Engine
-from kubetune.spec.study import (
-    Aggregation,
-    PrunerName,
-    TuningStudy,
-)
+from kubetune.spec.objective import Aggregation
+from kubetune.spec.pruner import PrunerName
+from kubetune.spec.study import TuningStudy
 from kubetune.spec.trial import (
     IntermediateValue,
     TrialState,

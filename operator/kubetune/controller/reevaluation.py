@@ -25,15 +25,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubetune.controller.best import front_order
-from kubetune.spec.study import (
-    Direction,
+from kubetune.spec.bounds import ParameterValue
+from kubetune.spec.objective import Direction
+from kubetune.spec.study import TuningStudy, TuningStudySpec
+from kubetune.spec.study_status import (
     MetricSummary,
-    ParameterValue,
     Recommendation,
     ReevaluatedConfiguration,
     ReevaluationStatus,
-    TuningStudy,
-    TuningStudySpec,
 )
 from kubetune.spec.trial import (
     MAX_SEED,

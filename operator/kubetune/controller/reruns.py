@@ -20,11 +20,8 @@ from kubetune.controller.status import (
 from kubetune.controller.trial_pod import render_trial_pod, study_owner_reference
 from kubetune.engine import Engine
 from kubetune.spec import api
-from kubetune.spec.study import (
-    ObjectMeta,
-    TuningStudy,
-    TuningStudyStatus,
-)
+from kubetune.spec.study import ObjectMeta, TuningStudy
+from kubetune.spec.study_status import TuningStudyStatus
 from kubetune.spec.trial import (
     TrialState,
     TuningTrial,

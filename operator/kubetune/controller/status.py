@@ -15,7 +15,8 @@ from kubetune.controller.outcomes import past_retention
 from kubetune.controller.plan import Event, Plan, TrialUpdate, Work
 from kubetune.controller.warm_start import WarmStartVerdict, imports_message
 from kubetune.engine import Engine
-from kubetune.spec.study import (
+from kubetune.spec.study import TuningStudy
+from kubetune.spec.study_status import (
     Condition,
     ConditionType,
     Recommendation,
@@ -23,7 +24,6 @@ from kubetune.spec.study import (
     StudyConditionReason,
     StudyPhase,
     TrialCounts,
-    TuningStudy,
     TuningStudyStatus,
 )
 from kubetune.spec.trial import TrialState, TuningTrial

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubetune.spec import api
+from kubetune.spec.bounds import ParameterValue
 from kubetune.spec.duration import parse_duration
-from kubetune.spec.study import ParameterValue, TuningStudy
+from kubetune.spec.study import TuningStudy
 from kubetune.spec.trial import TuningTrial
 
 PLACEHOLDER = re.compile(api.PARAM_PLACEHOLDER)

@@ -31,7 +31,9 @@ from typing import Any
 
 from kubetune.engine import ImportCount, ImportedTrial
 from kubetune.spec.problems import Problem
-from kubetune.spec.study import ParameterType, StudyPhase, TuningStudy
+from kubetune.spec.search_space import ParameterType
+from kubetune.spec.study import TuningStudy
+from kubetune.spec.study_status import StudyPhase
 from kubetune.spec.trial import TrialState, TuningTrial, is_search_trial
 
 SEARCH_ENDED_PHASES = frozenset({StudyPhase.COMPLETED, StudyPhase.FAILED, StudyPhase.REEVALUATING})

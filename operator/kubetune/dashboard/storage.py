@@ -26,7 +26,9 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from kubetune.engine.export import frozen_trials, optuna_directions
-from kubetune.spec.study import MAX_COUNT, TuningStudy, TuningStudyStatus
+from kubetune.spec.bounds import MAX_COUNT
+from kubetune.spec.study import TuningStudy
+from kubetune.spec.study_status import TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 
 TRIAL_ID_STRIDE = MAX_COUNT + 1

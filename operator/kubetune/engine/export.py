@@ -28,7 +28,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
-from kubetune.spec.study import Direction, ParameterType, TuningStudySpec
+from kubetune.spec.objective import Direction
+from kubetune.spec.search_space import ParameterType
+from kubetune.spec.study import TuningStudySpec
 from kubetune.spec.trial import TuningTrial, is_search_trial
 
 from . import space

@@ -31,7 +31,7 @@ from optuna.pruners import (
 )
 from optuna.study import StudyDirection
 
-from kubetune.spec.study import Pruner, PrunerName
+from kubetune.spec.pruner import Pruner, PrunerName
 
 _T = TypeVar("_T")
 

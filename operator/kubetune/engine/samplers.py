@@ -42,16 +42,10 @@ from optuna.samplers import (
 )
 from optuna.samplers._lazy_random_state import LazyRandomState
 
-from kubetune.spec.study import (
-    ALGORITHM_SETTINGS,
-    MAX_GRID_POINTS,
-    Algorithm,
-    AlgorithmName,
-    Objective,
-    Parameter,
-    ParameterType,
-    QmcType,
-)
+from kubetune.spec.algorithm import ALGORITHM_SETTINGS, Algorithm, AlgorithmName, QmcType
+from kubetune.spec.bounds import MAX_GRID_POINTS
+from kubetune.spec.objective import Objective
+from kubetune.spec.search_space import Parameter, ParameterType
 
 from . import space
 

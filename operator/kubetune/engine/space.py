@@ -19,12 +19,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from kubetune.spec.study import (
-    MAX_GRID_POINTS_PER_PARAMETER,
-    Parameter,
-    ParameterType,
-    ParameterValue,
-)
+from kubetune.spec.bounds import MAX_GRID_POINTS_PER_PARAMETER, ParameterValue
+from kubetune.spec.search_space import Parameter, ParameterType
 from kubetune.spec.values import as_decimal, grid_points
 from kubetune.spec.values import same_value as same_value  # the engine's name for it
 

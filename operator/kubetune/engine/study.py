@@ -42,7 +42,10 @@ from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
-from kubetune.spec.study import AlgorithmName, Direction, ParameterValue, TuningStudySpec
+from kubetune.spec.algorithm import AlgorithmName
+from kubetune.spec.bounds import ParameterValue
+from kubetune.spec.objective import Direction
+from kubetune.spec.study import TuningStudySpec
 from kubetune.spec.trial import TrialState, TuningTrial, TuningTrialStatus
 
 from . import pruners, samplers, space

@@ -33,7 +33,7 @@ import httpx
 from kubetune.controller.metrics_source import SourceReads, TrialRead
 from kubetune.controller.observation import SourceErrorKind, SourceReading
 from kubetune.spec.duration import parse_duration
-from kubetune.spec.study import KeySelector, PrometheusSource
+from kubetune.spec.metrics_source import KeySelector, PrometheusSource
 
 QUERY_PATH = "/api/v1/query"
 BACKOFF_SECONDS = 0.25

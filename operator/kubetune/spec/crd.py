@@ -32,7 +32,8 @@ from pydantic import BaseModel
 
 from kubetune.spec import api
 from kubetune.spec.pod_schema import pod_spec_schema
-from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, TuningStudySpec, TuningStudyStatus
+from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, TuningStudySpec
+from kubetune.spec.study_status import TuningStudyStatus
 from kubetune.spec.trial import TuningTrialSpec, TuningTrialStatus
 
 Schema = dict[str, Any]

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kubetune.spec.study import NAME_PATTERN
+from kubetune.spec.bounds import NAME_PATTERN
 
 _DOCS = "see docs/study-spec.md"
 

@@ -11,8 +11,19 @@ from collections.abc import Iterable, Mapping
 from pydantic.alias_generators import to_camel
 
 from kubetune.spec import api, promql, values
+from kubetune.spec.algorithm import (
+    ALGORITHM_SETTINGS,
+    SINGLE_OBJECTIVE_ALGORITHMS,
+    Algorithm,
+    AlgorithmName,
+)
+from kubetune.spec.bounds import MAX_GRID_POINTS, MAX_GRID_POINTS_PER_PARAMETER, ParameterValue
 from kubetune.spec.duration import parse_duration
+from kubetune.spec.metrics_source import PROMETHEUS_URL_PATTERN
 from kubetune.spec.problems import Problem, shown
+from kubetune.spec.pruner import PATIENCE_SETTINGS, PRUNER_SETTINGS, Pruner, PrunerName
+from kubetune.spec.reevaluation import Reevaluation
+from kubetune.spec.search_space import ParameterType
 from kubetune.spec.search_space_rules import (
     ChoiceKeys,
     check_search_space,
@@ -20,25 +31,8 @@ from kubetune.spec.search_space_rules import (
     impossible_value,
     parameter_path,
 )
-from kubetune.spec.study import (
-    ALGORITHM_SETTINGS,
-    MAX_GRID_POINTS,
-    MAX_GRID_POINTS_PER_PARAMETER,
-    PATIENCE_SETTINGS,
-    PROMETHEUS_URL_PATTERN,
-    PRUNER_SETTINGS,
-    SINGLE_OBJECTIVE_ALGORITHMS,
-    STUDY_NAME_PATTERN,
-    Algorithm,
-    AlgorithmName,
-    ParameterType,
-    ParameterValue,
-    Pruner,
-    PrunerName,
-    Reevaluation,
-    TuningStudy,
-    TuningStudySpec,
-)
+from kubetune.spec.study import TuningStudy, TuningStudySpec
+from kubetune.spec.warm_start import STUDY_NAME_PATTERN
 
 PARAM_REFERENCE = re.compile(api.PARAM_PLACEHOLDER)
 

@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from kubetune.spec import api, values
+from kubetune.spec.bounds import ParameterValue
 from kubetune.spec.problems import Problem, shown
-from kubetune.spec.study import Parameter, ParameterType, ParameterValue, TuningStudySpec
+from kubetune.spec.search_space import Parameter, ParameterType
+from kubetune.spec.study import TuningStudySpec
 
 
 def parameter_path(i: int, field_name: str = "") -> str:

@@ -16,15 +16,15 @@ from pydantic import Field
 
 from kubetune.spec import api
 from kubetune.spec.base import ApiModel
-from kubetune.spec.study import (
+from kubetune.spec.bounds import (
     MAX_ADDITIONAL_METRICS,
     MAX_COUNT,
     MAX_OBJECTIVES,
     MAX_PARAMETERS,
-    ObjectMeta,
     ParameterName,
     ParameterValue,
 )
+from kubetune.spec.study import ObjectMeta
 
 MAX_METRICS = MAX_OBJECTIVES + MAX_ADDITIONAL_METRICS
 """Metrics a trial records: the study's objectives and additional metrics."""

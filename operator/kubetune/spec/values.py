@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Final
 
-from kubetune.spec.study import Parameter, ParameterType, ParameterValue
+from kubetune.spec.bounds import ParameterValue
+from kubetune.spec.search_space import Parameter, ParameterType
 
 # Enough digits for any quotient of two float64 values the schema admits (|x| <= 1e15, with a
 # step of at least 1e-300 that is 10^315 at most), so `%` and `//` never give DivisionImpossible.

@@ -20,7 +20,7 @@ from rich.live import Live
 
 from kubetune.spec import api
 from kubetune.spec.crd import crds
-from kubetune.spec.study import StudyPhase
+from kubetune.spec.study_status import StudyPhase
 from kubetune.summaries import new_event_lines, progress_table
 from kubetune.up.manifests import UpError, key_of
 from kubetune.up.prometheus import (
