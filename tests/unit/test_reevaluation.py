@@ -19,7 +19,8 @@ from kubetune.controller import StudyController
 from kubetune.controller.reevaluation import rerun_seeds, trial_seed
 from kubetune.controller.trial_pod import render_trial_pod
 from kubetune.spec.rules import check_study_spec
-from kubetune.spec.study import StudyConditionReason, StudyPhase, TuningStudySpec
+from kubetune.spec.study import TuningStudySpec
+from kubetune.spec.study_status import StudyConditionReason, StudyPhase
 from kubetune.spec.trial import TrialState, TuningTrial, is_search_trial
 from tests.factories import study, study_spec
 from tests.simulation import PodScript, SimulatedCluster
