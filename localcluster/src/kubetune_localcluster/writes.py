@@ -108,10 +108,7 @@ class Writes:
     async def create(
         self, request: web.Request, resource: Resource, namespace: str | None
     ) -> web.Response:
-        body = await read_body(request, resource)
-        if not isinstance(body, dict):
-            raise bad_request("the body of the request must be an object")
-        check_kind(resource, body)
+        body = await object_body(request, resource)
         obj, warnings = self.store.create(
             resource,
             namespace,
@@ -129,10 +126,7 @@ class Writes:
         name: str,
         sub: str | None,
     ) -> web.Response:
-        body = await read_body(request, resource)
-        if not isinstance(body, dict):
-            raise bad_request("the body of the request must be an object")
-        check_kind(resource, body)
+        body = await object_body(request, resource)
         obj, warnings = self.store.update(
             resource,
             namespace,
@@ -390,3 +384,12 @@ class Writes:
             {**current, "spec": {**(current.get("spec") or {}), "finalizers": finalizers}},
         )
         return json_response(obj)
+
+
+async def object_body(request: web.Request, resource: Resource) -> dict[str, Any]:
+    """The object a create or an update sends: a JSON object of the resource's kind."""
+    body = await read_body(request, resource)
+    if not isinstance(body, dict):
+        raise bad_request("the body of the request must be an object")
+    check_kind(resource, body)
+    return body
