@@ -21,6 +21,7 @@ import yaml
 from kubetune.up.manifests import capacity_for, load_studies
 from kubetune_localcluster.quantities import parse_quantity
 from tests.e2e.conftest import ROOT
+from tests.eventually import eventually
 from tests.localcluster.conftest import PLANES, kube_binaries
 
 KUBETUNE = str(Path(sys.executable).parent / "kubetune")
@@ -171,8 +172,19 @@ def test_ctrl_c_stops_the_operator_and_every_pod(tmp_path: Path) -> None:
                 running.add(event["object"].metadata.name)
             if len(running) == 2:
                 break
-        client.close()
         assert running == {"sleepy-0", "sleepy-1"}
+        # The operator's status write can trail the pods' start (a conflict with kopf's own
+        # finalizer write is retried a moment later): the summary must show it Running.
+        studies = kubernetes.client.CustomObjectsApi(client)
+
+        def phase() -> str:
+            study = studies.get_namespaced_custom_object(
+                "kubetune.io", "v1alpha1", "default", "tuningstudies", "sleepy"
+            )
+            return str((study.get("status") or {}).get("phase"))
+
+        eventually(lambda: phase() == "Running", timeout=30, message="the study Running")
+        client.close()
         assert len(processes_with(marker)) >= 3  # the operator and two pods
 
         up.send_signal(signal.SIGINT)
