@@ -20,6 +20,10 @@ from tests.eventually import eventually
 STARTUP_TIMEOUT_S = 30.0
 
 
+SCRAPED_BY_ENV = "TEST_SCRAPED_BY"
+"""A trainer's env: the Prometheus it waits for after its first step (prometheus_trainer)."""
+
+
 def prometheus_trainer(steps: int, pause: float, hopeless_steps: int | None = None) -> str:
     """A trainer (python -c) exporting on the reporting helper's Prometheus route only: loss
     (x - 2)^2 + 1/step and accuracy step/10 at steps 1..`steps`, `pause` seconds apart, then
@@ -28,11 +32,26 @@ def prometheus_trainer(steps: int, pause: float, hopeless_steps: int | None = No
 
     A trial whose loss is above 10 trains `hopeless_steps` steps instead, so a test of the
     pruner does not race the trainer's end: pruned, it is stopped long before; not pruned,
-    it ends Succeeded and the test fails."""
+    it ends Succeeded and the test fails.
+
+    With SCRAPED_BY_ENV set to a Prometheus URL, the trainer goes on from its first step only
+    once that Prometheus holds it (30 s at most): a test that needs a polled intermediate
+    value then does not race the discovery and the first scrape of a new pod."""
     return textwrap.dedent(
         f"""\
-        import os, time
+        import json, os, time, urllib.parse, urllib.request
         from kubetune_report import Reporter
+
+        def wait_until_scraped(url):
+            pod = os.environ["KUBETUNE_POD_NAME"]
+            query = urllib.parse.urlencode({{"query": f'kubetune_trial_step{{{{pod="{{pod}}"}}}}'}})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with urllib.request.urlopen(f"{{url}}/api/v1/query?{{query}}", timeout=5) as answer:
+                    if json.load(answer)["data"]["result"]:
+                        return
+                time.sleep(0.2)
+
         reporter = Reporter(
             study=os.environ["KUBETUNE_STUDY"],
             trial=os.environ["KUBETUNE_TRIAL"],
@@ -43,6 +62,8 @@ def prometheus_trainer(steps: int, pause: float, hopeless_steps: int | None = No
         steps = {hopeless_steps or steps} if (x - 2) ** 2 > 10 else {steps}
         for step in range(1, steps + 1):
             reporter.report(step, loss=(x - 2) ** 2 + 1 / step, accuracy=step / 10)
+            if step == 1 and os.environ.get("{SCRAPED_BY_ENV}"):
+                wait_until_scraped(os.environ["{SCRAPED_BY_ENV}"])
             time.sleep({pause})
         reporter.report_final(loss=(x - 2) ** 2, accuracy=0.9)
         """

@@ -20,7 +20,7 @@ import pytest
 from kubetune_localcluster.environment import free_port
 from tests.e2e.conftest import Operator
 from tests.localcluster.conftest import Kube, local_kube
-from tests.prometheus_server import PrometheusServer, prometheus_trainer
+from tests.prometheus_server import SCRAPED_BY_ENV, PrometheusServer, prometheus_trainer
 
 DOWN = f"http://127.0.0.1:{free_port()}"
 """A Prometheus URL the operator allows where nothing listens."""
@@ -146,7 +146,11 @@ def test_objective_from_promql_completes_with_the_exported_values_and_prunes(
     operator: Operator, prometheus: PrometheusServer
 ) -> None:
     kube = operator.kube
-    apply(kube, study("from-prometheus", prometheus.url))
+    document = study("from-prometheus", prometheus.url)
+    # Each trainer waits until Prometheus holds its first step, so that a poll can see one.
+    (container,) = document["spec"]["trialTemplate"]["spec"]["containers"]
+    container["env"].append({"name": SCRAPED_BY_ENV, "value": prometheus.url})
+    apply(kube, document)
     kube.wait_for(
         "tuningstudy/from-prometheus", condition="jsonpath={.status.phase}=Completed", timeout=40
     )
