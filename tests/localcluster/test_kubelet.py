@@ -511,7 +511,11 @@ async def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
     await eventually_async(lambda: gone("stubborn"), message="stubborn pod removed", timeout=10)
     assert time.monotonic() - began >= 0.9
     assert not alive(pids["stubborn"])
-    assert cluster.kubelet.logs("default", "stubborn", None) is None
+
+    async def forgotten() -> bool:  # the kubelet forgets a pod once the API has removed it
+        return cluster.kubelet.logs("default", "stubborn", None) is None
+
+    await eventually_async(forgotten, message="the kubelet forgetting the pod", timeout=5)
 
 
 def pod_folder(cluster: Cluster, name: str) -> Path:
