@@ -1,5 +1,6 @@
 """A container's env as the local kubelet builds it: values, the downward API, secrets and
-config maps, $(VAR) expansion, and the termination message path mapped to a local file."""
+config maps, $(VAR) expansion, the termination message path mapped to a local file, and what
+pods of one subdomain share: their ports, their peers' DNS names, their hostnames."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import pytest
 
 from kubetune_localcluster.environment import (
     ContainerConfigError,
+    SharedPorts,
     container_env,
     env_references,
     expand,
+    map_peer_names,
     map_termination_path,
+    pod_hostname,
+    shares_port,
+    subdomain_group,
 )
 
 POD = {
@@ -128,3 +134,90 @@ def test_the_termination_message_path_is_mapped_in_the_env(tmp_path: Path) -> No
         "KUBETUNE_TERMINATION_LOG": str(mapped),
         "OTHER": "/dev/other",
     }
+
+
+def test_the_hostname_is_spec_hostname_else_the_pod_name_cut_as_a_kubelet_does() -> None:
+    assert pod_hostname(POD) == "trial-1"
+    indexed = {"metadata": {"name": "t-0-abcde"}, "spec": {"hostname": "t-0", "subdomain": "t"}}
+    assert pod_hostname(indexed) == "t-0"
+    long_name = "a" * 62 + "-b" + "c" * 10
+    assert pod_hostname({"metadata": {"name": long_name}}) == "a" * 62
+
+
+def test_pods_that_set_a_subdomain_form_a_group_per_namespace() -> None:
+    assert subdomain_group(POD) is None
+    pod = {"metadata": {"name": "t-0", "namespace": "team"}, "spec": {"subdomain": "t"}}
+    assert subdomain_group(pod) == ("team", "t")
+    assert subdomain_group({"metadata": {"name": "t-0"}, "spec": {"subdomain": "t"}}) == (
+        "default",
+        "t",
+    )
+
+
+def test_metrics_ports_of_a_subdomain_group_are_not_shared() -> None:
+    annotated = {
+        "metadata": {"annotations": {"prometheus.io/port": "9200"}},
+        "spec": {"subdomain": "t"},
+    }
+    assert shares_port(annotated, {"name": "rendezvous", "containerPort": 29500})
+    assert not shares_port(annotated, {"name": "metrics", "containerPort": 9100})
+    assert not shares_port(annotated, {"containerPort": 9200})
+    assert not shares_port(POD, {"name": "rendezvous", "containerPort": 29500})
+
+
+def test_the_first_pod_of_a_group_allocates_a_port_the_others_share_until_all_release() -> None:
+    given = iter(range(40000, 40010))
+
+    def allocate() -> int:
+        return next(given)
+
+    shared = SharedPorts()
+    rendezvous = shared.port(("team", "t"), 29500, "pod-0", allocate)
+    assert shared.port(("team", "t"), 29500, "pod-1", allocate) == rendezvous
+    assert shared.port(("team", "t"), 29500, "pod-1", allocate) == rendezvous  # asked again
+    other_number = shared.port(("team", "t"), 8080, "pod-1", allocate)
+    other_group = shared.port(("team", "u"), 29500, "pod-2", allocate)
+    other_namespace = shared.port(("lab", "t"), 29500, "pod-3", allocate)
+    assert len({rendezvous, other_number, other_group, other_namespace}) == 4
+    shared.release("pod-0")
+    # pod-1 still holds it: a replacement of pod-0 gets the same port.
+    assert shared.port(("team", "t"), 29500, "pod-0b", allocate) == rendezvous
+    shared.release("pod-1")
+    shared.release("pod-0b")
+    assert shared.port(("team", "t"), 29500, "pod-4", allocate) not in (rendezvous, other_number)
+    assert shared.port(("team", "u"), 29500, "pod-5", allocate) == other_group
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "trial-0.trial",
+        "trial-1.trial.team.svc",
+        "trial-0.trial.team.svc.cluster.local",
+        "trial-0.trial.team.svc.cluster.local.",
+        "Trial-0.TRIAL",
+        "x.trial",
+    ],
+)
+def test_the_dns_name_of_a_peer_in_the_subdomain_becomes_the_loopback_address(value: str) -> None:
+    env = {"MASTER_ADDR": value, "OTHER": "kept"}
+    assert map_peer_names(env, "team", "trial") == {"MASTER_ADDR": "127.0.0.1", "OTHER": "kept"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "trial",  # the Service itself, not a pod of it
+        "trial-0.other",  # another subdomain
+        "trial-0.trial.lab.svc",  # the same subdomain name in another namespace
+        "trial-0.trial.team",
+        "trial-0.trial.",  # absolute: no such top-level domain
+        "a.b.trial",  # not one label
+        "-x.trial",
+        "trial-0.trial:29500",
+        "tcp://trial-0.trial:29500",
+        "29500",
+    ],
+)
+def test_other_values_are_not_peer_names(value: str) -> None:
+    assert map_peer_names({"MASTER_ADDR": value}, "team", "trial") == {"MASTER_ADDR": value}

@@ -8,6 +8,7 @@ test_pod_status.py.
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import sys
 import time
@@ -600,6 +601,81 @@ async def test_a_pod_reaches_the_api_server_with_the_token_of_its_kubeconfig(
     await phase_is(cluster.api, "caller", "Succeeded")
     log = await cluster.logged("caller", "phase")
     assert log.splitlines() == ["refused 403", "phase Running"]
+
+
+RENDEZVOUS = """
+import json, os, socket
+names = ["HOSTNAME", "MASTER_ADDR", "MASTER_PORT", "PEER"]
+print(json.dumps({name: os.environ.get(name) for name in names}), flush=True)
+address = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+if os.environ["RANK"] == "0":
+    server = socket.create_server(address)
+    server.settimeout(20)
+    print("listening", flush=True)
+    connection, _ = server.accept()
+    connection.sendall(b"hello")
+    connection.close()
+elif os.environ["RANK"] == "1":
+    with socket.create_connection(address, timeout=20) as connection:
+        print("rank 0 says", connection.recv(5).decode(), flush=True)
+"""
+
+
+def indexed_pod(subdomain: str, index: int, *, peer: str) -> dict[str, Any]:
+    """A pod as the job controller makes it for index `index` of an Indexed Job named as its
+    subdomain, with a rendezvous port and the DNS name of index 0 in its env."""
+    env = [
+        {"name": "MASTER_ADDR", "value": f"{subdomain}-0.{subdomain}"},
+        {"name": "MASTER_PORT", "value": "29500"},
+        {"name": "RANK", "value": str(index) if subdomain == "trial" else "none"},
+        {"name": "PEER", "value": peer},
+    ]
+    return python_pod(
+        f"{subdomain}-{index}-x7k2p",
+        RENDEZVOUS,
+        hostname=f"{subdomain}-{index}",
+        subdomain=subdomain,
+        container={"env": env, "ports": [{"name": "rendezvous", "containerPort": 29500}]},
+    )
+
+
+async def test_pods_of_a_subdomain_share_their_ports_and_reach_each_other_by_name(
+    cluster: Cluster,
+) -> None:
+    api = cluster.api
+    await api.create("pods", indexed_pod("trial", 0, peer="trial-1.trial.default.svc"))
+    # Index 1 starts once index 0 listens, so it connects without retrying.
+    await cluster.logged("trial-0-x7k2p", "listening")
+    fully_qualified = "trial-0.trial.default.svc.cluster.local"
+    await api.create("pods", indexed_pod("trial", 1, peer=fully_qualified))
+    await api.create("pods", indexed_pod("other", 0, peer="trial-0.trial"))
+    for name in ("trial-0-x7k2p", "trial-1-x7k2p", "other-0-x7k2p"):
+        done = await phase_is(api, name, "Succeeded", "Failed")
+        assert done["status"]["phase"] == "Succeeded", cluster.kubelet.logs("default", name, None)
+    seen = {
+        name: json.loads((cluster.kubelet.logs("default", name, None) or "").splitlines()[0])
+        for name in ("trial-0-x7k2p", "trial-1-x7k2p", "other-0-x7k2p")
+    }
+    shared_port = seen["trial-0-x7k2p"]["MASTER_PORT"]
+    assert shared_port != "29500"
+    assert seen["trial-0-x7k2p"] == {
+        "HOSTNAME": "trial-0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": shared_port,
+        "PEER": "127.0.0.1",
+    }
+    assert seen["trial-1-x7k2p"] == {
+        "HOSTNAME": "trial-1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": shared_port,
+        "PEER": "127.0.0.1",
+    }
+    # Another subdomain: a port of its own, and the first group's names are not its peers.
+    other = seen["other-0-x7k2p"]
+    assert other["MASTER_PORT"] not in (shared_port, "29500")
+    assert other["MASTER_ADDR"] == "127.0.0.1"
+    assert other["PEER"] == "trial-0.trial"
+    assert "rank 0 says hello" in (cluster.kubelet.logs("default", "trial-1-x7k2p", None) or "")
 
 
 async def test_a_kubelet_without_the_token_cannot_start(tmp_path: Path) -> None:

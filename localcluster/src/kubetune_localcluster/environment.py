@@ -3,7 +3,10 @@
 Every process of the local kubelet shares this host's network and filesystem, so the env is
 built as Kubernetes builds it (envFrom, env with $(VAR) expansion, the downward API, secrets
 and config maps), then each declared containerPort is given a free loopback port and the
-terminationMessagePath a file of the pod's own, and the env is rewritten to name them.
+terminationMessagePath a file of the pod's own, and the env is rewritten to name them. Pods
+that set the same spec.subdomain in a namespace stand for pods with their own IPs behind a
+headless Service: they share the loopback port of each containerPort number (`SharedPorts`),
+and the DNS names of their peers are rewritten to the loopback address (`map_peer_names`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import base64
 import json
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -179,11 +182,96 @@ def map_ports(env: Mapping[str, str], ports: Mapping[int, int]) -> dict[str, str
     }
 
 
+HOSTNAME_MAX_LENGTH: Final = 63
+
+
+def pod_hostname(pod: Mapping[str, Any]) -> str:
+    """The pod's hostname as the kubelet gives it: spec.hostname when set, else the pod name,
+    cut to 63 characters with no trailing '-' or '.' left (truncatePodHostnameIfNeeded)."""
+    metadata = pod.get("metadata") or {}
+    hostname = str((pod.get("spec") or {}).get("hostname") or metadata.get("name", ""))
+    if len(hostname) <= HOSTNAME_MAX_LENGTH:
+        return hostname
+    return hostname[:HOSTNAME_MAX_LENGTH].rstrip("-.")
+
+
+def subdomain_group(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, spec.subdomain) of a pod that sets a subdomain, else None: the pods a
+    headless Service of that name would give DNS names `<hostname>.<subdomain>`."""
+    subdomain = (pod.get("spec") or {}).get("subdomain")
+    if not subdomain:
+        return None
+    return str((pod.get("metadata") or {}).get("namespace", "default")), str(subdomain)
+
+
+def is_scrape_port(pod: Mapping[str, Any], port: Mapping[str, Any]) -> bool:
+    """Whether a declared port is a metrics endpoint published for Prometheus: named
+    `metrics`, or the port the prometheus.io/port annotation names."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotated = str(annotations.get(SCRAPE_PORT_ANNOTATION, ""))
+    return port.get("name") == METRICS_PORT_NAME or str(port.get("containerPort")) == annotated
+
+
+def shares_port(pod: Mapping[str, Any], port: Mapping[str, Any]) -> bool:
+    """Whether a declared port's loopback port is shared with the pod's subdomain group. A
+    metrics endpoint is not: Prometheus scrapes each pod at its own port, and no peer reaches
+    it by the DNS name that stands for one pod's IP."""
+    return subdomain_group(pod) is not None and not is_scrape_port(pod, port)
+
+
+class SharedPorts:
+    """The loopback port of each containerPort number in a subdomain group, with the pods that
+    took it. The first pod of the group to ask allocates it, the others get the same: on a
+    real cluster each pod listens on the number at its own IP, here they share one address,
+    so exactly one of them (a rendezvous server) can listen and the others connect to it. A
+    port is freed when the last pod holding it is released."""
+
+    def __init__(self) -> None:
+        self._ports: dict[tuple[str, str, int], int] = {}
+        self._holders: dict[tuple[str, str, int], set[str]] = {}
+
+    def port(
+        self, group: tuple[str, str], number: int, holder: str, allocate: Callable[[], int]
+    ) -> int:
+        """The group's loopback port for containerPort `number`, held by `holder` (a pod's
+        uid) from now on; `allocate` gives one when no pod of the group holds it."""
+        key = (*group, number)
+        if key not in self._ports:
+            self._ports[key] = allocate()
+        self._holders.setdefault(key, set()).add(holder)
+        return self._ports[key]
+
+    def release(self, holder: str) -> None:
+        """`holder` no longer needs its ports: free those nobody else holds."""
+        for key in [key for key, holders in self._holders.items() if holder in holders]:
+            self._holders[key].discard(holder)
+            if not self._holders[key]:
+                del self._holders[key]
+                del self._ports[key]
+
+
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+
+
+def map_peer_names(env: Mapping[str, str], namespace: str, subdomain: str) -> dict[str, str]:
+    """The env with every value that is the DNS name of a pod in the subdomain rewritten to the
+    loopback address: `<label>.<subdomain>`, `<label>.<subdomain>.<namespace>.svc` and
+    `<label>.<subdomain>.<namespace>.svc.cluster.local` (the last also absolute, with a final
+    '.'), `<label>` any DNS label, the case ignored as DNS does. There is no cluster DNS, and
+    every pod of the group runs on this host. A value with a port (`name:port`) is left as it
+    is."""
+    suffix = re.escape(subdomain)
+    qualified = re.escape(f"{namespace}.svc")
+    name = re.compile(
+        rf"{_DNS_LABEL}\.{suffix}(?:\.{qualified}(?:\.cluster\.local\.?)?)?", re.IGNORECASE
+    )
+    return {key: NODE_IP if name.fullmatch(value) else value for key, value in env.items()}
+
+
 def scrape_targets(pod: Mapping[str, Any], host_ports: Mapping[tuple[str, int], int]) -> list[Json]:
     """The file_sd target groups of a pod's metrics endpoints: ports named `metrics`, and the
     port the prometheus.io/port annotation names; each at its host port on loopback."""
     metadata = pod.get("metadata") or {}
-    annotated = str((metadata.get("annotations") or {}).get(SCRAPE_PORT_ANNOTATION, ""))
     labels = {
         re.sub(r"[^A-Za-z0-9_]", "_", key): str(value)
         for key, value in (metadata.get("labels") or {}).items()
@@ -193,8 +281,7 @@ def scrape_targets(pod: Mapping[str, Any], host_ports: Mapping[tuple[str, int], 
         for port in container.get("ports") or []:
             number = port.get("containerPort")
             host = host_ports.get((container.get("name", ""), number))
-            wanted = port.get("name") == METRICS_PORT_NAME or str(number) == annotated
-            if host is None or not wanted:
+            if host is None or not is_scrape_port(pod, port):
                 continue
             groups.append(
                 {

@@ -43,7 +43,8 @@ What it emulates, and how it differs from a real node:
   (`<container>.<restartCount>.log`, stdout and stderr combined), the termination-message
   files and a kubeconfig.
 - Env: the process inherits the kubelet's environment (PATH, a virtualenv), then gets
-  KUBERNETES_SERVICE_HOST/PORT pointing at the API server, HOSTNAME (the pod name),
+  KUBERNETES_SERVICE_HOST/PORT pointing at the API server, HOSTNAME (spec.hostname when
+  set, else the pod name, cut to 63 characters as a kubelet does),
   KUBECONFIG (a kubeconfig in the pod folder for the API server's URL: plain HTTP, and the
   kubelet's `token`) and then the spec's envFrom and env: value with $(VAR) expansion, fieldRef
   (metadata.name, namespace, uid, labels, annotations, labels['k'], annotations['k'],
@@ -78,7 +79,15 @@ What it emulates, and how it differs from a real node:
 - Ports and Prometheus: every process shares the host's network, so each declared
   containerPort is given a free loopback port of its own (`host_ports`), and an env var whose
   name ends in PORT and whose value is that containerPort is rewritten to it (as the
-  terminationMessagePath is mapped). With a `service_discovery_dir`, the metrics endpoints of
+  terminationMessagePath is mapped). Pods of one namespace that set the same `spec.subdomain`
+  (an Indexed Job's pods behind a headless Service) stand for pods with IPs of their own: they
+  share the loopback port of each containerPort number, which the first of them to start
+  allocates and which is freed once every process of the last pod holding it has ended, so
+  exactly one of them (a rendezvous server) can listen on it and the others connect to it;
+  metrics endpoints (below) stay per pod. An env value that is the DNS name of a pod of the
+  subdomain (`<label>.<subdomain>`, with `.<namespace>.svc` and `.svc.cluster.local`, any DNS
+  label) is rewritten to 127.0.0.1, as there is no cluster DNS; `name:port` values are not.
+  With a `service_discovery_dir`, the metrics endpoints of
   running pods (ports named `metrics`, or the port of annotation prometheus.io/port) are
   published for Prometheus's file-based service discovery: one `<namespace>_<pod>.json` per
   pod, targets `127.0.0.1:<port>` labelled namespace, pod, container and the pod's labels

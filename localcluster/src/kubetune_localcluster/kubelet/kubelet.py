@@ -329,6 +329,7 @@ class Kubelet:
         pod.done = True
         self._targets.unpublish(pod)
         self._release(pod)
+        self._config.release_ports(pod)
         pod.refresh_conditions(times.now())
         pod.version += 1
         if not self._client.closing:

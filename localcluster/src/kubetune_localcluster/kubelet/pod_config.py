@@ -1,7 +1,8 @@
 """What a pod's containers are started with: their env (the API server's address, a
 kubeconfig on the embedded plane, envFrom and env with the secrets and config maps they refer
-to, ports mapped to loopback ports, the termination message file) and, on the real plane, the
-pod's volumes and each container's mounts of them."""
+to, ports mapped to loopback ports, shared within a subdomain, peer names mapped to loopback,
+the termination message file) and, on the real plane, the pod's volumes and each container's
+mounts of them."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ from urllib.parse import urlsplit
 from kubetune_localcluster.environment import (
     NODE_IP,
     ContainerConfigError,
+    SharedPorts,
     container_env,
     env_references,
     field_value,
     free_port,
+    map_peer_names,
     map_ports,
     map_termination_path,
+    pod_hostname,
     secret_values,
+    shares_port,
+    subdomain_group,
 )
 from kubetune_localcluster.kubelet.client import ApiClient, ApiRequestError, Json
 from kubetune_localcluster.kubelet.events import PodEvents
@@ -53,6 +59,7 @@ class PodConfig:
         self.workdir = workdir
         self._token = token
         self._tls = tls
+        self._shared_ports = SharedPorts()
 
     def base_env(self, pod: AdmittedPod) -> dict[str, str]:
         api_url = self._client.api_url
@@ -60,7 +67,7 @@ class PodConfig:
         service = {
             "KUBERNETES_SERVICE_HOST": url.hostname or NODE_IP,
             "KUBERNETES_SERVICE_PORT": str(url.port or 80),
-            "HOSTNAME": pod.name,
+            "HOSTNAME": pod_hostname(pod.obj),
         }
         if self._tls is not None:
             # A real API server: a pod authenticates with its service-account token (a
@@ -107,6 +114,7 @@ class PodConfig:
         maps_found = {
             name: await self._values(pod, "configmaps", name) for name in config_map_names
         }
+        group = subdomain_group(pod.obj)
         envs = {}
         for container in pod.containers:
             env = container_env(container.spec, pod.obj, secrets_found, maps_found, base)
@@ -115,15 +123,30 @@ class PodConfig:
                 number = port.get("containerPort")
                 if isinstance(number, int):
                     key = (container.name, number)
-                    ports[number] = pod.host_ports.setdefault(key, free_port())
-            envs[container.name] = map_ports(
+                    if key not in pod.host_ports:
+                        if group is not None and shares_port(pod.obj, port):
+                            pod.host_ports[key] = self._shared_ports.port(
+                                group, number, pod.uid, free_port
+                            )
+                        else:
+                            pod.host_ports[key] = free_port()
+                    ports[number] = pod.host_ports[key]
+            env = map_ports(
                 map_termination_path(env, container.message_path, container.termination_file),
                 ports,
             )
+            if group is not None:
+                env = map_peer_names(env, *group)
+            envs[container.name] = env
         for container in pod.containers:
             if container.state.get("waiting", {}).get("reason") == "CreateContainerConfigError":
                 container.state = {"waiting": {"reason": "ContainerCreating"}}
         return envs
+
+    def release_ports(self, pod: AdmittedPod) -> None:
+        """The pod's processes have all ended: it gives up its share of its subdomain's ports,
+        which are freed once no other pod of the group holds them."""
+        self._shared_ports.release(pod.uid)
 
     async def _make_volumes(self, pod: AdmittedPod) -> None:
         """Make the pod's volumes in its folder and each container's mounts of them."""
