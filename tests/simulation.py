@@ -198,14 +198,14 @@ class SimulatedCluster:
         for update in plan.trial_updates:
             old = self.trials[update.name]
             self.trials[update.name] = old.model_copy(update={"status": update.status})
-        for name in plan.stop_pods:
+        for name in plan.stop_workloads:
             stopped = self.pods.get(name)
             # Lowering activeDeadlineSeconds (never raising it), as the API server allows.
             if stopped is not None and stopped.lowered_deadline_at is None:
                 elapsed = (self.now - stopped.created).total_seconds()
                 lowered = stopped.script.start_after + STOP_DEADLINE_SECONDS
                 stopped.lowered_deadline_at = max(lowered, elapsed)
-        for name in plan.delete_pods:
+        for name in plan.delete_workloads:
             if (deleted := self.pods.get(name)) is not None and deleted.deleted_at is None:
                 deleted.deleted_at = (self.now - deleted.created).total_seconds()
         for trial in plan.create_trials:
@@ -217,11 +217,11 @@ class SimulatedCluster:
             )
             self.trials[name] = trial.model_copy(update={"metadata": metadata})
         new_pods = [
-            with_owner_uid(plan.new_trial_pods[name], self.trials[name].metadata.uid or "")
+            with_owner_uid(pod, self.trials[name].metadata.uid or "")
             for name in (trial.metadata.name or "" for trial in plan.create_trials)
-            if name in plan.new_trial_pods
+            for pod in plan.new_trial_workloads.get(name, ())
         ]
-        for pod in [*new_pods, *plan.create_pods]:
+        for pod in [*new_pods, *plan.create_workloads]:
             name = pod["metadata"]["name"]
             if name not in self.pods:
                 spec = pod["spec"]

@@ -44,6 +44,7 @@ from kubetune.controller.warm_start import SourceStudy, source_names, study_esse
 from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.backoff import Backoff, first_line
 from kubetune.k8s.cache import OwnWrites, ParsedTrials
+from kubetune.k8s.jobs import job_essentials, observe_job
 from kubetune.k8s.leader import NotLeadingError
 from kubetune.k8s.pods import observe_pod, pod_essentials
 from kubetune.k8s.prometheus import read_source
@@ -77,6 +78,7 @@ class StudyView:
 
     trial_writes: OwnWrites = field(default_factory=OwnWrites)
     pod_writes: OwnWrites = field(default_factory=OwnWrites)
+    job_writes: OwnWrites = field(default_factory=OwnWrites)
     study_writes: OwnWrites = field(default_factory=OwnWrites)
     parsed: ParsedTrials = field(default_factory=ParsedTrials)
     source_trials: ParsedTrials = field(default_factory=ParsedTrials)
@@ -156,6 +158,15 @@ async def pods_by_study(
     return {(namespace, labels.get(api.STUDY_LABEL)): pod_essentials(body)}
 
 
+@kopf.index("batch", "v1", "jobs", labels={api.STUDY_LABEL: kopf.PRESENT})
+async def jobs_by_study(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[IndexKey, dict[str, Any]]:
+    """The Jobs of studies whose trials are Jobs (a cluster that serves no batch/v1, such as
+    the embedded plane, leaves this index empty: kopf watches only what is served)."""
+    return {(namespace, labels.get(api.STUDY_LABEL)): job_essentials(body)}
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
 async def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     study = labels.get(api.STUDY_LABEL)
@@ -175,6 +186,17 @@ async def pod_changed(
     _wake(namespace, study)
 
 
+@kopf.on.event("batch", "v1", "jobs", labels={api.STUDY_LABEL: kopf.PRESENT})
+async def job_changed(
+    namespace: str | None, labels: kopf.Labels, type: str | None, body: kopf.Body, **_: Any
+) -> None:
+    study = labels.get(api.STUDY_LABEL)
+    view = _views.get((namespace or "", study or ""))
+    if type == "DELETED" and view is not None:
+        view.job_writes.deleted(dict(body))
+    _wake(namespace, study)
+
+
 @kopf.daemon(api.GROUP, api.VERSION, api.STUDY_PLURAL, cancellation_timeout=10)
 async def run_study(
     name: str,
@@ -189,6 +211,7 @@ async def run_study(
     # kopf passes every index by its handler's name.
     trials_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["trials_by_study"]
     pods_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["pods_by_study"]
+    jobs_by_study: kopf.Index[IndexKey, dict[str, Any]] = indices["jobs_by_study"]
     studies_by_name: kopf.Index[StudyKey, dict[str, Any]] = indices["studies_by_name"]
     kube: KubeApi = memo.api
     # kubetune operator --allow-prometheus (none: no study may read Prometheus) and
@@ -205,6 +228,7 @@ async def run_study(
         key = (namespace, name)
         trials = list(trials_by_study.get(key, []))
         pods = list(pods_by_study.get(key, []))
+        jobs = list(jobs_by_study.get(key, []))
         sources: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
         started = bool((body.get("status") or {}).get("startTime"))
         for source in source_names(body):
@@ -216,7 +240,9 @@ async def run_study(
                 waiters.discard(name)
             else:
                 waiters.add(name)
-        return await reconcile(kube, controller, view, body, trials, pods, logger, worker, sources)
+        return await reconcile(
+            kube, controller, view, body, trials, pods, logger, worker, sources, jobs
+        )
 
     loop = asyncio.get_running_loop()
     stop = asyncio.ensure_future(stopped.wait())
@@ -317,18 +343,46 @@ def _read(
     parsed: ParsedTrials,
     trial_objects: Sequence[Mapping[str, Any]],
     pods: Sequence[Mapping[str, Any]],
+    jobs: Sequence[Mapping[str, Any]] | None,
+    container: str | None,
 ) -> tuple[list[TuningTrial], dict[str, str], dict[str, PodObservation]]:
-    """The trials parsed (and the errors of those that do not parse) and the pods observed
-    (and the errors of those that cannot be: a pod without containers is no trial's pod)."""
+    """The trials parsed (and the errors of those that do not parse) and their workloads
+    observed, by trial name (and the errors of those that cannot be: a pod without containers
+    is no trial's pod). `jobs` is None for a study whose trials are pods; `container`: its
+    primary container (None: the first)."""
     trials, unreadable = parsed.parse(trial_objects)
     observations: dict[str, PodObservation] = {}
+    if jobs is None:
+        for pod in pods:
+            pod_name = str(pod["metadata"]["name"])
+            try:
+                observations[pod_name] = observe_pod(pod, container)
+            except ValueError as error:
+                unreadable[pod_name] = str(error)
+        return trials, unreadable, observations
+    by_trial: defaultdict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for pod in pods:
-        pod_name = str(pod["metadata"]["name"])
+        by_trial[str((pod["metadata"].get("labels") or {}).get(api.TRIAL_LABEL, ""))].append(pod)
+    jobs_by_name = {str(job["metadata"]["name"]): job for job in jobs}
+    for trial_name in {*jobs_by_name, *by_trial} - {""}:
         try:
-            observations[pod_name] = observe_pod(pod)
+            observations[trial_name] = observe_job(
+                jobs_by_name.get(trial_name), by_trial.get(trial_name, []), container
+            )
         except ValueError as error:
-            unreadable[pod_name] = str(error)
+            unreadable[trial_name] = str(error)
     return trials, unreadable, observations
+
+
+def _workload_of(study: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """Whether a study's trials are Jobs, and its primary container, from the manifest as it
+    is (the controller parses and checks it; a wrong shape reads as a pod trial's)."""
+    spec = study.get("spec")
+    template = spec.get("trialTemplate") if isinstance(spec, Mapping) else None
+    if not isinstance(template, Mapping):
+        return False, None
+    container = template.get("primaryContainer")
+    return template.get("job") is not None, container if isinstance(container, str) else None
 
 
 def _read_sources(
@@ -360,20 +414,29 @@ async def reconcile(
     logger: kopf.Logger,
     worker: ThreadPoolExecutor,
     sources: Mapping[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] | None = None,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> float | None:
     """One reconcile: read, decide, act. Returns when to look again with nothing changing.
     The parsing and the decision run in `worker` (the study's thread), the API calls in
     KubeApi's pool; only merging the operator's own writes runs on the event loop.
     `sources`: each study named in spec.warmStart.fromStudies as the index has it (None:
-    there is no such study), with its trial objects."""
+    there is no such study), with its trial objects. `jobs`: the study's Jobs as the index has
+    them (for a study whose trials are Jobs)."""
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     study = dict(view.study_writes.newest(dict(body)))
     if study["metadata"].get("deletionTimestamp"):
         return None
     loop = asyncio.get_running_loop()
     decided_trials = view.trial_writes.merged(trial_objects)
+    is_job, container = _workload_of(study)
     trials, unreadable, observations = await loop.run_in_executor(
-        worker, _read, view.parsed, decided_trials, view.pod_writes.merged(pods)
+        worker,
+        _read,
+        view.parsed,
+        decided_trials,
+        view.pod_writes.merged(pods),
+        view.job_writes.merged(jobs or []) if is_job else None,
+        container,
     )
     for object_name, error in unreadable.items():
         logger.warning(f"ignoring unreadable {object_name}: {error}")
@@ -402,6 +465,8 @@ async def reconcile(
         view.trial_writes.remember(trial)
     for pod in written.pods:
         view.pod_writes.remember(pod_essentials(pod))
+    for job in written.jobs:
+        view.job_writes.remember(job_essentials(job))
     if written.study is not None:
         view.study_writes.remember(written.study)
     METRICS.record_plan(namespace, name, study, trials, plan, now)

@@ -105,7 +105,7 @@ async def test_a_status_write_decided_on_an_old_version_is_refused(crds: Kube) -
     assert written.study is not None
     plan = controller.reconcile(study, [], {}, datetime.now(UTC))
     with pytest.raises(StaleViewError, match="tuningstudies"):
-        await kube.apply(replace(plan, create_trials=[], new_trial_pods={}), study, {})
+        await kube.apply(replace(plan, create_trials=[], new_trial_workloads={}), study, {})
     now_study = custom.get_namespaced_custom_object(
         api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, "stale"
     )

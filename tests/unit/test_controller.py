@@ -65,27 +65,28 @@ def test_a_new_trial_comes_with_its_pod_owned_by_the_created_trial() -> None:
     cluster = SimulatedCluster.of(study_spec(budget={"parallelism": 2}), quadratic)
     first = cluster.reconcile()
     assert [t.metadata.name for t in first.create_trials] == ["demo-0", "demo-1"]
-    assert set(first.new_trial_pods) == {"demo-0", "demo-1"}
-    assert first.create_pods == ()
+    assert set(first.new_trial_workloads) == {"demo-0", "demo-1"}
+    assert first.create_workloads == ()
     # Not created yet, so no uid: whoever creates the trial fills it in.
-    assert first.new_trial_pods["demo-0"]["metadata"]["ownerReferences"][0]["uid"] is None
-    pod = with_owner_uid(first.new_trial_pods["demo-0"], "uid-0")
+    (pending_pod,) = first.new_trial_workloads["demo-0"]
+    assert pending_pod["metadata"]["ownerReferences"][0]["uid"] is None
+    pod = with_owner_uid(pending_pod, "uid-0")
     owner = pod["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("TuningTrial", "demo-0", "uid-0")
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert json.loads(env["KUBETUNE_PARAMS"]) == cluster.trials["demo-0"].spec.params
     second = cluster.reconcile()
-    assert (second.create_trials, second.create_pods) == ((), ())
+    assert (second.create_trials, second.create_workloads) == ((), ())
 
 
 def test_a_trial_left_without_its_pod_gets_it_on_the_next_reconcile() -> None:
     """The operator died between creating the trial and creating its pod."""
     cluster = SimulatedCluster.of(study_spec(budget={"parallelism": 2}), quadratic)
-    cluster.apply(dataclasses.replace(cluster.decide(), new_trial_pods={}))
+    cluster.apply(dataclasses.replace(cluster.decide(), new_trial_workloads={}))
     assert cluster.pods == {}
     second = cluster.reconcile()
     assert second.create_trials == ()
-    pods = {pod["metadata"]["name"]: pod for pod in second.create_pods}
+    pods = {pod["metadata"]["name"]: pod for pod in second.create_workloads}
     assert set(pods) == {"demo-0", "demo-1"}
     owner = pods["demo-0"]["metadata"]["ownerReferences"][0]
     assert owner["uid"] == cluster.trials["demo-0"].metadata.uid
@@ -102,12 +103,12 @@ def test_a_plan_that_was_not_applied_is_made_again_identically() -> None:
     checked = 0
     for _ in range(200):
         plan = cluster.decide()
-        if plan.create_trials or plan.create_pods:
+        if plan.create_trials or plan.create_workloads:
             # The same controller (whose engine already asked) and a restarted one agree.
             for again in (cluster.decide(), cluster.decide(StudyController())):
                 assert again.create_trials == plan.create_trials
-                assert again.create_pods == plan.create_pods
-                assert again.new_trial_pods == plan.new_trial_pods
+                assert again.create_workloads == plan.create_workloads
+                assert again.new_trial_workloads == plan.new_trial_workloads
             checked += 1
         cluster.apply(plan)
         if cluster.study_status.phase is StudyPhase.COMPLETED:
@@ -158,8 +159,8 @@ def test_the_pruner_stops_hopeless_trials() -> None:
     assert all(t.spec.number % 2 == 1 for t in pruned)
     assert all(t.status.reason == "Pruned" and "step" in (t.status.message or "") for t in pruned)
     # Stopped where they run (activeDeadlineSeconds lowered), not deleted: their logs stay.
-    stopped = {pod for plan in cluster.plans for pod in plan.stop_pods}
-    deleted = {pod for plan in cluster.plans for pod in plan.delete_pods}
+    stopped = {pod for plan in cluster.plans for pod in plan.stop_workloads}
+    deleted = {pod for plan in cluster.plans for pod in plan.delete_workloads}
     assert {t.metadata.name for t in pruned} <= stopped - deleted
     assert {t.metadata.name for t in pruned} <= set(cluster.pods)
     assert not any(t.status.pod_terminating for t in pruned)
@@ -230,7 +231,7 @@ def test_max_duration_stops_running_trials_and_nothing_starts_after() -> None:
     cluster.now += timedelta(hours=1)
     later = cluster.reconcile()
     assert later.create_trials == ()
-    assert later.create_pods == ()
+    assert later.create_workloads == ()
 
 
 def test_raising_max_trials_resumes_a_completed_study() -> None:
@@ -277,7 +278,7 @@ def test_lowering_parallelism_stops_nothing_and_raising_it_starts_at_once() -> N
     lower = spec.model_copy(update={"budget": spec.budget.model_copy(update={"parallelism": 1})})
     cluster.study = cluster.study.model_copy(update={"spec": lower})
     plan = cluster.reconcile()
-    assert plan.delete_pods == ()
+    assert plan.delete_workloads == ()
     assert plan.create_trials == ()
     assert len(cluster.pods) == 4
     higher = spec.model_copy(update={"budget": spec.budget.model_copy(update={"parallelism": 6})})
@@ -307,7 +308,7 @@ def test_changing_the_search_space_of_a_running_study_is_refused() -> None:
     assert plan.study_status.phase is StudyPhase.INVALID
     assert "spec.searchSpace" in plan.study_status.message
     assert plan.create_trials == ()
-    assert plan.delete_pods == ()
+    assert plan.delete_workloads == ()
 
 
 def test_goal_reached_completes_the_study_and_stops_the_others() -> None:
@@ -442,7 +443,7 @@ def test_what_the_pods_held_never_passes_the_budget(
                 assert update.status.reason
         if finished_at is not None:
             assert plan.create_trials == ()
-            assert plan.create_pods == ()
+            assert plan.create_workloads == ()
         if cluster.study_status.phase in (StudyPhase.COMPLETED, StudyPhase.FAILED):
             finished_at = finished_at if finished_at is not None else index
         cluster.now += timedelta(seconds=tick)
@@ -494,7 +495,7 @@ def test_pod_retention_keeps_the_latest_pods_of_each_kind_and_the_best() -> None
     status = cluster.run()
     assert status.best_trial is not None
     assert status.best_trial.number == 0
-    deleted = [pod for plan in cluster.plans for pod in plan.delete_pods]
+    deleted = [pod for plan in cluster.plans for pod in plan.delete_workloads]
     assert len(deleted) == len(set(deleted))
     kept = {t.status.pod_name for t in cluster.trials.values()} - set(deleted)
     # The best trial (0), the 2 latest other succeeded ones (10, 9), the latest failed one (11).

@@ -118,7 +118,7 @@ def test_a_source_it_cannot_learn_from_makes_the_study_invalid(
     assert status.message.startswith("spec.warmStart.fromStudies[0]: ")
     assert words in status.message
     assert "; fix: " in status.message
-    assert (plan.create_trials, plan.new_trial_pods) == ((), {})
+    assert (plan.create_trials, plan.new_trial_workloads) == ((), {})
     assert [e.reason for e in plan.events] == ["SpecInvalid"]
 
 

@@ -172,7 +172,7 @@ def test_the_seed_placeholder_is_replaced_in_command_and_args() -> None:
     cluster = SimulatedCluster.of(spec, seeded_trainer)
     cluster.reconcile()
     [first, *_] = cluster.plans[0].create_trials
-    pod = cluster.plans[0].new_trial_pods[first.metadata.name or ""]
+    (pod,) = cluster.plans[0].new_trial_workloads[first.metadata.name or ""]
     assert pod["spec"]["containers"][0]["args"][0] == f"--seed={first.spec.seed}"
 
 

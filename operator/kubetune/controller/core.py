@@ -6,11 +6,11 @@ thing between calls, the study's Optuna engine, and rebuilds it from the trial r
 they disagree (after a restart, or when an earlier plan was not applied), so the cluster's
 objects stay the only source of truth.
 
-A new trial comes with its pod: the plan creates the TuningTrial, then its pod, whose owner
-reference takes the uid the API server gave the trial (`Plan.new_trial_pods`, `with_owner_uid`).
-A trial found without a pod and never given one (the operator died between the two creates) gets
-it on the next reconcile. Both creates are idempotent by name, so a crash at any point neither
-duplicates nor skips a trial number.
+A new trial comes with its workload (its pod, or its Job): the plan creates the TuningTrial,
+then its workload, whose owner reference takes the uid the API server gave the trial
+(`Plan.new_trial_workloads`, `with_owner_uid`). A trial found without one and never given one
+(the operator died between the creates) gets it on the next reconcile. The creates are
+idempotent by name, so a crash at any point neither duplicates nor skips a trial number.
 """
 
 from __future__ import annotations

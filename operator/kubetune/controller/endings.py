@@ -17,7 +17,8 @@ from kubetune.controller.observation import (
 )
 from kubetune.controller.outcomes import pod_ended, with_cost
 from kubetune.controller.plan import Event, Work
-from kubetune.controller.trial_pod import render_trial_pod, study_owner_reference
+from kubetune.controller.trial_job import render_trial_workload
+from kubetune.controller.trial_pod import study_owner_reference
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.study import ObjectMeta, TuningStudy
@@ -81,7 +82,7 @@ def stop_trial(
     stay), a pending one is deleted; until the pod has terminated the trial holds its
     GPUs (pod_terminating)."""
     name = trial.metadata.name or ""
-    work.create_pods = [p for p in work.create_pods if p["metadata"]["name"] != name]
+    work.create_workloads = [p for p in work.create_workloads if p["metadata"]["name"] != name]
     if engine is None:
         trial = work.update(
             trial,
@@ -100,9 +101,9 @@ def stop_trial(
     if trial.status.pod_name is None:
         return
     if trial.status.start_time is None:
-        work.delete_pods.append(trial.status.pod_name)
+        work.delete_workloads.append(trial.status.pod_name)
     else:
-        work.stop_pods.append(trial.status.pod_name)
+        work.stop_workloads.append(trial.status.pod_name)
     work.update(
         trial,
         trial.status.model_copy(update={"pod_terminating": True, "pod_end_time": None}),
@@ -127,7 +128,7 @@ def follow_stopped_pod(
         seconds=work.cost.grace_seconds + STOP_ESCALATION_SECONDS
     )
     if now >= give_up:
-        work.delete_pods.append(status.pod_name or trial.metadata.name or "")
+        work.delete_workloads.append(status.pod_name or trial.metadata.name or "")
     else:
         work.wake_at.append(give_up)
 
@@ -182,7 +183,7 @@ def enforce(
         )
         work.trials[suggestion.number] = trial
         work.create_trials.append(trial)
-        work.new_trial_pods[name] = render_trial_pod(study, trial)
+        work.new_trial_workloads[name] = render_trial_workload(study, trial)
         work.events.append(
             Event(
                 "Normal",

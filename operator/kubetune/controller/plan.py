@@ -14,6 +14,9 @@ from kubetune.controller.observation import SourceErrorKind, SourceReading
 from kubetune.spec.study_status import TuningStudyStatus
 from kubetune.spec.trial import TuningTrial, TuningTrialStatus, is_search_trial
 
+WorkloadKind = Literal["Pod", "Job"]
+"""What runs each trial of a study: one pod, or a batch/v1 Job (spec.trialTemplate.job)."""
+
 
 @dataclass(frozen=True)
 class Event:
@@ -35,23 +38,30 @@ class TrialUpdate:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the operator is to do, in this order: update trial statuses, stop pods, delete
-    pods, create trials, create pods, write the study status, emit events."""
+    """What the operator is to do, in this order: update trial statuses, stop workloads, delete
+    workloads, create trials, create workloads, write the study status, emit events.
+
+    A trial's workload is what runs it: its pod, or its batch/v1 Job (with the headless Service
+    of a distributed run), named as the trial; `workload_kind` says which for the whole study."""
 
     study_status: TuningStudyStatus
+    workload_kind: WorkloadKind = "Pod"
     trial_updates: tuple[TrialUpdate, ...] = ()
-    stop_pods: tuple[str, ...] = ()
-    """Running pods to stop where they are: their activeDeadlineSeconds is lowered to
-    STOP_DEADLINE_SECONDS, so that the kubelet ends them (SIGTERM, the grace period, SIGKILL)
-    and the pod object and its logs stay."""
-    delete_pods: tuple[str, ...] = ()
-    """Pods to delete: pending ones being stopped, stopped ones that outlived their grace
-    period, and ended ones past the study's podRetention."""
+    stop_workloads: tuple[str, ...] = ()
+    """Running workloads to stop where they are: their pods' activeDeadlineSeconds is lowered
+    to STOP_DEADLINE_SECONDS, so that the kubelet ends them (SIGTERM, the grace period,
+    SIGKILL) and the pod objects and their logs stay (a Job is first deleted with its pods
+    orphaned, and they are given to the trial: the job controller would delete them)."""
+    delete_workloads: tuple[str, ...] = ()
+    """Workloads to delete with their pods: pending ones being stopped, stopped ones that
+    outlived their grace period, and ended ones past the study's podRetention."""
     create_trials: tuple[TuningTrial, ...] = ()
-    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The pod of each trial in create_trials, by trial name, to create right after it with
-    the trial's uid filled in (`with_owner_uid`); skipped when the trial already existed."""
-    create_pods: tuple[dict[str, Any], ...] = ()
+    new_trial_workloads: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+    """The objects of each trial in create_trials, by trial name (its pod; or its Job and its
+    Service), to create right after it with the trial's uid filled in (`with_owner_uid`);
+    skipped when the trial already existed."""
+    create_workloads: tuple[dict[str, Any], ...] = ()
+    """Objects of existing trials that have none yet (the operator died between the creates)."""
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     """Seconds until the controller must look again even if nothing changes (a timeout)."""
@@ -73,15 +83,15 @@ class Work:
     reruns: dict[str, TuningTrial] = field(default_factory=dict)
     """The re-evaluation runs, by name."""
     pod_names: frozenset[str] = frozenset()
-    """The trial pods that exist."""
+    """The trials whose workloads (pods, Jobs) exist."""
     readings: Mapping[str, SourceReading] = field(default_factory=dict)
     """The metrics source's readings, by trial name, of the reads the previous plan asked for."""
     updates: dict[str, TuningTrialStatus] = field(default_factory=dict)
-    stop_pods: list[str] = field(default_factory=list)
-    delete_pods: list[str] = field(default_factory=list)
+    stop_workloads: list[str] = field(default_factory=list)
+    delete_workloads: list[str] = field(default_factory=list)
     create_trials: list[TuningTrial] = field(default_factory=list)
-    create_pods: list[dict[str, Any]] = field(default_factory=list)
-    new_trial_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    create_workloads: list[dict[str, Any]] = field(default_factory=list)
+    new_trial_workloads: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     source_error: tuple[SourceErrorKind, str] | None = None
     """The latest failed read of the metrics source in this reconcile."""

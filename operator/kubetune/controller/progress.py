@@ -24,7 +24,7 @@ from kubetune.controller.observation import (
     metric_value,
 )
 from kubetune.controller.plan import Event, Work
-from kubetune.controller.trial_pod import render_trial_pod
+from kubetune.controller.trial_job import render_trial_workload
 from kubetune.engine import Engine
 from kubetune.spec.objective import Aggregation
 from kubetune.spec.pruner import PrunerName
@@ -56,7 +56,7 @@ def follow_trial(
     if pod is None:
         if status.pod_name is None:
             if trial.metadata.uid is not None:
-                work.create_pods.append(render_trial_pod(study, trial))
+                work.create_workloads.extend(render_trial_workload(study, trial))
         else:
             finish_trial(
                 engine,
@@ -86,14 +86,20 @@ def follow_trial(
         return
     if pod.phase is PodPhase.PENDING:
         waiting = ": ".join(filter(None, (pod.reason, pod.message))) or None
+        updates: dict[str, Any] = {}
         if waiting and waiting != status.message:
-            work.update(trial, status.model_copy(update={"message": waiting}))
+            updates["message"] = waiting
+        if status.start_time is None and pod.started_at is not None:
+            # Some pods of a Job run while others wait: their GPU time counts from now on.
+            updates["start_time"] = pod.started_at
+        if updates:
+            work.update(trial, status.model_copy(update=updates))
         return
     if status.state is TrialState.PENDING:
         status = status.model_copy(
             update={
                 "state": TrialState.RUNNING,
-                "start_time": pod.started_at or now,
+                "start_time": status.start_time or pod.started_at or now,
                 "message": None,
             }
         )

@@ -17,7 +17,8 @@ from kubetune.controller.status import (
     build_plan,
     recommendation_text,
 )
-from kubetune.controller.trial_pod import render_trial_pod, study_owner_reference
+from kubetune.controller.trial_job import render_trial_workload
+from kubetune.controller.trial_pod import study_owner_reference
 from kubetune.engine import Engine
 from kubetune.spec import api
 from kubetune.spec.study import ObjectMeta, TuningStudy
@@ -108,7 +109,7 @@ def start_rerun(study: TuningStudy, work: Work, run: reevaluation.PlannedRun) ->
     )
     work.add(trial)
     work.create_trials.append(trial)
-    work.new_trial_pods[run.name] = render_trial_pod(study, trial)
+    work.new_trial_workloads[run.name] = render_trial_workload(study, trial)
     work.events.append(
         Event(
             "Normal",

@@ -356,7 +356,7 @@ def build_plan(
         best, front, front_size = best_and_front(study.spec, engine, work.trials)
     kept = {t.name for t in front} | ({best.name} if best is not None else set())
     ended = [*trials, *work.reruns.values()]
-    work.delete_pods.extend(past_retention(study, ended, work.pod_names, kept))
+    work.delete_workloads.extend(past_retention(study, ended, work.pod_names, kept))
     events = list(work.events)
     if (
         best is not None
@@ -465,11 +465,14 @@ def build_plan(
     return Plan(
         study_status=new_status,
         trial_updates=tuple(TrialUpdate(name, s) for name, s in work.updates.items()),
-        stop_pods=tuple(p for p in dict.fromkeys(work.stop_pods) if p not in work.delete_pods),
-        delete_pods=tuple(dict.fromkeys(work.delete_pods)),
+        workload_kind="Job" if study.spec.trial_template.job is not None else "Pod",
+        stop_workloads=tuple(
+            p for p in dict.fromkeys(work.stop_workloads) if p not in work.delete_workloads
+        ),
+        delete_workloads=tuple(dict.fromkeys(work.delete_workloads)),
         create_trials=tuple(work.create_trials),
-        new_trial_pods=work.new_trial_pods,
-        create_pods=tuple(work.create_pods),
+        new_trial_workloads=work.new_trial_workloads,
+        create_workloads=tuple(work.create_workloads),
         events=tuple(events),
         requeue_after=requeue,
         source_reads=work.source_reads,

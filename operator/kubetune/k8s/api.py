@@ -36,6 +36,7 @@ from kubetune.spec.trial import TuningTrial
 _ALREADY_EXISTS = 409
 _CONFLICT = 409
 _NOT_FOUND = 404
+_STOPPING: Final = {"spec": {"activeDeadlineSeconds": STOP_DEADLINE_SECONDS}}
 API_THREADS: Final = 16
 """Threads for the client's calls: requests in flight at once, for all studies together."""
 
@@ -68,7 +69,17 @@ class Written:
 
     trials: list[dict[str, Any]] = field(default_factory=list)
     pods: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
     study: dict[str, Any] | None = None
+
+    def add_workload(self, created: dict[str, Any] | None) -> None:
+        """An object a trial's workload create returned (a Service is not kept)."""
+        if created is None:
+            return
+        if created.get("kind") == "Job":
+            self.jobs.append(created)
+        elif created.get("kind", "Pod") == "Pod":
+            self.pods.append(created)
 
     def add_trial(self, trial: dict[str, Any] | None) -> None:
         if trial is not None:
@@ -83,6 +94,7 @@ class KubeApi:
     ) -> None:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
+        self.batch = kubernetes.client.BatchV1Api(client)
         self.fence = fence
         self._threads = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubetune-api")
 
@@ -179,33 +191,26 @@ class KubeApi:
                 for update in plan.trial_updates
             )
         )
-        stopping = {"spec": {"activeDeadlineSeconds": STOP_DEADLINE_SECONDS}}
-        await asyncio.gather(
-            *(
-                self._quietly(
-                    _NOT_FOUND, self.core.patch_namespaced_pod, pod_name, namespace, stopping
-                )
-                for pod_name in plan.stop_pods
-            )
-        )
-        await asyncio.gather(
-            *(
-                self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, pod_name, namespace)
-                for pod_name in plan.delete_pods
-            )
-        )
+        job = plan.workload_kind == "Job"
+        stop = self._stop_job if job else self._stop_pod
+        await asyncio.gather(*(stop(namespace, name) for name in plan.stop_workloads))
+        delete = self._delete_job if job else self._delete_pod
+        await asyncio.gather(*(delete(namespace, name) for name in plan.delete_workloads))
         created = await asyncio.gather(
             *(
                 self._create_trial(
-                    namespace, trial, plan.new_trial_pods.get(trial.metadata.name or "")
+                    namespace, trial, plan.new_trial_workloads.get(trial.metadata.name or "", ())
                 )
                 for trial in plan.create_trials
             )
         )
-        pods = await asyncio.gather(*(self._create_pod(namespace, pod) for pod in plan.create_pods))
+        workloads = await asyncio.gather(
+            *(self._create_workload(namespace, manifest) for manifest in plan.create_workloads)
+        )
         for trial in [*patched, *(trial for trial, _ in created)]:
             written.add_trial(trial)
-        written.pods = [pod for pod in [*pods, *(pod for _, pod in created)] if pod is not None]
+        for workload in [*workloads, *(w for _, objects in created for w in objects)]:
+            written.add_workload(workload)
         status = plan.study_status.model_dump(mode="json", by_alias=True, exclude={"kopf"})
         current = dict(study.get("status") or {})
         current.pop("kopf", None)
@@ -220,11 +225,11 @@ class KubeApi:
         return written
 
     async def _create_trial(
-        self, namespace: str, trial: TuningTrial, pod: Mapping[str, Any] | None
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """Create a TuningTrial, then write its status and create its pod (owned through the
-        uid the create returned) at once. Returns the trial as its status write left it, and
-        the pod created."""
+        self, namespace: str, trial: TuningTrial, workload: tuple[Mapping[str, Any], ...]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any] | None]]:
+        """Create a TuningTrial, then write its status and create its workload (owned through
+        the uid the create returned) at once. Returns the trial as its status write left it,
+        and the objects created."""
         name = trial.metadata.name or ""
         body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
         try:
@@ -250,26 +255,113 @@ class KubeApi:
             trial.status.model_dump(mode="json", by_alias=True),
             based_on=created["metadata"]["resourceVersion"],
         )
-        if pod is None:
-            return await status_write, None
-        with_status, created_pod = await asyncio.gather(
+        uid = created["metadata"]["uid"]
+        with_status, *objects = await asyncio.gather(
             status_write,
-            self._create_pod(namespace, with_owner_uid(pod, created["metadata"]["uid"])),
+            *(self._create_workload(namespace, with_owner_uid(obj, uid)) for obj in workload),
         )
-        return with_status, created_pod
+        return with_status, objects
 
-    async def _create_pod(self, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Create a pod: the pod as created, or None when it already existed."""
+    async def _create_workload(
+        self, namespace: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create a trial's pod, Job or Service: the object as created, or None when it
+        already existed."""
+        client, method = {
+            "Pod": (self.core, "create_namespaced_pod"),
+            "Job": (self.batch, "create_namespaced_job"),
+            "Service": (self.core, "create_namespaced_service"),
+        }[manifest["kind"]]
+        create = getattr(client, method)
         try:
-            response = await self._call(
-                self.core.create_namespaced_pod, namespace, pod, _preload_content=False
-            )
+            response = await self._call(create, namespace, manifest, _preload_content=False)
         except kubernetes.client.ApiException as error:
             if error.status != _ALREADY_EXISTS:
                 raise
             return None
         created: dict[str, Any] = json.loads(response.data)
         return created
+
+    async def _stop_pod(self, namespace: str, name: str) -> None:
+        """Stop a trial's pod where it is: the kubelet ends it at its lowered deadline."""
+        await self._quietly(_NOT_FOUND, self.core.patch_namespaced_pod, name, namespace, _STOPPING)
+
+    async def _delete_pod(self, namespace: str, name: str) -> None:
+        await self._quietly(_NOT_FOUND, self.core.delete_namespaced_pod, name, namespace)
+
+    async def _stop_job(self, namespace: str, name: str) -> None:
+        """Stop a trial's Job where it is, keeping its pods and their logs: the Job is deleted
+        with its pods orphaned (the job controller would delete them, or start new ones), and
+        each pod is given to the trial (an owner reference, so it goes with the trial), its
+        started ones stopped as a pod trial's, its waiting ones deleted."""
+        try:
+            response = await self._read(
+                self.batch.read_namespaced_job, name, namespace, _preload_content=False
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != _NOT_FOUND:
+                raise
+            job: dict[str, Any] = {}
+        else:
+            job = json.loads(response.data)
+            orphan = kubernetes.client.V1DeleteOptions(
+                propagation_policy="Orphan",
+                preconditions=kubernetes.client.V1Preconditions(uid=job["metadata"]["uid"]),
+            )
+            await self._quietly(
+                _NOT_FOUND, self.batch.delete_namespaced_job, name, namespace, body=orphan
+            )
+        owners = [
+            {**ref, "controller": False}
+            for ref in job.get("metadata", {}).get("ownerReferences", [])
+            if ref.get("kind") == api.TRIAL_KIND
+        ]
+        response = await self._read(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=f"{api.TRIAL_LABEL}={name}",
+            _preload_content=False,
+        )
+        pods = json.loads(response.data).get("items", [])
+        await asyncio.gather(*(self._stop_job_pod(namespace, pod, owners) for pod in pods))
+
+    async def _stop_job_pod(
+        self, namespace: str, pod: Mapping[str, Any], owners: list[dict[str, Any]]
+    ) -> None:
+        name = pod["metadata"]["name"]
+        phase = (pod.get("status") or {}).get("phase")
+        if phase == "Pending":
+            await self._delete_pod(namespace, name)
+            return
+        patch: dict[str, Any] = {}
+        if owners:
+            patch["metadata"] = {"ownerReferences": owners}
+        if phase not in ("Succeeded", "Failed"):
+            patch["spec"] = _STOPPING["spec"]
+        if patch:
+            await self._quietly(
+                _NOT_FOUND,
+                self.core.patch_namespaced_pod,
+                name,
+                namespace,
+                patch,
+                _content_type="application/strategic-merge-patch+json",
+            )
+
+    async def _delete_job(self, namespace: str, name: str) -> None:
+        """Delete a trial's Job with its pods (also those a stop orphaned) and its Service."""
+        background = kubernetes.client.V1DeleteOptions(propagation_policy="Background")
+        await asyncio.gather(
+            self._quietly(
+                _NOT_FOUND, self.batch.delete_namespaced_job, name, namespace, body=background
+            ),
+            self._call(
+                self.core.delete_collection_namespaced_pod,
+                namespace,
+                label_selector=f"{api.TRIAL_LABEL}={name}",
+            ),
+            self._quietly(_NOT_FOUND, self.core.delete_namespaced_service, name, namespace),
+        )
 
     async def read_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         """A Secret ("secrets") or ConfigMap ("configmaps"), as the API returns it; None when
@@ -288,7 +380,16 @@ class KubeApi:
         return obj
 
     async def delete_study_pods(self, namespace: str, study: str) -> None:
-        """Stop every pod of a study (on its deletion): their trials go with the study."""
+        """Stop every pod of a study (on its deletion): their trials go with the study. Its
+        Jobs go first, with their pods, so that no job controller starts them again; a cluster
+        that serves no Jobs (the embedded plane) answers 404."""
+        await self._quietly(
+            _NOT_FOUND,
+            self.batch.delete_collection_namespaced_job,
+            namespace,
+            label_selector=f"{api.STUDY_LABEL}={study}",
+            propagation_policy="Background",
+        )
         await self._call(
             self.core.delete_collection_namespaced_pod,
             namespace,

@@ -57,3 +57,15 @@ MAX_STUDY_NAME_LENGTH: Final = 63
 """A study's name is the value of the STUDY_LABEL on each of its trials and pods, and label
 values are at most 63 characters: a longer name is refused at apply (as Kubernetes limits CronJob
 names to 52 characters for the Job suffix), so `-l kubetune.io/study=<name>` always works."""
+
+# A trial that is a batch/v1 Job (spec.trialTemplate.job).
+JOB_COMPLETION_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
+"""Set by the job controller on each pod of an Indexed Job: its completion index."""
+MASTER_ADDR_ENV: Final = "MASTER_ADDR"
+MASTER_PORT_ENV: Final = "MASTER_PORT"
+WORLD_SIZE_ENV: Final = "WORLD_SIZE"
+RANK_ENV: Final = "RANK"
+DISTRIBUTED_ENV: Final = (MASTER_ADDR_ENV, MASTER_PORT_ENV, WORLD_SIZE_ENV, RANK_ENV)
+"""What every pod of a distributed trial receives (torch.distributed's env:// rendezvous)."""
+RENDEZVOUS_PORT_NAME: Final = "rendezvous"
+"""The name of the container port and Service port of a distributed trial's rendezvous."""

@@ -7,12 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from pydantic.alias_generators import to_camel
 
 from kubetune.spec.problems import Problem
 from kubetune.spec.study import IMMUTABLE_SPEC_FIELDS, TuningStudySpec
+
+FIELDS_ADDED_SINCE_FIRST_RELEASE: Final = {"trial_template": ("job", "primary_container")}
+"""Optional fields added to an immutable field's model: left out of its fingerprint while unset,
+so that a study started by an older operator keeps its fingerprints after an upgrade."""
 
 
 def spec_fingerprints(spec: TuningStudySpec) -> dict[str, str]:
@@ -26,6 +30,9 @@ def spec_fingerprints(spec: TuningStudySpec) -> dict[str, str]:
             dumped: Any = [item.model_dump(mode="json") for item in value]
         else:
             dumped = value.model_dump(mode="json") if value is not None else None
+            for added in FIELDS_ADDED_SINCE_FIRST_RELEASE.get(name, ()):
+                if isinstance(dumped, dict) and dumped.get(added) is None:
+                    dumped.pop(added, None)
         text = json.dumps(dumped, sort_keys=True)
         fingerprints[to_camel(name)] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return fingerprints

@@ -20,6 +20,10 @@ from kubetune.spec import api
 from kubetune.spec.problems import Problem, problems_from_validation_error
 from kubetune.spec.rules import check_from_studies, check_study_spec
 from kubetune.spec.study import TuningStudy
+from kubetune.spec.trial_template import MAX_JOB_STUDY_NAME_LENGTH
+
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+"""A Service's name: a DNS label that begins with a letter."""
 
 
 @dataclass(frozen=True)
@@ -169,12 +173,32 @@ def parse_study(document: Mapping[str, Any]) -> tuple[TuningStudy | None, list[P
                 f"choose a name of at most {api.MAX_STUDY_NAME_LENGTH} characters",
             )
         )
+    problems.extend(_check_job_study_name(study))
     try:
         problems.extend(check_study_spec(study.spec))
         problems.extend(check_from_studies(study))
     except Exception as error:
         problems.append(_unchecked("spec", error))
     return study, problems
+
+
+def _check_job_study_name(study: TuningStudy) -> list[Problem]:
+    """A study whose trials are Jobs names their Jobs, headless Services and pod hostnames
+    (`<trial>-<index>`): DNS labels, at most 63 characters, beginning with a letter."""
+    name = study.metadata.name
+    if study.spec.trial_template.job is None or name is None:
+        return []
+    if len(name) <= MAX_JOB_STUDY_NAME_LENGTH and _DNS_1035_LABEL.fullmatch(name):
+        return []
+    return [
+        Problem(
+            "metadata.name",
+            f"{name!r} cannot name the Jobs of its trials: their pods' hostnames and headless "
+            f"Services are DNS labels (`<study>-<trial>-<index>`, 63 characters at most)",
+            f"choose a name of at most {MAX_JOB_STUDY_NAME_LENGTH} characters of lower-case "
+            "letters, digits and '-' that begins with a letter",
+        )
+    ]
 
 
 def _unchecked(path: str, error: BaseException) -> Problem:

@@ -567,6 +567,61 @@ def _check_template(spec: TuningStudySpec) -> list[Problem]:
                         "rename the variable, or add a fixed parameter to the search space",
                     )
                 )
+    return [*problems, *_check_primary_container(spec), *_check_job(spec)]
+
+
+def _check_primary_container(spec: TuningStudySpec) -> list[Problem]:
+    template = spec.trial_template
+    names = [container.name for container in template.spec.containers]
+    if template.primary_container is None or template.primary_container in names:
+        return []
+    return [
+        Problem(
+            "spec.trialTemplate.primaryContainer",
+            f"{template.primary_container!r} is no container of spec.trialTemplate.spec",
+            f"name one of {', '.join(names)}, or leave it out to read the first",
+        )
+    ]
+
+
+def _check_job(spec: TuningStudySpec) -> list[Problem]:
+    """A Job's pods at once within its completions; a distributed run with all its ranks at
+    once and its variables left to Kubetune."""
+    job = spec.trial_template.job
+    if job is None:
+        return []
+    base = "spec.trialTemplate.job"
+    problems = []
+    if job.parallelism is not None and job.parallelism > job.completions:
+        problems.append(
+            Problem(
+                f"{base}.parallelism",
+                f"({job.parallelism}) is more than completions ({job.completions}): the Job "
+                "would never run that many pods, and the budgets would count them",
+                f"lower parallelism to at most {job.completions}, or leave it out",
+            )
+        )
+    elif job.distributed is not None and job.pods_at_once != job.completions:
+        problems.append(
+            Problem(
+                f"{base}.parallelism",
+                f"({job.parallelism}) is less than completions ({job.completions}), but a "
+                "distributed run needs all its ranks at once: rank 0 would wait forever for "
+                "ranks that start only after it has ended",
+                f"leave parallelism out (or set it to {job.completions}), or remove distributed",
+            )
+        )
+    if job.distributed is not None:
+        for c, container in enumerate(spec.trial_template.spec.containers):
+            for k, env in enumerate(container.env or []):
+                if env.name in api.DISTRIBUTED_ENV:
+                    problems.append(
+                        Problem(
+                            f"spec.trialTemplate.spec.containers[{c}].env[{k}].name",
+                            f"{env.name} is set by Kubetune in every pod of a distributed trial",
+                            "remove it (job.distributed.port sets MASTER_PORT)",
+                        )
+                    )
     return problems
 
 
