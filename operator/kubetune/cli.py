@@ -386,7 +386,12 @@ def up(
     from rich.console import Console
 
     with _local_cluster("up"):
-        from kubetune.up.manifests import UpError, capacity_for, load_studies
+        from kubetune.up.manifests import (
+            UpError,
+            capacity_for,
+            load_studies,
+            refuse_jobs_without_a_job_controller,
+        )
         from kubetune.up.prometheus import find_prometheus
         from kubetune.up.run import Up
         from kubetune_localcluster.real import ControlPlaneError
@@ -395,6 +400,7 @@ def up(
         raise typer.BadParameter("it needs --prometheus", param_hint="--prometheus-port")
     try:
         studies = load_studies(files)
+        refuse_jobs_without_a_job_controller(studies, binaries)
         prometheus_binary = find_prometheus() if prometheus else None
     except UpError as error:
         typer.echo(str(error), err=True)

@@ -496,7 +496,7 @@ async def study_deleted(
     kube: KubeApi = memo.api
     with METRICS.handler("delete"):
         try:
-            await kube.delete_study_pods(namespace or "", name)
+            await kube.delete_study_pods(namespace or "", name, jobs=_workload_of(body)[0])
         except Exception as error:
             permanent = (
                 isinstance(error, kubernetes.client.ApiException)

@@ -97,7 +97,12 @@ def operator_args(items: list[dict[str, Any]]) -> list[str]:
 
 # The recorded Prometheus-sourced study's URL (recording.prometheus_study), allowed, and
 # its token and CA readable: without these the chart grants no Secret or ConfigMap.
-PROMETHEUS = {"prometheus": {"allowedUrls": ["http://127.0.0.1:1"], "readCredentials": True}}
+# The embedded plane serves no Jobs, so the recorded run has no Job trial: the rules for them
+# (trials.jobs) are checked against the real plane's audit log in tests/e2e/test_job_trials.py.
+PROMETHEUS = {
+    "prometheus": {"allowedUrls": ["http://127.0.0.1:1"], "readCredentials": True},
+    "trials": {"jobs": {"enabled": False}},
+}
 MODES = {
     "cluster-wide": PROMETHEUS,
     "namespaced": {"watch": {"namespaces": WATCHED}, **PROMETHEUS},

@@ -19,6 +19,10 @@ from typing import Any
 
 import pytest
 
+from kubetune_localcluster.real import RealCluster
+from tests.chart.conftest import NAMESPACE, objects, one, render
+from tests.chart.recording import Call
+from tests.chart.test_rbac import assert_exact, grants
 from tests.e2e.conftest import Operator
 from tests.e2e.test_endings import X, apply, finish, reporter_account, study, trainer, trials_of
 from tests.eventually import eventually
@@ -160,11 +164,9 @@ def test_each_trial_runs_as_a_job_of_two_pods_that_reach_each_other(kube: Kube) 
         status = trial["status"]
         assert status["gpus"] == 2
         started, ended = moment(status["startTime"]), moment(status["podEndTime"])
-        assert started <= min(moment(p["status"]["startTime"]) for p in pods)
-        assert ended >= max(
-            moment(p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"])
-            for p in pods
-        )
+        ran = [p["status"]["containerStatuses"][0]["state"]["terminated"] for p in pods]
+        assert started == min(moment(container["startedAt"]) for container in ran)
+        assert ended == max(moment(container["finishedAt"]) for container in ran)
         assert status["gpuSeconds"] == pytest.approx(2 * (ended - started).total_seconds())
         service = kube.get_json("service", trial_name)
         assert service["spec"]["clusterIP"] == "None"
@@ -328,3 +330,37 @@ def test_deleting_the_study_removes_its_running_jobs_and_pods(kube: Kube) -> Non
         timeout=60,
         message="the study's Jobs, pods or Services outlived it",
     )
+
+
+def operator_calls(audit_log: Path, resources: set[str]) -> set[Call]:
+    """What the operator (the kubernetes client and kopf, by User-Agent) called on these
+    resources, from the real API server's audit log."""
+    calls = set()
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        agent = event.get("userAgent", "")
+        if ref.get("resource") in resources and agent.startswith(("OpenAPI-Generator", "kopf")):
+            resource = ref["resource"] + (
+                f"/{ref['subresource']}" if ref.get("subresource") else ""
+            )
+            calls.add(Call(ref.get("apiGroup", ""), resource, event["verb"], ref.get("namespace")))
+    return calls
+
+
+def test_the_charts_job_rules_grant_exactly_what_the_operator_called(job_kube: Kube) -> None:
+    """After the cases above (run in file order, they make every call Job trials need): the
+    chart's rules for Jobs and Services allow every call the operator made on them, and grant
+    nothing it did not call. tests/chart/test_rbac.py checks the other rules on the embedded
+    plane, which serves no Jobs."""
+    cluster = job_kube.running.cluster
+    assert isinstance(cluster, RealCluster)
+    calls = operator_calls(cluster.audit_log, {"jobs", "services"})
+    items = objects(render())
+    account = one(items, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    granted = {
+        grant
+        for grant in grants(items, account, NAMESPACE)
+        if grant.resource in ("jobs", "services")
+    }
+    assert_exact(granted, calls)

@@ -87,6 +87,19 @@ release's and trials.namespaces. */}}
 - apiGroups: [""]
   resources: [pods]
   verbs: [create, patch, delete, deletecollection, list, watch]
+{{- if .Values.trials.jobs.enabled }}
+# Trials that are Jobs: created per trial; read, then deleted with their pods orphaned to stop
+# one (its pods are then stopped as pods, so that their logs stay); deleted past podRetention
+# (all of a study's at once when it is deleted); listed and watched to follow the trials.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, get, delete, deletecollection, list, watch]
+# The headless Service of a distributed trial's rendezvous, created with its Job and deleted
+# with it.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, delete]
+{{- end }}
 {{- if .Values.prometheus.readCredentials }}
 # A study with a Prometheus metrics source: its bearer token (a Secret) and CA bundle (a
 # ConfigMap or Secret), read by name in the study's namespace (prometheus.readCredentials).

@@ -76,6 +76,16 @@ class ControlPlaneError(RuntimeError):
     """A component could not be started: the message names it and ends with its log."""
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+"""
+"""Every request once (at its response), with its user, user agent, verb and object."""
+
+
 def missing_binaries(folder: Path) -> list[str]:
     return [name for name in BINARIES if not os.access(folder / name, os.X_OK)]
 
@@ -127,6 +137,12 @@ class RealCluster:
     @property
     def pki(self) -> Path:
         return self.workdir / "pki"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON line per request (who, which verb on what),
+        at Metadata level. Tests read it to check RBAC against what clients really called."""
+        return self.workdir / "audit.log"
 
     async def start(self) -> None:
         missing = missing_binaries(self.binaries)
@@ -262,6 +278,8 @@ class RealCluster:
 
     async def _start_apiserver(self) -> None:
         pki = self.pki
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
         await self._launch(
             "kube-apiserver",
             [
@@ -288,6 +306,9 @@ class RealCluster:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
             ],
         )
         assert self._admin is not None

@@ -46,6 +46,11 @@ class StaleViewError(Exception):
     objects. Nothing of it was overwritten; re-read and decide again."""
 
 
+class JobsNotServedError(Exception):
+    """A trial's Job could not be created: the API serves no batch/v1 Jobs (the embedded
+    plane). The study shows it (ReconcileFailed) until it runs where Jobs are served."""
+
+
 def _no_fence() -> None:
     """Without leader election every write may go ahead."""
 
@@ -276,6 +281,12 @@ class KubeApi:
         try:
             response = await self._call(create, namespace, manifest, _preload_content=False)
         except kubernetes.client.ApiException as error:
+            if error.status == _NOT_FOUND and manifest["kind"] == "Job":
+                raise JobsNotServedError(
+                    "this cluster serves no batch/v1 Jobs, which the study's trials are "
+                    "(spec.trialTemplate.job): run it where a job controller runs (locally: "
+                    "`kubetune up --binaries DIR`), or remove job"
+                ) from error
             if error.status != _ALREADY_EXISTS:
                 raise
             return None
@@ -379,17 +390,18 @@ class KubeApi:
         obj: dict[str, Any] = json.loads(response.data)
         return obj
 
-    async def delete_study_pods(self, namespace: str, study: str) -> None:
-        """Stop every pod of a study (on its deletion): their trials go with the study. Its
-        Jobs go first, with their pods, so that no job controller starts them again; a cluster
-        that serves no Jobs (the embedded plane) answers 404."""
-        await self._quietly(
-            _NOT_FOUND,
-            self.batch.delete_collection_namespaced_job,
-            namespace,
-            label_selector=f"{api.STUDY_LABEL}={study}",
-            propagation_policy="Background",
-        )
+    async def delete_study_pods(self, namespace: str, study: str, jobs: bool = False) -> None:
+        """Stop every pod of a study (on its deletion): their trials go with the study. With
+        `jobs` (its trials are Jobs) its Jobs go first, with their pods, so that no job
+        controller starts them again."""
+        if jobs:
+            await self._quietly(
+                _NOT_FOUND,
+                self.batch.delete_collection_namespaced_job,
+                namespace,
+                label_selector=f"{api.STUDY_LABEL}={study}",
+                propagation_policy="Background",
+            )
         await self._call(
             self.core.delete_collection_namespaced_pod,
             namespace,

@@ -52,8 +52,26 @@ def load_studies(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return documents
 
 
+def refuse_jobs_without_a_job_controller(
+    studies: Sequence[Mapping[str, Any]], binaries: Path | None
+) -> None:
+    """UpError for a study whose trials are Jobs on the embedded plane, which has no job
+    controller: its Jobs would wait forever, so it is refused with the way out."""
+    if binaries is not None:
+        return
+    for document in studies:
+        study, _ = parse_study(document)
+        if study is not None and study.spec.trial_template.job is not None:
+            raise UpError(
+                f"study {study.metadata.name}: its trials are Jobs (spec.trialTemplate.job), "
+                "and the embedded control plane has no job controller to run them: run it on "
+                "the real one, `kubetune up --binaries DIR` (DIR from scripts/kube-binaries)"
+            )
+
+
 def capacity_for(studies: Sequence[Mapping[str, Any]], gpus: int | None = None) -> dict[str, str]:
-    """A node big enough for every study to run `parallelism` trials at once (and at least
+    """A node big enough for every study to run `parallelism` trials at once, each with all of
+    its pods (and at least
     the default cpu and memory); `gpus` sets its nvidia.com/gpu instead, to try scarcity."""
     needed: dict[str, Fraction] = {}
     for document in studies:
@@ -62,7 +80,8 @@ def capacity_for(studies: Sequence[Mapping[str, Any]], gpus: int | None = None) 
         requests = pod_requests(document["spec"]["trialTemplate"].get("spec") or {})
         requests.pop("pods", None)  # the node's pod count is not the limit here
         for name, amount in requests.items():
-            needed[name] = needed.get(name, Fraction(0)) + amount * study.spec.budget.parallelism
+            pods = study.spec.budget.parallelism * study.spec.trial_template.pods_at_once
+            needed[name] = needed.get(name, Fraction(0)) + amount * pods
     capacity = dict(DEFAULT_CAPACITY)
     for name, amount in needed.items():
         if name not in capacity or parse_quantity(capacity[name]) < amount:
