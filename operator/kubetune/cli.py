@@ -580,6 +580,10 @@ def logs(
     tail: Annotated[
         int | None, typer.Option(min=0, help="Only the last N lines of the log.")
     ] = None,
+    rank: Annotated[
+        int,
+        typer.Option(min=0, help="A trial that is a Job: the completion index of its pod."),
+    ] = 0,
     namespace: StudyNamespace = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
@@ -590,7 +594,7 @@ def logs(
 
     with _connect("logs", kubeconfig, namespace) as client:
         try:
-            text = client.logs(study, trial, container, tail)
+            text = client.logs(study, trial, container, tail, rank)
         except ClientError as error:
             typer.echo(f"kubetune logs: {error}", err=True)
             raise typer.Exit(code=1) from None

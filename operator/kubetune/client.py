@@ -262,10 +262,12 @@ class Client:
         trial: int | str,
         container: str | None = None,
         tail: int | None = None,
+        rank: int = 0,
     ) -> str:
         """What a trial's pod's container printed (running, finished or stopped). `trial` is
         its number or its TuningTrial's name; `container` defaults to the pod's first, `tail`
-        keeps the last lines only. NoLogError says why a trial has none."""
+        keeps the last lines only; `rank`: for a trial that is a Job, the completion index of
+        its pod (0, the primary, unless given). NoLogError says why a trial has none."""
         found = self._find_trial(name, str(trial))
         trial_name, number = found["metadata"]["name"], found["spec"]["number"]
         status = found.get("status") or {}
@@ -281,11 +283,7 @@ class Client:
             why = status.get("message") or status.get("reason") or "no reason recorded"
             raise NoLogError(f"trial {number} ({trial_name}) ended {state} without a pod: {why}")
         try:
-            pod = json.loads(
-                _data(
-                    self._core.read_namespaced_pod(pod_name, self.namespace, _preload_content=False)
-                )
-            )
+            pod = self._trial_pod(trial_name, pod_name, rank)
         except kubernetes.client.ApiException as error:
             if error.status != 404:
                 raise
@@ -295,6 +293,7 @@ class Client:
                 "exists: pods of ended trials are removed by the study's pod retention rule "
                 f"(spec.podRetention). The trial's status.message keeps why it ended: {why}"
             ) from None
+        pod_name = pod["metadata"]["name"]
         spec = pod.get("spec") or {}
         names = [str(c.get("name")) for c in spec.get("containers") or []]
         every = names + [str(c.get("name")) for c in spec.get("initContainers") or []]
@@ -313,6 +312,29 @@ class Client:
             pod_name, self.namespace, _preload_content=False, **options
         )
         return _data(log).decode("utf-8", "replace")
+
+    def _trial_pod(self, trial_name: str, pod_name: str, rank: int) -> dict[str, Any]:
+        """The trial's pod: the one its status names, or for a trial that is a Job (whose
+        status names the Job) its pod of completion index `rank`, the newest after a retry.
+        An ApiException 404 when there is none."""
+        listing = self._core.list_namespaced_pod(
+            self.namespace,
+            label_selector=f"{api.TRIAL_LABEL}={trial_name}",
+            _preload_content=False,
+        )
+        pods: list[dict[str, Any]] = json.loads(_data(listing)).get("items") or []
+        for pod in pods:
+            if pod["metadata"]["name"] == pod_name:
+                return pod
+        of_rank = [
+            pod
+            for pod in pods
+            if (pod["metadata"].get("annotations") or {}).get(api.JOB_COMPLETION_INDEX_ANNOTATION)
+            == str(rank)
+        ]
+        if not of_rank:
+            raise kubernetes.client.ApiException(status=404, reason=f"no pod of {trial_name}")
+        return max(of_rank, key=lambda pod: str(pod["metadata"].get("creationTimestamp")))
 
     def _find_trial(self, name: str, trial: str) -> dict[str, Any]:
         """The TuningTrial of study `name` named `trial`, or numbered `trial`."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from kubetune import client as kubetune_client
 from kubetune_localcluster.real import RealCluster
 from tests.chart.conftest import NAMESPACE, objects, one, render
 from tests.chart.recording import Call
@@ -227,6 +228,10 @@ def test_a_pruned_job_is_stopped_whole_and_its_pods_and_logs_stay(kube: Kube) ->
         owners = {ref["kind"] for ref in pod["metadata"].get("ownerReferences", [])}
         assert owners == {"TuningTrial"}
         assert "rendezvous at" in kube.kubectl("logs", pod["metadata"]["name"]).stdout
+    # `kubetune logs` finds each rank's pod of the trial (its status names the Job).
+    with kubetune_client.connect(kube.kubeconfig) as client:
+        assert "rank 0 of 2" in client.logs(name, 0)
+        assert "rank 1 of 2" in client.logs(name, 0, rank=1)
     finished = finish(kube, name)
     assert not trial["status"].get("podTerminating")
     assert finished["status"]["budget"]["gpuHours"] > 0
