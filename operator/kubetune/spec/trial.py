@@ -100,7 +100,7 @@ class TuningTrialStatus(ApiModel):
     message: Annotated[str, Field(max_length=MAX_MESSAGE_LENGTH)] | None = None
     """Details for people."""
     pod_name: Annotated[str, Field(max_length=253)] | None = None
-    """The pod that runs the trial."""
+    """The pod that runs the trial, or its Job (spec.trialTemplate.job), named as the trial."""
     start_time: datetime | None = None
     """When the pod started running."""
     completion_time: datetime | None = None
