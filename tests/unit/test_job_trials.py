@@ -421,14 +421,6 @@ def test_a_job_past_its_deadline_fails_with_the_jobs_reason() -> None:
     assert observation.message == "Job was active longer than specified deadline"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: kubetune.k8s.jobs._failed sorts failed pods by finished_at or datetime.max, a "
-    "naive datetime, so a failed pod with no container finishedAt (evicted, or past its "
-    "deadline before its container started) beside one with it raises TypeError "
-    "(offset-naive vs offset-aware)",
-)
 @pytest.mark.parametrize(
     "without_end",
     [

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from kubetune.controller.observation import PodObservation, PodPhase
@@ -105,7 +105,8 @@ def _failed(
 ) -> PodObservation:
     """A Job that failed (or is gone): the reason of its first failed pod, else its own."""
     failed = [(p, o) for p, o in observed if o.phase is PodPhase.FAILED]
-    failed.sort(key=lambda item: item[1].finished_at or item[1].terminated_at or datetime.max)
+    never = datetime.max.replace(tzinfo=UTC)  # a pod evicted before any container ended
+    failed.sort(key=lambda item: item[1].finished_at or item[1].terminated_at or never)
     finished_at = _time_of(failure) if failure is not None else None
     job_reason = _text(_mapping(failure).get("reason"))
     if failed and job_reason not in ("DeadlineExceeded", "PodFailurePolicy"):
