@@ -19,11 +19,21 @@ read once, at the end, so a study can show whether what it chose by val_loss gen
 keep it readable: adjacent characters swapped, a character dropped or repeated. It stands in
 for paraphrasing (back translation needs a translation model, which a trial cannot download).
 Validation and test text are never perturbed.
+
+Data-parallel when WORLD_SIZE > 1 (a multi-pod trial, or torchrun; see distributed.py): every
+rank starts from the same weights; each step draws the same batch_size * WORLD_SIZE sequences
+from the seed and trains on its share (every WORLD_SIZE-th), with dropout of its own, and
+DistributedDataParallel averages the gradients: a step learns from batch_size * WORLD_SIZE
+sequences, like one process with that batch size. Evaluation is shared too: each rank scores every
+WORLD_SIZE-th window and the sums are added up, so all ranks hold the same metrics. Only rank 0
+reports them.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -32,11 +42,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from kubetune_trainers.params import MAX_SEED, SEED_ENV, Param
+from kubetune_trainers.distributed import World
+from kubetune_trainers.params import MAX_SEED, SEED_ENV, Param, ParameterError
 from kubetune_trainers.runtime import (
     ReportSink,
     Result,
+    SilentSink,
     Stopwatch,
     autocast,
     log,
@@ -244,13 +257,22 @@ def batch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, codes: torch.Tensor, context: int, device: torch.device, chunk: int = 256
+    model: nn.Module,
+    codes: torch.Tensor,
+    context: int,
+    device: torch.device,
+    chunk: int = 256,
+    world: World | None = None,
 ) -> float:
-    """Mean loss per character over the whole text, in non-overlapping windows."""
+    """Mean loss per character over the whole text, in non-overlapping windows. In a
+    data-parallel run each rank scores every world.size-th window and the sums are added up
+    (a collective: every rank calls it at the same point)."""
     model.eval()
     usable = (len(codes) - 1) // context * context
     inputs = codes[:usable].view(-1, context)
     targets = codes[1 : usable + 1].view(-1, context)
+    if world is not None:
+        inputs, targets = inputs[world.rank :: world.size], targets[world.rank :: world.size]
     total = 0.0
     for start in range(0, len(inputs), chunk):
         x, y = inputs[start : start + chunk].to(device), targets[start : start + chunk].to(device)
@@ -258,6 +280,8 @@ def evaluate(
             logits = model(x).float()
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
     model.train()
+    if world is not None:
+        total = world.sum(torch.tensor([total], dtype=torch.float64, device=device)).item()
     return total / usable
 
 
@@ -269,7 +293,30 @@ def perplexity_of(loss: float) -> float:
         return math.inf
 
 
-def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink) -> Result:
+def train(
+    config: Mapping[str, Any],
+    device: torch.device,
+    reporter: ReportSink,
+    world: World | None = None,
+) -> Result:
+    """Train and report; data-parallel across `world` when given (it joins and leaves the
+    process group), where only rank 0 sends reports to `reporter`."""
+    if world is None:
+        return _train(config, device, reporter, None)
+    world.start(device)
+    try:
+        result = _train(config, device, reporter if world.reports else SilentSink(), world)
+        # No rank tears its group down while a peer is still at work in it (rank 0 writes
+        # its final report after the last collective; a rank leaving first could abort).
+        world.sum(torch.zeros(1, device=device))
+        return result
+    finally:
+        world.stop()
+
+
+def _train(
+    config: Mapping[str, Any], device: torch.device, reporter: ReportSink, world: World | None
+) -> Result:
     generator = seed_everything(config["seed"], device)
     data = encode(corpus())
     context, batch_size, steps = config["context"], config["batch_size"], config["steps"]
@@ -281,6 +328,15 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
         config["heads"],
         config["dropout"],
     ).to(device)
+    stepped: nn.Module = model
+    drawn = batch_size
+    if world is not None:
+        # The weights above are alike on every rank (DDP broadcasts rank 0's anyway). Each
+        # step every rank draws the same batch_size * world.size sequences from the shared
+        # generator and trains on every world.size-th; dropout differs by rank.
+        torch.manual_seed((config["seed"] + world.rank) % (MAX_SEED + 1))
+        stepped = DistributedDataParallel(model)
+        drawn = batch_size * world.size
     optimizer = build_optimizer(model, config)
     stopwatch = Stopwatch(device)
     losses = torch.zeros((), device=device)
@@ -291,10 +347,12 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
         with stopwatch.running():
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
-            x, y = batch(data.train, batch_size, context, generator, config["augmentation"])
+            x, y = batch(data.train, drawn, context, generator, config["augmentation"])
+            if world is not None:
+                x, y = x[world.rank :: world.size], y[world.rank :: world.size]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device):
-                logits = model(x).float()
+                logits = stepped(x).float()
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -304,7 +362,10 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
             since += 1
         done = step + 1
         if done % config["eval_interval"] == 0 or done == steps:
-            val_loss = evaluate(model, data.val, context, device)
+            val_loss = evaluate(model, data.val, context, device, world=world)
+            if world is not None:  # the mean over every rank's batches
+                since *= world.size
+                world.sum(losses)
             train_loss = losses.item() / since
             losses.zero_()
             since = 0
@@ -315,7 +376,7 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
                 f"val_perplexity={perplexity:.2f}"
             )
             reporter.report(done, **last)
-    test_loss = evaluate(model, data.test, context, device)
+    test_loss = evaluate(model, data.test, context, device, world=world)
     final = {**last, "test_loss": test_loss, "test_perplexity": perplexity_of(test_loss)}
     log(f"test: test_loss={test_loss:.4f} test_perplexity={final['test_perplexity']:.2f}")
     reporter.report_final(**final)
@@ -330,13 +391,28 @@ def train(config: Mapping[str, Any], device: torch.device, reporter: ReportSink)
 
 
 def main(argv: list[str] | None = None) -> int:
+    prog = "kubetune_trainers.charlm"
+    try:
+        world = World.from_environment(os.environ)
+    except ParameterError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+
+    def train_in_world(
+        config: Mapping[str, Any], device: torch.device, reporter: ReportSink
+    ) -> Result:
+        return train(config, device, reporter, world)
+
+    if world is not None:
+        log(f"{prog}: rank {world.rank} of {world.size}")
     return run_trainer(
-        prog="kubetune_trainers.charlm",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         params=PARAMS,
-        train=train,
+        train=train_in_world,
         checks=(check_heads,),
         argv=argv,
+        reports=world is None or world.reports,
     )
 
 

@@ -24,6 +24,19 @@ class ReportSink(Protocol):
     def report_final(self, **metrics: float) -> None: ...
 
 
+class SilentSink:
+    """Reports that go nowhere: the sink of a data-parallel rank other than 0."""
+
+    def report(self, step: int, **metrics: float) -> None:
+        pass
+
+    def report_final(self, **metrics: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Result:
     """What a training run ends with: the final metrics (as reported) and its speed."""
@@ -104,9 +117,11 @@ def run_trainer(
     checks: Sequence[Callable[[Mapping[str, Any]], str | None]] = (),
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    reports: bool = True,
 ) -> int:
     """The `python -m kubetune_trainers.<name>` entry point: read the hyperparameters, train,
-    report through kubetune_report, print the speed. Returns the exit status."""
+    report through kubetune_report (unless `reports` is false: a data-parallel rank other than
+    0 sends nothing), print the speed. Returns the exit status."""
     from kubetune_report import Reporter
 
     environ = os.environ if environ is None else environ
@@ -125,7 +140,7 @@ def run_trainer(
         return 2
     shown = " ".join(f"{name}={value}" for name, value in config.items())
     log(f"{prog}: {shown} on {device}")
-    reporter = Reporter.from_environment(environ)
+    reporter = Reporter.from_environment(environ) if reports else SilentSink()
     try:
         result = train(config, device, reporter)
     finally:
