@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kubetune.up.manifests import load_studies
 from tests.e2e.conftest import ROOT
+from tests.localcluster.conftest import kube_binaries
 
 KUBETUNE = str(Path(sys.executable).parent / "kubetune")
 EXAMPLES = ["synthetic-quadratic.yaml", "multi-objective.yaml", "grid.yaml", "warm-start.yaml"]
@@ -79,3 +80,65 @@ def test_run_local_is_up_and_prints_the_re_runs_and_the_recommendation(tmp_path:
     assert sorted((trial, repeat) for repeat, trial, _ in runs) == expected
     assert len({seed for _, _, seed in runs}) == 4
     assert f"trial {winner}'s configuration is recommended" in out
+
+
+def test_the_multi_node_example_runs_every_trial_as_two_pods_on_the_real_plane(
+    tmp_path: Path,
+) -> None:
+    """examples/multi-node-job.yaml, as written, under `kubetune up --binaries`: the real job
+    controller runs each trial as an Indexed Job of two pods training data-parallel."""
+    workdir = tmp_path / "work"
+    result = subprocess.run(
+        [
+            KUBETUNE,
+            "up",
+            "--json",
+            "--binaries",
+            str(kube_binaries()),
+            "--workdir",
+            str(workdir),
+            "--kubeconfig",
+            str(tmp_path / "kubeconfig"),
+            str(ROOT / "examples" / "multi-node-job.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    (study,) = json.loads(result.stdout)["items"]
+    status = study["status"]
+    assert status["phase"] == "Completed", status.get("message")
+    total = status["trials"]["total"]
+    assert total == study["spec"]["budget"]["maxTrials"]
+    assert status["trials"]["succeeded"] >= 1
+    assert status["trials"]["succeeded"] + status["trials"]["pruned"] == total
+    # The kubelet keeps a folder per pod it ran: `<trial>-<index>-<suffix>-<uid>`.
+    ran = [folder.name for folder in (workdir / "pods" / "pods" / "default").iterdir()]
+    for number in range(total):
+        indexes = {
+            name.removeprefix(f"multi-node-job-{number}-").split("-")[0]
+            for name in ran
+            if name.startswith(f"multi-node-job-{number}-")
+        }
+        assert indexes == {"0", "1"}, (number, ran)
+
+
+def test_up_refuses_job_trials_on_the_embedded_plane(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            KUBETUNE,
+            "up",
+            "--kubeconfig",
+            str(tmp_path / "kubeconfig"),
+            str(ROOT / "examples" / "multi-node-job.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no job controller" in result.stderr
+    assert "kubetune up --binaries DIR" in result.stderr

@@ -269,9 +269,38 @@ async def apply_study(http: aiohttp.ClientSession, document: Mapping[str, Any]) 
             "metadata": {"name": namespace},
         }
         await _request(http, "POST", "/api/v1/namespaces", namespace_object, allow=(409,))
+    for path, grant in trial_reporting_grant(namespace):
+        await _request(http, "POST", path, grant, allow=(409,))
     body = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
     path = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.STUDY_PLURAL}"
     await _request(http, "POST", path, body)
+
+
+TRIAL_REPORTING_ROLE = "kubetune-trial-reporting"
+
+
+def trial_reporting_grant(namespace: str) -> list[tuple[str, dict[str, Any]]]:
+    """The Role and RoleBinding that let trial pods of the namespace's default ServiceAccount
+    report through their pod annotation (`patch` on pods), as the chart's
+    trials.annotationReporting does for its trial ServiceAccount: the real control plane
+    enforces RBAC, and without it every intermediate report is refused (403)."""
+    rbac = "rbac.authorization.k8s.io"
+    base = f"/apis/{rbac}/v1/namespaces/{namespace}"
+    metadata = {"name": TRIAL_REPORTING_ROLE, "namespace": namespace}
+    role = {
+        "apiVersion": f"{rbac}/v1",
+        "kind": "Role",
+        "metadata": metadata,
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+    }
+    binding = {
+        "apiVersion": f"{rbac}/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata,
+        "roleRef": {"apiGroup": rbac, "kind": "Role", "name": TRIAL_REPORTING_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+    }
+    return [(f"{base}/roles", role), (f"{base}/rolebindings", binding)]
 
 
 async def _request(
