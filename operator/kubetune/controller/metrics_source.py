@@ -142,11 +142,12 @@ def due_reads(
         if not trial.status.state.is_active or pod is None:
             continue
         started = pod.started_at or trial.status.start_time
+        pod_name = pod.pod_name or name
         if pod.phase is PodPhase.RUNNING:
             due = polled[name] + interval if name in polled else now
             if due <= now:
                 reads.append(
-                    trial_read(study, source, trial, name, final=False, at=now, started=started)
+                    trial_read(study, source, trial, pod_name, final=False, at=now, started=started)
                 )
                 upcoming.append(now + interval)
             else:
@@ -156,7 +157,13 @@ def due_reads(
             if finished + delay <= now:
                 reads.append(
                     trial_read(
-                        study, source, trial, name, final=True, at=finished + delay, started=started
+                        study,
+                        source,
+                        trial,
+                        pod_name,
+                        final=True,
+                        at=finished + delay,
+                        started=started,
                     )
                 )
             else:

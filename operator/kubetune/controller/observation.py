@@ -98,6 +98,9 @@ class PodObservation:
     its node's resources no more."""
     terminated_at: datetime | None = None
     """When the last of its containers ended, once terminated."""
+    pod_name: str | None = None
+    """The pod's name; of a trial that is a Job, its primary pod's (completion index 0), whose
+    name changes if it is retried: what `${trial.pod}` names in a metrics-source query."""
 
 
 class InvalidMetricError(ValueError):

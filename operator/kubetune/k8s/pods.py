@@ -120,6 +120,7 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
         latest_report=latest_report,
         final_report=final_report or annotation_final,
         report_errors=tuple(errors),
+        pod_name=_text(metadata.get("name")),
     )
 
 
