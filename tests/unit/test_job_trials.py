@@ -15,6 +15,7 @@ import pytest
 
 from kubetune.budget import TrialCost
 from kubetune.controller import PodObservation, PodPhase, StudyController, with_owner_uid
+from kubetune.controller.metrics_source import due_reads
 from kubetune.controller.trial_job import render_trial_workload
 from kubetune.k8s.jobs import observe_job
 from kubetune.spec import api
@@ -721,3 +722,25 @@ def test_up_sizes_the_node_for_every_pod_of_the_trials_at_once() -> None:
     assert capacity["cpu"] == "24"
     pods = manifest(None, budget={"parallelism": 3}, containers=[trainer])
     assert capacity_for([pods])["nvidia.com/gpu"] == "3"
+
+
+def test_a_prometheus_query_of_a_job_trial_names_its_primary_pod() -> None:
+    document = manifest({"completions": 2})
+    document["spec"]["metricsSource"] = {
+        "prometheus": {
+            "url": "http://prometheus:9090",
+            "query": 'last{pod="${trial.pod}", metric="${metric}"}',
+        }
+    }
+    study = parsed(document)
+    trial = a_trial(study)
+    trial = trial.model_copy(
+        update={"status": trial.status.model_copy(update={"state": TrialState.RUNNING})}
+    )
+    running_job = observe_job(
+        job_object(),
+        [job_pod(0, running(), suffix="prime"), job_pod(1, running())],
+    )
+    (read,), _ = due_reads(study, [trial], {"dist-3": running_job}, {}, at(60))
+    assert read.trial == "dist-3"
+    assert read.queries["loss"] == 'last{pod="dist-3-0-prime", metric="loss"}'
