@@ -13,9 +13,9 @@ The control plane (API server and local kubelet) runs in a background thread of 
    Optuna loop (threads, the same parallelism, the same sampler). Ratio of wall times.
 3. Peak memory: the operator's VmHWM (/proc/PID/status) after 50 studies of 200 trials.
 
-    .venv/bin/python -m bench.operator                      # everything (long: see --help)
-    .venv/bin/python -m bench.operator --only gap --gap-studies 1 10
-    .venv/bin/python -m bench.operator --profile /tmp/prof   # cProfile the operator
+    .venv/bin/python -m bench.operator_cost                 # everything (long: see --help)
+    .venv/bin/python -m bench.operator_cost --only gap --gap-studies 1 10
+    .venv/bin/python -m bench.operator_cost --profile /tmp/prof  # cProfile the operator
 """
 
 from __future__ import annotations
