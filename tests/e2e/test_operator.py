@@ -4,6 +4,7 @@ studies applied with kubectl run to their end, and survive the operator being ki
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -56,6 +57,13 @@ def test_a_study_applied_with_kubectl_runs_to_its_end(operator: Operator) -> Non
         assert abs(values[trial["metadata"]["name"]] - expected) < 1e-9
     condition = {c["type"]: c for c in status["conditions"]}["Completed"]
     assert condition["reason"] == "MaxTrialsReached"
+    # Importances were computed (PED-ANOVA) without loading scikit-learn, which fANOVA would
+    # (its compiled modules would be mapped into the operator's process).
+    assert set(status["importances"]) == {"x", "y", "shape", "tilt"}
+    assert operator.process is not None
+    maps = Path(f"/proc/{operator.process.pid}/maps").read_text()
+    assert "optuna" in maps or "numpy" in maps
+    assert "sklearn" not in maps
     # kubectl get shows the printer columns from the status.
     table = kube.kubectl("get", "tuningstudies", "synthetic-quadratic").stdout
     assert "Completed" in table
