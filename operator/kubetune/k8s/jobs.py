@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from kubetune.controller.observation import PodObservation, PodPhase
+from kubetune.k8s.fields import as_mapping, as_sequence, as_text, as_time
 from kubetune.k8s.pods import observe_pod
 from kubetune.spec import api
 
-_EMPTY: Mapping[str, Any] = {}
 JOB_FAILURE_CONDITIONS: Final = ("Failed", "FailureTarget")
 """Conditions that say a Job has failed (FailureTarget comes first, while its pods end)."""
 
@@ -36,8 +36,8 @@ JOB_FAILURE_CONDITIONS: Final = ("Failed", "FailureTarget")
 def job_essentials(job: Mapping[str, Any]) -> dict[str, Any]:
     """What `observe_job` reads of a Job: its metadata (without managedFields), its parallelism
     and completions, and its status. The pod template is left out (most of its size)."""
-    metadata = {k: v for k, v in _mapping(job.get("metadata")).items() if k != "managedFields"}
-    spec = _mapping(job.get("spec"))
+    metadata = {k: v for k, v in as_mapping(job.get("metadata")).items() if k != "managedFields"}
+    spec = as_mapping(job.get("spec"))
     return {
         "metadata": metadata,
         "spec": {k: spec[k] for k in ("parallelism", "completions") if k in spec},
@@ -71,7 +71,8 @@ def observe_job(
         return replace(
             base,
             phase=PodPhase.SUCCEEDED,
-            finished_at=base.finished_at or _time_of(condition),
+            finished_at=base.finished_at
+            or as_time(as_mapping(condition).get("lastTransitionTime")),
         )
     failure = next(
         (c for kind in JOB_FAILURE_CONDITIONS if (c := _condition(job, kind)) is not None), None
@@ -107,8 +108,8 @@ def _failed(
     failed = [(p, o) for p, o in observed if o.phase is PodPhase.FAILED]
     never = datetime.max.replace(tzinfo=UTC)  # a pod evicted before any container ended
     failed.sort(key=lambda item: item[1].finished_at or item[1].terminated_at or never)
-    finished_at = _time_of(failure) if failure is not None else None
-    job_reason = _text(_mapping(failure).get("reason"))
+    finished_at = as_time(as_mapping(failure).get("lastTransitionTime"))
+    job_reason = as_text(as_mapping(failure).get("reason"))
     if failed and job_reason not in ("DeadlineExceeded", "PodFailurePolicy"):
         pod, observation = failed[0]
         index = _completion_index(pod)
@@ -129,7 +130,7 @@ def _failed(
         base,
         phase=PodPhase.FAILED,
         reason=job_reason or ("JobDeleted" if job is None else "JobFailed"),
-        message=_text(_mapping(failure).get("message"))
+        message=as_text(as_mapping(failure).get("message"))
         or ("the trial's Job was deleted" if job is None else None),
         finished_at=finished_at or base.finished_at,
         final_report=None,
@@ -148,7 +149,7 @@ def _primary(
 
 
 def _created(pod: Mapping[str, Any]) -> str:
-    return str(_mapping(pod.get("metadata")).get("creationTimestamp", ""))
+    return str(as_mapping(pod.get("metadata")).get("creationTimestamp", ""))
 
 
 def _job_finished(job: Mapping[str, Any]) -> bool:
@@ -158,47 +159,25 @@ def _job_finished(job: Mapping[str, Any]) -> bool:
 def _condition(job: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
     if job is None:
         return None
-    for condition in _sequence(_mapping(job.get("status")).get("conditions")):
-        condition = _mapping(condition)
+    for condition in as_sequence(as_mapping(job.get("status")).get("conditions")):
+        condition = as_mapping(condition)
         if condition.get("type") == kind and condition.get("status") == "True":
             return condition
     return None
 
 
 def _pods_at_once(job: Mapping[str, Any]) -> int:
-    spec = _mapping(job.get("spec"))
+    spec = as_mapping(job.get("spec"))
     parallelism, completions = spec.get("parallelism"), spec.get("completions")
     counts = [n for n in (parallelism, completions) if isinstance(n, int) and n > 0]
     return min(counts, default=1)
 
 
 def _completion_index(pod: Mapping[str, Any]) -> str | None:
-    annotations = _mapping(_mapping(pod.get("metadata")).get("annotations"))
+    annotations = as_mapping(as_mapping(pod.get("metadata")).get("annotations"))
     index = annotations.get(api.JOB_COMPLETION_INDEX_ANNOTATION)
     return index if isinstance(index, str) else None
 
 
-def _time_of(condition: Mapping[str, Any] | None) -> datetime | None:
-    value = _mapping(condition).get("lastTransitionTime")
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _name(pod: Mapping[str, Any]) -> str:
-    return str(_mapping(pod.get("metadata")).get("name", ""))
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else _EMPTY
-
-
-def _sequence(value: object) -> Sequence[Any]:
-    return value if isinstance(value, list | tuple) else ()
+    return str(as_mapping(pod.get("metadata")).get("name", ""))

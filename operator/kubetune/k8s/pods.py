@@ -8,8 +8,8 @@ read-only body); it imports neither kopf nor the kubernetes client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from kubetune.controller.observation import (
@@ -19,6 +19,7 @@ from kubetune.controller.observation import (
     parse_metrics_annotation,
     parse_termination_message,
 )
+from kubetune.k8s.fields import EMPTY, as_mapping, as_sequence, as_text, as_time
 from kubetune.spec import api
 
 MESSAGE_LIMIT: Final = 1024
@@ -27,7 +28,6 @@ POD_LEVEL_FAILURES: Final = frozenset({"DeadlineExceeded", "Evicted"})
 """Pod reasons that say more than the container's state: the kubelet killed the container."""
 
 _PHASES: Final = {phase.value: phase for phase in PodPhase}
-_EMPTY: Mapping[str, Any] = {}
 
 
 def pod_essentials(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,11 +35,11 @@ def pod_essentials(pod: Mapping[str, Any]) -> dict[str, Any]:
     status, and its containers' names. What the operator keeps of each pod it watches: a
     study's finished pods stay in the cluster, and their specs (env, command) would be most
     of the operator's memory."""
-    metadata = {k: v for k, v in _mapping(pod.get("metadata")).items() if k != "managedFields"}
-    containers = _sequence(_mapping(pod.get("spec")).get("containers"))
+    metadata = {k: v for k, v in as_mapping(pod.get("metadata")).items() if k != "managedFields"}
+    containers = as_sequence(as_mapping(pod.get("spec")).get("containers"))
     return {
         "metadata": metadata,
-        "spec": {"containers": [{"name": _mapping(c).get("name")} for c in containers]},
+        "spec": {"containers": [{"name": as_mapping(c).get("name")} for c in containers]},
         "status": pod.get("status") or {},
     }
 
@@ -71,21 +71,21 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
 
     Raises ValueError when the pod has no containers, or none named `container`.
     """
-    metadata = _mapping(pod.get("metadata"))
-    status = _mapping(pod.get("status"))
+    metadata = as_mapping(pod.get("metadata"))
+    status = as_mapping(pod.get("status"))
     name = _main_container(pod, container)
-    statuses = _sequence(status.get("containerStatuses"))
-    main = next((s for s in statuses if _mapping(s).get("name") == name), _EMPTY)
-    state = _mapping(main.get("state"))
-    running, terminated = _mapping(state.get("running")), _mapping(state.get("terminated"))
+    statuses = as_sequence(status.get("containerStatuses"))
+    main = next((s for s in statuses if as_mapping(s).get("name") == name), EMPTY)
+    state = as_mapping(main.get("state"))
+    running, terminated = as_mapping(state.get("running")), as_mapping(state.get("terminated"))
 
     phase = _phase(status.get("phase"), running_now=bool(running))
 
     started_at = None
     if not main.get("restartCount"):
-        started_at = _time(running.get("startedAt")) or _time(terminated.get("startedAt"))
+        started_at = as_time(running.get("startedAt")) or as_time(terminated.get("startedAt"))
     if started_at is None and phase is not PodPhase.PENDING:
-        started_at = _time(status.get("startTime"))
+        started_at = as_time(status.get("startTime"))
 
     reason: str | None = None
     message: str | None = None
@@ -94,7 +94,7 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
         reason, message, code = _failure(status, name, terminated)
         exit_code = code if code is not None else exit_code
     elif phase is PodPhase.SUCCEEDED:
-        reason = _text(terminated.get("reason"))
+        reason = as_text(terminated.get("reason"))
     else:
         # Running too: a restarting container waits (CrashLoopBackOff) in a Running pod.
         reason, message = _waiting(status, main)
@@ -113,14 +113,14 @@ def observe_pod(pod: Mapping[str, Any], container: str | None = None) -> PodObse
         terminated=pod_terminated,
         terminated_at=terminated_at,
         started_at=started_at,
-        finished_at=_time(terminated.get("finishedAt")),
+        finished_at=as_time(terminated.get("finishedAt")),
         reason=reason,
         message=message,
         exit_code=exit_code,
         latest_report=latest_report,
         final_report=final_report or annotation_final,
         report_errors=tuple(errors),
-        pod_name=_text(metadata.get("name")),
+        pod_name=as_text(metadata.get("name")),
     )
 
 
@@ -129,10 +129,10 @@ def _termination(status: Mapping[str, Any], phase: PodPhase) -> tuple[bool, date
     if phase not in (PodPhase.SUCCEEDED, PodPhase.FAILED):
         return False, None
     states = [
-        _mapping(_mapping(s).get("state"))
+        as_mapping(as_mapping(s).get("state"))
         for s in [
-            *_sequence(status.get("initContainerStatuses")),
-            *_sequence(status.get("containerStatuses")),
+            *as_sequence(status.get("initContainerStatuses")),
+            *as_sequence(status.get("containerStatuses")),
         ]
     ]
     if any(state.get("running") for state in states):
@@ -140,15 +140,16 @@ def _termination(status: Mapping[str, Any], phase: PodPhase) -> tuple[bool, date
     ends = [
         moment
         for state in states
-        if (moment := _time(_mapping(state.get("terminated")).get("finishedAt"))) is not None
+        if (moment := as_time(as_mapping(state.get("terminated")).get("finishedAt"))) is not None
     ]
     return True, max(ends, default=None)
 
 
 def _main_container(pod: Mapping[str, Any], container: str | None) -> str:
-    metadata = _mapping(pod.get("metadata"))
+    metadata = as_mapping(pod.get("metadata"))
     names = [
-        str(_mapping(c).get("name")) for c in _sequence(_mapping(pod.get("spec")).get("containers"))
+        str(as_mapping(c).get("name"))
+        for c in as_sequence(as_mapping(pod.get("spec")).get("containers"))
     ]
     pod_name = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
     if not names:
@@ -173,59 +174,59 @@ def _phase(value: object, *, running_now: bool) -> PodPhase:
 
 def _waiting(status: Mapping[str, Any], main: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """Why a pod is not running yet: scheduling, an init container, or the main container."""
-    for condition in _sequence(status.get("conditions")):
-        condition = _mapping(condition)
+    for condition in as_sequence(status.get("conditions")):
+        condition = as_mapping(condition)
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return _text(condition.get("reason")), _text(condition.get("message"))
-    for init in _sequence(status.get("initContainerStatuses")):
-        init = _mapping(init)
-        waiting = _mapping(_mapping(init.get("state")).get("waiting"))
+            return as_text(condition.get("reason")), as_text(condition.get("message"))
+    for init in as_sequence(status.get("initContainerStatuses")):
+        init = as_mapping(init)
+        waiting = as_mapping(as_mapping(init.get("state")).get("waiting"))
         if waiting:
-            detail = _text(waiting.get("message"))
+            detail = as_text(waiting.get("message"))
             prefix = f"init container {init.get('name')}"
-            return _text(waiting.get("reason")), f"{prefix}: {detail}" if detail else prefix
-    waiting = _mapping(_mapping(main.get("state")).get("waiting"))
-    return _text(waiting.get("reason")), _text(waiting.get("message"))
+            return as_text(waiting.get("reason")), f"{prefix}: {detail}" if detail else prefix
+    waiting = as_mapping(as_mapping(main.get("state")).get("waiting"))
+    return as_text(waiting.get("reason")), as_text(waiting.get("message"))
 
 
 def _failure(
     status: Mapping[str, Any], main_name: str, main_terminated: Mapping[str, Any]
 ) -> tuple[str | None, str | None, int | None]:
     """Why a pod failed: reason, message and the failed container's exit code."""
-    pod_reason = _text(status.get("reason"))
+    pod_reason = as_text(status.get("reason"))
     if pod_reason in POD_LEVEL_FAILURES:
         return pod_reason, _truncate(status.get("message")), None
     if main_terminated and _exit_code(main_terminated) != 0:
         return (
-            _text(main_terminated.get("reason")),
+            as_text(main_terminated.get("reason")),
             _truncate(main_terminated.get("message")),
             _exit_code(main_terminated),
         )
     # Another container failed: an init container, or a second container beside the main one.
     for other in [
-        *_sequence(status.get("initContainerStatuses")),
-        *_sequence(status.get("containerStatuses")),
+        *as_sequence(status.get("initContainerStatuses")),
+        *as_sequence(status.get("containerStatuses")),
     ]:
-        other = _mapping(other)
-        terminated = _mapping(_mapping(other.get("state")).get("terminated"))
+        other = as_mapping(other)
+        terminated = as_mapping(as_mapping(other.get("state")).get("terminated"))
         if other.get("name") != main_name and terminated and _exit_code(terminated) != 0:
             detail = _truncate(terminated.get("message"))
             prefix = f"container {other.get('name')} failed"
             return (
-                _text(terminated.get("reason")),
+                as_text(terminated.get("reason")),
                 f"{prefix}: {detail}" if detail else prefix,
                 _exit_code(terminated),
             )
     if pod_reason is not None:  # OutOfcpu, NodeAffinity, Shutdown...: no container ran
         return pod_reason, _truncate(status.get("message")), None
-    return _text(main_terminated.get("reason")), _truncate(main_terminated.get("message")), None
+    return as_text(main_terminated.get("reason")), _truncate(main_terminated.get("message")), None
 
 
 def _read_annotation(
     metadata: Mapping[str, Any],
 ) -> tuple[MetricReport | None, MetricReport | None, list[str]]:
     """The annotation's report: (intermediate, final, errors)."""
-    text = _mapping(metadata.get("annotations")).get(api.METRICS_ANNOTATION)
+    text = as_mapping(metadata.get("annotations")).get(api.METRICS_ANNOTATION)
     if not isinstance(text, str) or not text.strip():
         return None, None, []
     try:
@@ -242,22 +243,9 @@ def _exit_code(terminated: Mapping[str, Any]) -> int | None:
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
-def _time(value: object) -> datetime | None:
-    """A metav1.Time (RFC 3339); None when absent, unreadable, or the zero time a runtime
-    writes for a container that never started."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):  # OverflowError: before year 1 once in UTC
-        return None
-    return moment if moment.timestamp() > 0 else None
-
-
 def _truncate(value: object) -> str | None:
     """A message cut to its last MESSAGE_LIMIT bytes: a log tail ends with the error."""
-    text = _text(value)
+    text = as_text(value)
     if text is None:
         return None
     # A lone surrogate (a "\ud800" escape in the JSON) cannot be encoded: it becomes "?".
@@ -268,15 +256,3 @@ def _truncate(value: object) -> str | None:
     marker = "…"
     kept = data[-(MESSAGE_LIMIT - len(marker.encode())) :].decode("utf-8", "ignore")
     return marker + kept
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else _EMPTY
-
-
-def _sequence(value: object) -> Sequence[Any]:
-    return value if isinstance(value, list | tuple) else ()
