@@ -397,6 +397,17 @@ def test_a_failed_job_fails_with_the_failed_pod_named_by_its_index() -> None:
     assert observation.final_report is None
 
 
+def test_the_pod_that_failed_on_its_own_is_named_before_one_the_job_controller_deleted() -> None:
+    failed = job_object(condition={"type": "Failed", "reason": "BackoffLimitExceeded"})
+    # Both ended in the same second (Kubernetes' resolution): rank 1 failed, and the job
+    # controller then deleted rank 0, which the kubelet ended with SIGTERM.
+    deleted = job_pod(0, ended("Failed", 143, "Error"))
+    deleted["metadata"]["deletionTimestamp"] = FINISHED
+    pods = [deleted, job_pod(1, ended("Failed", 3, "Error"), suffix="x7")]
+    observation = observe_job(failed, pods)
+    assert observation.message == "pod dist-3-1-x7 (index 1): exit code 3"
+
+
 def test_a_failed_pods_own_reason_is_the_trials() -> None:
     failed = job_object(condition={"type": "Failed", "reason": "BackoffLimitExceeded"})
     pods = [job_pod(0, running()), job_pod(1, ended("Failed", 137, "OOMKilled"))]

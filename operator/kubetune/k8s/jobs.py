@@ -104,10 +104,18 @@ def _failed(
     observed: Sequence[tuple[Mapping[str, Any], PodObservation]],
     base: PodObservation,
 ) -> PodObservation:
-    """A Job that failed (or is gone): the reason of its first failed pod, else its own."""
+    """A Job that failed (or is gone): the reason of the pod that failed first, else its own.
+    Pods the job controller deleted once the Job had failed (SIGTERM, exit code 143) come
+    after those that failed on their own: Kubernetes' times have one-second resolution, so
+    their end often ties with the failure that caused it."""
     failed = [(p, o) for p, o in observed if o.phase is PodPhase.FAILED]
     never = datetime.max.replace(tzinfo=UTC)  # a pod evicted before any container ended
-    failed.sort(key=lambda item: item[1].finished_at or item[1].terminated_at or never)
+    failed.sort(
+        key=lambda item: (
+            "deletionTimestamp" in as_mapping(item[0].get("metadata")),
+            item[1].finished_at or item[1].terminated_at or never,
+        )
+    )
     finished_at = as_time(as_mapping(failure).get("lastTransitionTime"))
     job_reason = as_text(as_mapping(failure).get("reason"))
     if failed and job_reason not in ("DeadlineExceeded", "PodFailurePolicy"):
