@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -175,26 +175,34 @@ async def trial_changed(namespace: str | None, labels: kopf.Labels, **_: Any) ->
         _wake(namespace, importer)
 
 
+def _workload_changed(
+    namespace: str | None,
+    labels: kopf.Labels,
+    type: str | None,
+    body: kopf.Body,
+    writes: Callable[[StudyView], OwnWrites],
+) -> None:
+    """A trial's pod or Job changed: wake its study. A deletion also ends the study's own
+    write of it (`writes`: which of the view's): the index forgot it; so must the writes."""
+    study = labels.get(api.STUDY_LABEL)
+    view = _views.get((namespace or "", study or ""))
+    if type == "DELETED" and view is not None:
+        writes(view).deleted(dict(body))
+    _wake(namespace, study)
+
+
 @kopf.on.event("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})
 async def pod_changed(
     namespace: str | None, labels: kopf.Labels, type: str | None, body: kopf.Body, **_: Any
 ) -> None:
-    study = labels.get(api.STUDY_LABEL)
-    view = _views.get((namespace or "", study or ""))
-    if type == "DELETED" and view is not None:
-        view.pod_writes.deleted(dict(body))  # the index forgot it; so must the writes
-    _wake(namespace, study)
+    _workload_changed(namespace, labels, type, body, lambda view: view.pod_writes)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={api.STUDY_LABEL: kopf.PRESENT})
 async def job_changed(
     namespace: str | None, labels: kopf.Labels, type: str | None, body: kopf.Body, **_: Any
 ) -> None:
-    study = labels.get(api.STUDY_LABEL)
-    view = _views.get((namespace or "", study or ""))
-    if type == "DELETED" and view is not None:
-        view.job_writes.deleted(dict(body))
-    _wake(namespace, study)
+    _workload_changed(namespace, labels, type, body, lambda view: view.job_writes)
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.STUDY_PLURAL, cancellation_timeout=10)
