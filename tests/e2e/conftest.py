@@ -4,6 +4,7 @@ plane in turn (tests/planes.py): every e2e test runs on the embedded and the rea
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,3 +70,23 @@ def operator(crds: Kube, tmp_path: Path) -> Iterator[Operator]:
     yield running
     running.stop()
     print(running.log.read_text()[-20000:])
+
+
+@contextlib.contextmanager
+def module_operator(kube: Kube, log: Path) -> Iterator[Operator]:
+    """One operator for a module's tests (a module-scoped fixture yields from this)."""
+    operator = Operator(kube, log)
+    operator.start()
+    yield operator
+    operator.stop()
+
+
+@contextlib.contextmanager
+def printing_this_tests_log(operator: Operator) -> Iterator[Kube]:
+    """The operator's cluster, with what its log gained during the test printed afterwards
+    (pytest shows it when the test fails)."""
+    start = operator.log.stat().st_size if operator.log.exists() else 0
+    yield operator.kube
+    with operator.log.open("rb") as text:
+        text.seek(start)
+        print(text.read()[-20000:].decode(errors="replace"))

@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.e2e.conftest import Operator
+from tests.e2e.conftest import Operator, module_operator, printing_this_tests_log
 from tests.localcluster.conftest import PLANES, Kube, local_kube
 
 GPU = "nvidia.com/gpu"
@@ -45,21 +45,16 @@ def gpu_kube(
 def running_operator(
     gpu_kube: Kube, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    operator = Operator(gpu_kube, tmp_path_factory.mktemp("operator") / "operator.log")
-    operator.start()
-    yield operator
-    operator.stop()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with module_operator(gpu_kube, log) as operator:
+        yield operator
 
 
 @pytest.fixture
 def kube(running_operator: Operator) -> Iterator[Kube]:
     """The cluster, with the operator's log of this test printed (shown when it fails)."""
-    log = running_operator.log
-    start = log.stat().st_size if log.exists() else 0
-    yield running_operator.kube
-    with log.open("rb") as text:
-        text.seek(start)
-        print(text.read()[-20000:].decode(errors="replace"))
+    with printing_this_tests_log(running_operator) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

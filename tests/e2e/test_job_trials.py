@@ -24,7 +24,7 @@ from kubetune_localcluster.real import RealCluster
 from tests.chart.conftest import NAMESPACE, objects, one, render
 from tests.chart.recording import Call
 from tests.chart.test_rbac import assert_exact, grants
-from tests.e2e.conftest import Operator
+from tests.e2e.conftest import Operator, module_operator, printing_this_tests_log
 from tests.e2e.test_endings import X, apply, finish, reporter_account, study, trainer, trials_of
 from tests.eventually import eventually
 from tests.localcluster.conftest import Kube, local_kube
@@ -80,21 +80,16 @@ def job_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 def running_operator(
     job_kube: Kube, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    operator = Operator(job_kube, tmp_path_factory.mktemp("operator") / "operator.log")
-    operator.start()
-    yield operator
-    operator.stop()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with module_operator(job_kube, log) as operator:
+        yield operator
 
 
 @pytest.fixture
 def kube(running_operator: Operator) -> Iterator[Kube]:
     """The cluster, with the operator's log of this test printed (shown when it fails)."""
-    log = running_operator.log
-    start = log.stat().st_size if log.exists() else 0
-    yield running_operator.kube
-    with log.open("rb") as text:
-        text.seek(start)
-        print(text.read()[-20000:].decode(errors="replace"))
+    with printing_this_tests_log(running_operator) as cluster:
+        yield cluster
 
 
 def job_study(

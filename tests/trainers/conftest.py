@@ -42,6 +42,20 @@ class ApiServer:
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     client_certificates: list[dict[str, Any] | None] = field(default_factory=list)
 
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig for a trainer to reach this server with a token, at `path`."""
+        path.write_text(
+            json.dumps(
+                {
+                    "current-context": "local",
+                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": "t"}}],
+                    "clusters": [{"name": "local", "cluster": {"server": self.url}}],
+                    "users": [{"name": "t", "user": {"token": "trainer-token"}}],
+                }
+            )
+        )
+        return path
+
 
 def _serve(context: ssl.SSLContext | None) -> Iterator[ApiServer]:
     lock = threading.Lock()

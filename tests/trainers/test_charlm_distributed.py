@@ -65,18 +65,7 @@ class Ranks:
         self.params = params
         self.port = free_port()
         self.processes: dict[int, subprocess.Popen[str]] = {}
-        config = tmp_path / "kubeconfig"
-        config.write_text(
-            json.dumps(
-                {
-                    "current-context": "local",
-                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": "t"}}],
-                    "clusters": [{"name": "local", "cluster": {"server": server.url}}],
-                    "users": [{"name": "t", "user": {"token": "trainer-token"}}],
-                }
-            )
-        )
-        self.kubeconfig = config
+        self.kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
 
     def termination_log(self, rank: int) -> Path:
         return self.tmp_path / f"termination-log-{rank}"

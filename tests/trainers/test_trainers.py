@@ -466,17 +466,7 @@ def run_module(
     tmp_path: Path,
     seed: int | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        json.dumps(
-            {
-                "current-context": "local",
-                "contexts": [{"name": "local", "context": {"cluster": "local", "user": "t"}}],
-                "clusters": [{"name": "local", "cluster": {"server": server.url}}],
-                "users": [{"name": "t", "user": {"token": "trainer-token"}}],
-            }
-        )
-    )
+    config = server.write_kubeconfig(tmp_path / "kubeconfig")
     log = tmp_path / "termination-log"
     environ = {
         "PATH": os.environ.get("PATH", ""),
