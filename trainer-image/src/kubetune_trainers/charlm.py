@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if world is not None:
         log(f"{prog}: rank {world.rank} of {world.size}")
-    return run_trainer(
+    code = run_trainer(
         prog=prog,
         description=__doc__.split("\n\n")[0],
         params=PARAMS,
@@ -414,6 +414,14 @@ def main(argv: list[str] | None = None) -> int:
         argv=argv,
         reports=world is None or world.reports,
     )
+    if world is not None:
+        # The run is over and reported. torch.distributed's C++ threads (gloo, the TCPStore)
+        # can abort the interpreter's own exit ("terminate called without an active
+        # exception", SIGABRT) and fail a trial that succeeded: leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
