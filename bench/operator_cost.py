@@ -12,9 +12,21 @@ The control plane (API server and local kubelet) runs in a background thread of 
    the termination message), through the operator, against the same command run by a bare
    Optuna loop (threads, the same parallelism, the same sampler). Ratio of wall times.
 3. Peak memory: the operator's VmHWM (/proc/PID/status) after 50 studies of 200 trials.
+4. Busy GPUs: studies of parallelism 4 whose trials take 5-10 s (a `seconds` parameter the
+   trainer sleeps for) and request one GPU each, on a node with a GPU for every slot: the gaps
+   as in 1, the share of GPU slot time left idle, the whole run against the same run of one
+   study (every study has the same seed, so each asks the same trials), and per trial: operator
+   CPU, the watch events the operator is sent, its API requests and its study status writes.
+
+`--base DIR` runs each part twice in one invocation, first with the operator of the checkout
+in DIR (a `git worktree` of the base commit), then with this one, and prints the ratios.
+`--binaries DIR` runs on the real control plane (scripts/kube-binaries) instead of the
+embedded one: the stamps then come from watches of the benchmark's own (so they include the
+delivery time) and the operator's requests from the API server's audit log.
 
     .venv/bin/python -m bench.operator_cost                 # everything (long: see --help)
     .venv/bin/python -m bench.operator_cost --only gap --gap-studies 1 10
+    .venv/bin/python -m bench.operator_cost --only busy --base /tmp/base
     .venv/bin/python -m bench.operator_cost --profile /tmp/prof  # cProfile the operator
 """
 
@@ -34,6 +46,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +57,7 @@ from kubetune.spec import api
 from kubetune.spec.crd import crds
 from kubetune_localcluster.access import ApiRequest
 from kubetune_localcluster.cluster import ClusterThread
-from kubetune_localcluster.kubelet import KUBELET_USER_AGENT
+from kubetune_localcluster.real import RealCluster
 from kubetune_localcluster.watch import Watch, WatchEvent
 
 PARALLELISM = 4
@@ -77,10 +91,18 @@ def study_manifest(name: str, trials: int, seconds: float, sampler: str) -> dict
 
 # --- what the API server stores, stamped as it is stored ------------------------------------
 
+BENCH_USER_AGENT = "kubetune-bench"
+"""The benchmark's own client, left out of the operator's requests."""
+OPERATOR_USER_AGENTS = ("kopf/", "OpenAPI-Generator/")
+"""kopf's watches and patches, and the kubernetes client's requests: the operator's."""
+WATCHED = ("pods", api.TRIAL_PLURAL, api.STUDY_PLURAL)
+"""What the operator watches (Jobs aside: these studies' trials are pods)."""
+
 
 class Stamps(Watch):
     """A watcher registered inside the store: `offer` runs synchronously as each write is
-    stored, so its clock reading is the write's time, not a delivery time."""
+    stored, so its clock reading is the write's time, not a delivery time. On the real plane
+    `record` is fed by watches instead (`watch_real_plane`)."""
 
     def __init__(self) -> None:
         super().__init__(None, None, 1)
@@ -90,14 +112,89 @@ class Stamps(Watch):
         self.all_finished = threading.Event()
 
     def offer(self, event: WatchEvent) -> None:
+        self.record(event.type, event.obj)
+
+    def record(self, type: str, obj: dict[str, Any]) -> None:
         now = time.perf_counter()
-        self.events.append((now, event.type, event.obj))
-        phase = (event.obj.get("status") or {}).get("phase")
-        name = event.obj["metadata"]["name"]
-        if event.obj.get("kind") == api.STUDY_KIND and phase in ("Completed", "Failed"):
+        self.events.append((now, type, obj))
+        phase = (obj.get("status") or {}).get("phase")
+        name = obj["metadata"]["name"]
+        if obj.get("kind") == api.STUDY_KIND and phase in ("Completed", "Failed"):
             self.finished.setdefault(name, now)
             if self.waiting and self.waiting <= set(self.finished):
                 self.all_finished.set()
+
+    @staticmethod
+    def watch_events_of(events: list[tuple[float, str, dict[str, Any]]]) -> Counter[str]:
+        """The events the operator's watches were sent, by kind: every stored write of a
+        study, a trial or a study's pod."""
+        return Counter(
+            obj.get("kind", "")
+            for _, _, obj in events
+            if obj.get("kind") != "Pod" or api.STUDY_LABEL in obj["metadata"].get("labels", {})
+        )
+
+
+def watch_real_plane(
+    client: kubernetes.client.ApiClient, stamps: Stamps, stop: threading.Event
+) -> list[threading.Thread]:
+    """Threads that feed `stamps` from watches of the real plane, as events arrive."""
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    listers: dict[str, Any] = {
+        "pods": partial(core.list_namespaced_pod, NAMESPACE, label_selector=api.STUDY_LABEL),
+        api.TRIAL_PLURAL: partial(
+            custom.list_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            NAMESPACE,
+            api.TRIAL_PLURAL,
+        ),
+        api.STUDY_PLURAL: partial(
+            custom.list_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            NAMESPACE,
+            api.STUDY_PLURAL,
+        ),
+    }
+
+    def follow(lister: Any) -> None:
+        version = lister(_preload_content=False).json()["metadata"]["resourceVersion"]
+        watch = kubernetes.watch.Watch()
+        while not stop.is_set():
+            for event in watch.stream(lister, resource_version=version, timeout_seconds=2):
+                obj = event["raw_object"]
+                obj.setdefault("kind", "Pod")  # pod lists' items carry no kind
+                stamps.record(event["type"], obj)
+                version = obj["metadata"]["resourceVersion"]
+
+    threads = [
+        threading.Thread(target=follow, args=(lister,), name=f"bench-watch-{kind}", daemon=True)
+        for kind, lister in listers.items()
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def audited_requests(audit_log: Path, since: float) -> Counter[str]:
+    """The operator's requests in a real API server's audit log, made after `since` (epoch
+    seconds), by verb and resource."""
+    requests: Counter[str] = Counter()
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("stage") != "ResponseComplete":
+            continue
+        if not entry.get("userAgent", "").startswith(OPERATOR_USER_AGENTS):
+            continue
+        received = datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        if received.timestamp() < since:
+            continue
+        ref = entry.get("objectRef") or {}
+        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+        requests[f"{entry['verb']} {ref.get('resource', '')}{sub}"] += 1
+    return requests
 
 
 @dataclass
@@ -111,6 +208,8 @@ class Run:
     stamps: Stamps = field(default_factory=Stamps)
     requests: Counter[str] = field(default_factory=Counter)
     """The operator's API requests by verb and resource (the kubelet's are left out)."""
+    warmed_up_at: float = 0.0
+    """Epoch seconds at the end of the warm-up."""
 
     def apply(self, *studies: dict[str, Any]) -> float:
         """Create the studies; returns when the first create was sent."""
@@ -133,26 +232,61 @@ class Run:
         line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
         return int(line.split()[1]) / 1024
 
+    def operator_requests(self) -> Counter[str]:
+        cluster = self.running.cluster
+        if isinstance(cluster, RealCluster):
+            return audited_requests(cluster.audit_log, self.warmed_up_at)
+        return self.requests
+
 
 @contextmanager
-def operator_run(profile: Path | None) -> Iterator[Run]:
+def operator_run(
+    profile: Path | None,
+    *,
+    operator_from: Path | None = None,
+    binaries: Path | None = None,
+    gpus: int = 0,
+) -> Iterator[Run]:
+    """`operator_from`: the checkout whose operator runs (None: this one); `binaries`: the
+    real control plane's (None: the embedded plane); `gpus`: the node's nvidia.com/gpu."""
     with tempfile.TemporaryDirectory(prefix="kubetune-bench-") as folder:
         workdir = Path(folder)
-        capacity = {"cpu": "1000", "memory": "1000Gi", "pods": "100000"}
-        with ClusterThread(workdir=workdir / "pods", capacity=capacity) as running:
+        capacity = {
+            "cpu": "1000",
+            "memory": "1000Gi",
+            "pods": "100000",
+            "nvidia.com/gpu": str(gpus),
+        }
+        options: dict[str, Any] = {"binaries": binaries} if binaries else {}
+        with ClusterThread(workdir=workdir / "pods", capacity=capacity, **options) as running:
             kubeconfig = running.cluster.write_kubeconfig(workdir / "kubeconfig")
             client = kubernetes.config.new_client_from_config(str(kubeconfig))
+            client.user_agent = BENCH_USER_AGENT
             extensions = kubernetes.client.ApiextensionsV1Api(client)
             for crd in crds():
                 extensions.create_custom_resource_definition(crd)
+            wait_established(extensions)
             stamps = Stamps()
+            stop_watching = threading.Event()
+            requests: Counter[str] = Counter()
+            if binaries:
+                watchers = watch_real_plane(client, stamps, stop_watching)
+            else:
+                watchers = []
 
-            async def register() -> None:
-                store = running.cluster.server.store
-                for storage in ("/pods", f"{api.GROUP}/{api.STUDY_PLURAL}"):
-                    store.collection(storage).watches.add(stamps)
+                async def register() -> None:
+                    store = running.cluster.server.store
+                    for storage in ("/pods", *(f"{api.GROUP}/{p}" for p in WATCHED[1:])):
+                        store.collection(storage).watches.add(stamps)
 
-            running.call(register())
+                    async def count(request: ApiRequest) -> None:
+                        if request.user_agent.startswith(OPERATOR_USER_AGENTS):
+                            sub = f"/{request.subresource}" if request.subresource else ""
+                            requests[f"{request.verb} {request.resource}{sub}"] += 1
+
+                    running.cluster.server.request_hooks.append(count)
+
+                running.call(register())
             command = [
                 sys.executable,
                 "-m",
@@ -165,23 +299,21 @@ def operator_run(profile: Path | None) -> Iterator[Run]:
             if profile is not None:
                 command[1:1] = ["-m", "cProfile", "-o", str(profile)]
             env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+            if operator_from is not None:
+                source = str(operator_from.resolve() / "operator")
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
             with (workdir / "operator.log").open("wb") as log:
-                operator = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+                operator = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=workdir)
             run = Run(running, workdir, operator, kubernetes.client.CustomObjectsApi(client))
             run.stamps = stamps
-
-            async def count(request: ApiRequest) -> None:
-                if request.user_agent != KUBELET_USER_AGENT:
-                    sub = f"/{request.subresource}" if request.subresource else ""
-                    run.requests[f"{request.verb} {request.resource}{sub}"] += 1
-
-            running.cluster.server.request_hooks.append(count)
+            run.requests = requests
             try:
                 # Warm-up: the operator is watching, imports done, one study served.
                 run.apply(study_manifest("warmup", 1, 0, "random"))
-                run.wait(60)
+                run.wait(120)
                 stamps.events.clear()
-                run.requests.clear()
+                requests.clear()
+                run.warmed_up_at = time.time()
                 yield run
             except BaseException:
                 print((workdir / "operator.log").read_text()[-5000:], file=sys.stderr)
@@ -192,7 +324,21 @@ def operator_run(profile: Path | None) -> Iterator[Run]:
                     operator.wait(60)
                 except subprocess.TimeoutExpired:
                     operator.kill()
+                stop_watching.set()
+                for watcher in watchers:
+                    watcher.join(10)
                 client.close()
+
+
+def wait_established(extensions: kubernetes.client.ApiextensionsV1Api) -> None:
+    """Until the API server serves Kubetune's CRDs (the real one establishes them later)."""
+    for crd in crds():
+        name = crd["metadata"]["name"]
+        for _ in range(300):
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                break
+            time.sleep(0.1)
 
 
 # --- 1. scheduling gap ----------------------------------------------------------------------
@@ -229,8 +375,8 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else 0
 
 
-def bench_gap(studies: int, trials: int, profile: Path | None) -> dict[str, Any]:
-    with operator_run(profile) as run:
+def bench_gap(studies: int, trials: int, profile: Path | None, **where: Any) -> dict[str, Any]:
+    with operator_run(profile, **where) as run:
         started = run.apply(
             *(study_manifest(f"gap-{i}", trials, 0, "random") for i in range(studies))
         )
@@ -248,7 +394,7 @@ def bench_gap(studies: int, trials: int, profile: Path | None) -> dict[str, Any]
         "wall_s": wall,
         "trials_per_s": studies * trials / wall,
         "operator_cpu_s": cpu,
-        "requests_per_trial": per_trial(run.requests, studies * trials),
+        "requests_per_trial": per_trial(run.operator_requests(), studies * trials),
     }
 
 
@@ -312,10 +458,10 @@ def bare_optuna(trials: int, seconds: float, sampler: str) -> float:
 
 
 def bench_overhead(
-    trials: int, seconds: float, sampler: str, profile: Path | None
+    trials: int, seconds: float, sampler: str, profile: Path | None, **where: Any
 ) -> dict[str, Any]:
     bare = bare_optuna(trials, seconds, sampler)
-    with operator_run(profile) as run:
+    with operator_run(profile, **where) as run:
         started = run.apply(study_manifest("overhead", trials, seconds, sampler))
         run.wait(trials * seconds * 5 + 120)
         through_operator = run.stamps.finished["overhead"] - started
@@ -334,8 +480,8 @@ def bench_overhead(
 # --- 3. peak memory -------------------------------------------------------------------------
 
 
-def bench_memory(studies: int, trials: int, profile: Path | None) -> dict[str, Any]:
-    with operator_run(profile) as run:
+def bench_memory(studies: int, trials: int, profile: Path | None, **where: Any) -> dict[str, Any]:
+    with operator_run(profile, **where) as run:
         before = run.peak_rss_mib()
         started = run.apply(
             *(study_manifest(f"memory-{i}", trials, 0, "tpe") for i in range(studies))
@@ -352,9 +498,100 @@ def bench_memory(studies: int, trials: int, profile: Path | None) -> dict[str, A
         }
 
 
+# --- 4. busy GPUs --------------------------------------------------------------------------
+
+BUSY_TRAINER = f'sleep "$KUBETUNE_PARAM_SECONDS"; {TRAINER}'
+
+
+def busy_manifest(name: str, trials: int, seed: int) -> dict[str, Any]:
+    """A study whose trials sleep 5-10 s (the sampler picks how long, from `seed`) on one GPU
+    each, with a GPU-hour budget (its usage fields are what its status shows of GPU time)."""
+    manifest = study_manifest(name, trials, 0, "random")
+    spec = manifest["spec"]
+    spec["algorithm"]["seed"] = seed
+    spec["searchSpace"].append({"name": "seconds", "type": "float", "low": 5, "high": 10})
+    spec["budget"] |= {"maxGpuHours": 1000, "trialTimeout": "1m"}
+    container = spec["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["sh", "-c", BUSY_TRAINER]
+    container["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    return manifest
+
+
+def pod_spans(events: list[tuple[float, str, dict[str, Any]]]) -> dict[str, tuple[float, float]]:
+    """Per study, from its first pod's creation to its last pod's end."""
+    spans: dict[str, tuple[float, float]] = {}
+    for moment, kind, obj in events:
+        study = obj["metadata"].get("labels", {}).get(api.STUDY_LABEL)
+        if obj.get("kind") != "Pod" or study is None:
+            continue
+        first, last = spans.get(study, (moment, moment))
+        if kind == "ADDED":
+            first = min(first, moment)
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            last = max(last, moment)
+        spans[study] = (first, last)
+    return spans
+
+
+def bench_busy(studies: int, trials: int, profile: Path | None, **where: Any) -> dict[str, Any]:
+    """`studies` studies at once (each with its own seed, so their trials end at different
+    times), then the same work for one study: the one that finished last, alone (its seed
+    gives the same trials), on the same operator."""
+    with operator_run(profile, gpus=studies * PARALLELISM, **where) as run:
+        cpu_before = operator_cpu(run.operator.pid)
+        started = run.apply(*(busy_manifest(f"busy-{i}", trials, i) for i in range(studies)))
+        run.wait(trials * 10 * 5 + 300)
+        wall = max(run.stamps.finished.values()) - started
+        cpu = operator_cpu(run.operator.pid) - cpu_before
+        events = list(run.stamps.events)
+        requests = run.operator_requests().copy()
+        peak = run.peak_rss_mib()
+        run.stamps.events.clear()
+        last = max(run.stamps.finished, key=run.stamps.finished.__getitem__)
+        alone_started = run.apply(busy_manifest("alone", trials, int(last.split("-")[1])))
+        run.wait(trials * 10 * 5 + 120)
+        alone_wall = run.stamps.finished["alone"] - alone_started
+        alone_gaps = scheduling_gaps(run.stamps.events)
+    gaps = scheduling_gaps(events)
+    slot_time = PARALLELISM * sum(last - first for first, last in pod_spans(events).values())
+    total = studies * trials
+    watch_events = Stamps.watch_events_of(events)
+    return {
+        "studies": studies,
+        "trials": total,
+        "gaps": len(gaps),
+        "p50_ms": 1000 * percentile(gaps, 50),
+        "p99_ms": 1000 * percentile(gaps, 99),
+        "max_ms": 1000 * max(gaps),
+        "idle_percent": 100 * sum(gaps) / slot_time,
+        "wall_s": wall,
+        "last_study": last,
+        "one_study_wall_s": alone_wall,
+        "one_study_p50_ms": 1000 * percentile(alone_gaps, 50),
+        "wall_vs_one_study": wall / alone_wall,
+        "operator_cpu_ms_per_trial": 1000 * cpu / total,
+        "watch_events_per_trial": round(sum(watch_events.values()) / total, 2),
+        "watch_events_by_kind": {k: round(n / total, 2) for k, n in watch_events.items()},
+        "study_status_writes_per_trial": round(
+            requests[f"patch {api.STUDY_PLURAL}/status"] / total, 2
+        ),
+        "requests_per_trial": per_trial(requests, total),
+        "peak_rss_mib": peak,
+    }
+
+
+def ratios(base: dict[str, Any], now: dict[str, Any]) -> dict[str, float]:
+    """now / base for each number both results have (below 1: now is lower)."""
+    return {
+        key: round(now[key] / value, 3)
+        for key, value in base.items()
+        if isinstance(value, int | float) and isinstance(now.get(key), int | float) and value
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["gap", "overhead", "memory"], action="append")
+    parser.add_argument("--only", choices=["gap", "overhead", "memory", "busy"], action="append")
     parser.add_argument("--gap-studies", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--gap-trials", type=int, default=12, help="trials per study")
     parser.add_argument("--overhead-trials", type=int, default=200)
@@ -362,28 +599,46 @@ def main() -> None:
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--memory-studies", type=int, default=50)
     parser.add_argument("--memory-trials", type=int, default=200)
+    parser.add_argument("--busy-studies", type=int, default=50)
+    parser.add_argument("--busy-trials", type=int, default=12, help="trials per study")
+    parser.add_argument("--base", type=Path, help="a checkout whose operator runs first")
+    parser.add_argument("--binaries", type=Path, help="run on the real control plane")
     parser.add_argument("--profile", type=Path, help="write the operator's cProfile stats here")
     options = parser.parse_args()
-    parts = options.only or ["gap", "overhead", "memory"]
+    parts = options.only or ["gap", "overhead", "memory", "busy"]
+    sides: list[tuple[str, Path | None]] = [("now", None)]
+    if options.base is not None:
+        sides.insert(0, ("base", options.base))
 
-    def profile(name: str) -> Path | None:
-        if options.profile is None:
-            return None
-        options.profile.mkdir(parents=True, exist_ok=True)
-        return options.profile / f"{name}.prof"
+    def run(bench: str, measure: Any, *args: Any) -> None:
+        results = {}
+        for side, source in sides:
+            profile = None
+            if options.profile is not None:
+                options.profile.mkdir(parents=True, exist_ok=True)
+                profile = options.profile / f"{bench}-{side}.prof"
+            where = {"operator_from": source, "binaries": options.binaries}
+            results[side] = measure(*args, profile, **where)
+            print(json.dumps({"bench": bench, "operator": side, **results[side]}), flush=True)
+        if len(results) == 2:
+            ratio = ratios(results["base"], results["now"])
+            print(json.dumps({"bench": bench, "now/base": ratio}), flush=True)
 
     if "gap" in parts:
         for studies in options.gap_studies:
-            result = bench_gap(studies, options.gap_trials, profile(f"gap-{studies}"))
-            print(json.dumps({"bench": "gap", **result}), flush=True)
+            run(f"gap-{studies}", bench_gap, studies, options.gap_trials)
     if "overhead" in parts:
-        result = bench_overhead(
-            options.overhead_trials, options.trial_seconds, options.sampler, profile("overhead")
+        run(
+            "overhead",
+            bench_overhead,
+            options.overhead_trials,
+            options.trial_seconds,
+            options.sampler,
         )
-        print(json.dumps({"bench": "overhead", **result}), flush=True)
     if "memory" in parts:
-        result = bench_memory(options.memory_studies, options.memory_trials, profile("memory"))
-        print(json.dumps({"bench": "memory", **result}), flush=True)
+        run("memory", bench_memory, options.memory_studies, options.memory_trials)
+    if "busy" in parts:
+        run("busy", bench_busy, options.busy_studies, options.busy_trials)
 
 
 if __name__ == "__main__":
