@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import kubernetes
@@ -104,12 +104,30 @@ def _wake(namespace: str | None, study: str | None) -> None:
         _wakeups[(namespace, study)].set()
 
 
+class StudyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, kept for studies only. kopf builds it (a deep copy of the object) for
+    every event of every watched kind, but only studies have handlers that read it (the daemon,
+    the deletion handler): for trials, pods and Jobs the copy was 13 % of the operator's CPU
+    at 50 busy studies (bench/operator_cost.py busy, py-spy). They get an empty essence,
+    which diffs as no change."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if body.get("kind") != api.STUDY_KIND:
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") != api.STUDY_KIND:
+            return cast(kopf.BodyEssence, {})
+        return super().fetch(body=body)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's bookkeeping under kubetune.io names; the API client the handlers share."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = StudyDiffBase(
         prefix=api.GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
