@@ -242,7 +242,7 @@ def run_operator(
             ) from error
     kopf.configure(verbose=verbose)
     if not verbose:
-        # kopf logs each handler call at INFO ("Handler 'pod_changed' succeeded"), several per
+        # kopf logs each handler call at INFO ("Handler 'pod_deleted' succeeded"), several per
         # trial: noise at scale, and a measurable share of the operator's CPU. What happens to
         # a study is in its Kubernetes events; warnings and errors still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
