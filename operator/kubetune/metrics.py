@@ -343,10 +343,13 @@ class OperatorMetrics:
     ) -> None:
         """Everything a reconcile's plan tells, once it has been applied: the study's gauges,
         the trials it finished, its asks. `trials` are the records the plan was made from."""
+        study_status = plan.study_status
+        if plan.measured_usage is not None:
+            study_status = study_status.model_copy(update={"budget": plan.measured_usage})
         self.update_study(
             namespace,
             study,
-            plan.study_status,
+            study_status,
             parallelism=parallelism_of(document),
             oldest_pending=oldest_pending(trials, plan, now),
         )

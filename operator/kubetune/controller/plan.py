@@ -11,7 +11,7 @@ from typing import Any, Literal
 from kubetune.budget import TrialCost
 from kubetune.controller.metrics_source import SourceReads
 from kubetune.controller.observation import SourceErrorKind, SourceReading
-from kubetune.spec.study_status import TuningStudyStatus
+from kubetune.spec.study_status import BudgetUsage, TuningStudyStatus
 from kubetune.spec.trial import TuningTrial, TuningTrialStatus, is_search_trial
 
 WorkloadKind = Literal["Pod", "Job"]
@@ -71,6 +71,9 @@ class Plan:
     once."""
     ask_seconds: tuple[float, ...] = field(default=(), compare=False)
     """How long each of Optuna's asks took (for the operator's metrics; not a decision)."""
+    measured_usage: BudgetUsage | None = None
+    """The budget usage as measured now, for the operator's metrics: study_status.budget may
+    be an older measurement (`status.shown_usage`)."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from kubetune.controller.warm_start import WarmStartVerdict, imports_message
 from kubetune.engine import Engine
 from kubetune.spec.study import TuningStudy
 from kubetune.spec.study_status import (
+    BudgetUsage,
     Condition,
     ConditionType,
     Recommendation,
@@ -27,6 +28,11 @@ from kubetune.spec.study_status import (
     TuningStudyStatus,
 )
 from kubetune.spec.trial import TrialState, TuningTrial
+
+USAGE_REFRESH_SECONDS = 30.0
+"""How old the budget usage in a study's status may get while nothing else in it changes."""
+_CLOCK_FIELDS = {"gpu_hours", "money", "elapsed_seconds"}
+"""The usage fields that move with the clock while trials run."""
 
 # Importances are recomputed as trials complete, less often as a study grows (they cost
 # O(trials) and change little from one trial to the next).
@@ -68,6 +74,22 @@ def importance_updates(
     if importances is None:
         return {}
     return {"importances": importances, "importances_trials": done}
+
+
+def shown_usage(old: TuningStudyStatus, new: TuningStudyStatus) -> BudgetUsage:
+    """The budget usage the new status shows. GPU time, money and elapsed seconds grow at
+    every reconcile while trials run, and writing them each time was most of a study's
+    status writes (and each write is a watch event for every client of the study). So while
+    nothing else in the status changes, the usage shown stays the last one written until it
+    is USAGE_REFRESH_SECONDS old; any other change writes the usage as measured. Budgets are
+    enforced on the measured usage either way (`budget.assess`), never on this one."""
+    shown, measured = old.budget, new.budget
+    if new.model_dump(exclude={"budget"}) != old.model_dump(exclude={"budget"}):
+        return measured
+    if measured.model_dump(exclude=_CLOCK_FIELDS) != shown.model_dump(exclude=_CLOCK_FIELDS):
+        return measured
+    age = measured.elapsed_seconds - shown.elapsed_seconds
+    return shown if 0 <= age < USAGE_REFRESH_SECONDS else measured
 
 
 def source_condition(
@@ -454,6 +476,8 @@ def build_plan(
             updates.get("conditions", status.conditions), work, now, study.metadata.generation
         )
     new_status = status.model_copy(update=updates)
+    measured = new_status.budget
+    new_status = new_status.model_copy(update={"budget": shown_usage(status, new_status)})
     requeue = None
     if decision is not None and decision.next_deadline is not None:
         requeue = max(0.0, (decision.next_deadline - now).total_seconds())
@@ -477,4 +501,5 @@ def build_plan(
         requeue_after=requeue,
         source_reads=work.source_reads,
         ask_seconds=tuple(work.ask_seconds),
+        measured_usage=measured,
     )
