@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune.controller.status import USAGE_REFRESH_SECONDS, shown_usage
+from kubetune.controller.status import USAGE_REFRESH_SECONDS, shown_usage, usage_due_in
 from kubetune.spec.study_status import BudgetUsage, StudyPhase, TrialCounts, TuningStudyStatus
 
 WRITTEN = TuningStudyStatus(
@@ -56,3 +56,18 @@ def test_a_clock_that_went_back_writes_the_measurement() -> None:
     measured = later(-50)
     new = WRITTEN.model_copy(update={"budget": measured})
     assert shown_usage(WRITTEN, new) == measured
+
+
+def test_an_ended_study_writes_what_its_last_pods_held_at_once() -> None:
+    """Its clock is stopped, so the age of the written usage cannot be told: pods that
+    outlived the end must not be shown at what they held when it was last written."""
+    ended = WRITTEN.model_copy(update={"phase": StudyPhase.COMPLETED})
+    measured = later(0, gpu_hours=0.6, money=2.4)
+    new = ended.model_copy(update={"budget": measured})
+    assert shown_usage(ended, new) == measured
+
+
+def test_a_usage_held_back_wakes_the_study_when_it_is_due() -> None:
+    measured = later(USAGE_REFRESH_SECONDS - 10)
+    assert usage_due_in(WRITTEN.budget, measured) == 10
+    assert usage_due_in(measured, measured) is None

@@ -80,16 +80,28 @@ def shown_usage(old: TuningStudyStatus, new: TuningStudyStatus) -> BudgetUsage:
     """The budget usage the new status shows. GPU time, money and elapsed seconds grow at
     every reconcile while trials run, and writing them each time was most of a study's
     status writes (and each write is a watch event for every client of the study). So while
-    nothing else in the status changes, the usage shown stays the last one written until it
-    is USAGE_REFRESH_SECONDS old; any other change writes the usage as measured. Budgets are
-    enforced on the measured usage either way (`budget.assess`), never on this one."""
+    a study runs and nothing else in its status changes, the usage shown stays the last one
+    written until it is USAGE_REFRESH_SECONDS old (`usage_due_in` wakes the study for it);
+    any other change writes the usage as measured, and so does every reconcile of a study
+    that has ended (its clock is stopped: the age of a measurement cannot be told). Budgets
+    are enforced on the measured usage either way (`budget.assess`), never on this one."""
     shown, measured = old.budget, new.budget
+    if new.phase not in (StudyPhase.RUNNING, StudyPhase.REEVALUATING):
+        return measured
     if new.model_dump(exclude={"budget"}) != old.model_dump(exclude={"budget"}):
         return measured
     if measured.model_dump(exclude=_CLOCK_FIELDS) != shown.model_dump(exclude=_CLOCK_FIELDS):
         return measured
     age = measured.elapsed_seconds - shown.elapsed_seconds
     return shown if 0 <= age < USAGE_REFRESH_SECONDS else measured
+
+
+def usage_due_in(shown: BudgetUsage, measured: BudgetUsage) -> float | None:
+    """Seconds until a usage shown in place of the measured one is due to be refreshed
+    (None when the measured one is shown)."""
+    if shown == measured:
+        return None
+    return max(0.0, USAGE_REFRESH_SECONDS - (measured.elapsed_seconds - shown.elapsed_seconds))
 
 
 def source_condition(
@@ -478,9 +490,10 @@ def build_plan(
     new_status = status.model_copy(update=updates)
     measured = new_status.budget
     new_status = new_status.model_copy(update={"budget": shown_usage(status, new_status)})
-    requeue = None
+    requeue = usage_due_in(new_status.budget, measured)
     if decision is not None and decision.next_deadline is not None:
-        requeue = max(0.0, (decision.next_deadline - now).total_seconds())
+        until = max(0.0, (decision.next_deadline - now).total_seconds())
+        requeue = until if requeue is None else min(requeue, until)
     for wake in [*work.wake_at, *([work.next_read] if work.next_read else [])]:
         until = max(0.0, (wake - now).total_seconds())
         requeue = until if requeue is None else min(requeue, until)
