@@ -29,6 +29,7 @@ import kubernetes
 from kubetune.controller import STOP_DEADLINE_SECONDS, Plan, with_owner_uid
 from kubetune.kubeconfig import connect
 from kubetune.spec import api
+from kubetune.spec.study_status import TuningStudyStatus
 from kubetune.spec.trial import TuningTrial
 
 # Objects already gone are not errors; one already there is a stale view (StaleViewError),
@@ -65,6 +66,19 @@ def merge_patch_to(old: Any, new: Any) -> Any:
     for key, value in new.items():
         patch[key] = merge_patch_to(old.get(key), value)
     return patch
+
+
+def study_status_patch(
+    stored: Mapping[str, Any] | None, status: TuningStudyStatus
+) -> dict[str, Any] | None:
+    """The merge patch that makes a study's stored status `status`, or None when it already
+    is. The stored status has no nulls (a merge patch removes the keys it nulls), so neither
+    may the new one: compared with its nulls, every status differed and each reconcile sent
+    a patch that changed nothing (half of a busy study's status writes). kopf's own key
+    ("kopf") is kopf's to write."""
+    new = status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"kopf"})
+    current = {k: v for k, v in (stored or {}).items() if k != "kopf"}
+    return None if new == current else merge_patch_to(current, new)
 
 
 @dataclass
@@ -216,15 +230,13 @@ class KubeApi:
             written.add_trial(trial)
         for workload in [*workloads, *(w for _, objects in created for w in objects)]:
             written.add_workload(workload)
-        status = plan.study_status.model_dump(mode="json", by_alias=True, exclude={"kopf"})
-        current = dict(study.get("status") or {})
-        current.pop("kopf", None)
-        if status != {k: current.get(k) for k in status}:
+        patch = study_status_patch(study.get("status"), plan.study_status)
+        if patch is not None:
             written.study = await self._patch_status(
                 namespace,
                 api.STUDY_PLURAL,
                 study["metadata"]["name"],
-                merge_patch_to(current, status),
+                patch,
                 based_on=study["metadata"].get("resourceVersion"),
             )
         return written
