@@ -39,6 +39,8 @@ async def test_new_trials_come_with_their_pods_and_a_repeated_plan_overwrites_no
     # What the apply returns is what the API server stored: trials with their status.
     assert sorted(t["metadata"]["name"] for t in written.trials) == ["adapter-0", "adapter-1"]
     assert all(t["status"]["state"] == "Pending" for t in written.trials)
+    # Their status names the pod, created before it was written.
+    assert all(t["status"]["podName"] == t["metadata"]["name"] for t in written.trials)
     assert written.study is not None
     assert written.study["status"]["trials"]["total"] == 2
     trials = {t["metadata"]["name"]: t for t in written.trials}
@@ -65,6 +67,40 @@ async def test_new_trials_come_with_their_pods_and_a_repeated_plan_overwrites_no
     assert [t["metadata"]["resourceVersion"] for t in now] == [
         trials[t["metadata"]["name"]]["metadata"]["resourceVersion"] for t in now
     ]
+    client.close()
+
+
+async def test_a_trial_whose_pod_was_refused_gets_its_status_without_a_pod(
+    crds: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused pod create (a quota, an admission webhook) raises from the apply, and the
+    trial is left Pending with no podName: the next reconcile creates its pod again instead
+    of failing it for a pod that was deleted."""
+    client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
+    kube = KubeApi(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    manifest = example("synthetic-quadratic.yaml", parallelism=1)
+    manifest["metadata"]["name"] = "refused"
+    study = custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
+    )
+
+    async def refuse(namespace: str, manifest: object) -> None:
+        raise kubernetes.client.ApiException(status=403, reason="exceeded quota")
+
+    monkeypatch.setattr(kube, "_create_workload", refuse)
+    plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
+    with pytest.raises(kubernetes.client.ApiException, match="exceeded quota"):
+        await kube.apply(plan, study, {})
+    (trial,) = custom.list_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.TRIAL_PLURAL,
+        label_selector=f"{api.STUDY_LABEL}=refused",
+    )["items"]
+    assert trial["status"]["state"] == "Pending"
+    assert "podName" not in trial["status"]
     client.close()
 
 

@@ -244,9 +244,12 @@ class KubeApi:
     async def _create_trial(
         self, namespace: str, trial: TuningTrial, workload: tuple[Mapping[str, Any], ...]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any] | None]]:
-        """Create a TuningTrial, then write its status and create its workload (owned through
-        the uid the create returned) at once. Returns the trial as its status write left it,
-        and the objects created."""
+        """Create a TuningTrial, then its workload (owned through the uid the create returned),
+        then write its status. Returns the trial as its status write left it, and the objects
+        created. The status names the pod (podName) once it exists: written before, it would
+        claim a pod that a crash or a refused create left missing, and the trial would fail
+        PodDeleted instead of getting its pod; written without it, the next reconcile would
+        write the trial again just to name the pod it sees."""
         name = trial.metadata.name or ""
         body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
         try:
@@ -263,20 +266,25 @@ class KubeApi:
                 raise
             # Created by an earlier plan or another replica: its status is not ours to write.
             raise StaleViewError(f"trial {namespace}/{name} already exists") from error
-        # The API server drops status on create (status subresource): write it after, on
-        # the version just created.
-        status_write = self._patch_status(
-            namespace,
-            api.TRIAL_PLURAL,
-            name,
-            trial.status.model_dump(mode="json", by_alias=True),
-            based_on=created["metadata"]["resourceVersion"],
-        )
         uid = created["metadata"]["uid"]
-        with_status, *objects = await asyncio.gather(
-            status_write,
-            *(self._create_workload(namespace, with_owner_uid(obj, uid)) for obj in workload),
-        )
+        status = trial.status
+        objects: list[dict[str, Any] | None] = []
+        try:
+            objects = await asyncio.gather(
+                *(self._create_workload(namespace, with_owner_uid(obj, uid)) for obj in workload)
+            )
+            if workload:
+                status = status.model_copy(update={"pod_name": name})
+        finally:
+            # The API server drops status on create (status subresource): write it after, on
+            # the version just created, the workload's create refused or not.
+            with_status = await self._patch_status(
+                namespace,
+                api.TRIAL_PLURAL,
+                name,
+                status.model_dump(mode="json", by_alias=True),
+                based_on=created["metadata"]["resourceVersion"],
+            )
         return with_status, objects
 
     async def _create_workload(
