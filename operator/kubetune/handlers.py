@@ -43,7 +43,7 @@ from kubetune.controller.observation import SourceReading
 from kubetune.controller.warm_start import SourceStudy, source_names, study_essentials
 from kubetune.k8s.api import KubeApi, StaleViewError
 from kubetune.k8s.backoff import Backoff, first_line
-from kubetune.k8s.cache import OwnWrites, ParsedTrials
+from kubetune.k8s.cache import OwnWrites, ParsedTrials, without_managed_fields
 from kubetune.k8s.jobs import job_essentials, observe_job
 from kubetune.k8s.leader import NotLeadingError
 from kubetune.k8s.pods import observe_pod, pod_essentials
@@ -182,7 +182,7 @@ async def trials_by_study(
 ) -> dict[IndexKey, dict[str, Any]]:
     study = labels.get(api.STUDY_LABEL)
     _trial_changed(namespace, study)
-    return {(namespace, study): dict(body)}
+    return {(namespace, study): without_managed_fields(body)}
 
 
 @kopf.index("", "v1", "pods", labels={api.STUDY_LABEL: kopf.PRESENT})

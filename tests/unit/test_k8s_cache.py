@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune.k8s.cache import OwnWrites, ParsedTrials, resource_version
+from kubetune.k8s.cache import OwnWrites, ParsedTrials, resource_version, without_managed_fields
 
 
 def obj(name: str, version: str, **status: Any) -> dict[str, Any]:
@@ -80,3 +80,22 @@ def test_a_deleted_object_drops_its_write_even_if_the_response_comes_late() -> N
     assert writes.merged([]) == []
     writes.remember(obj("pod-1", "12"))  # created again later (a newer version)
     assert [o["metadata"]["resourceVersion"] for o in writes.merged([])] == ["12"]
+
+
+def test_an_indexed_object_keeps_everything_but_its_managed_fields() -> None:
+    trial = {
+        "metadata": {
+            "name": "s-1",
+            "resourceVersion": "7",
+            "managedFields": [{"manager": "kubetune", "fieldsV1": {"f:status": {}}}],
+        },
+        "spec": {"params": {"x": 1}},
+        "status": {"state": "Running"},
+    }
+    kept = without_managed_fields(trial)
+    assert kept == {
+        "metadata": {"name": "s-1", "resourceVersion": "7"},
+        "spec": {"params": {"x": 1}},
+        "status": {"state": "Running"},
+    }
+    assert "managedFields" in trial["metadata"]  # the watched body is kopf's, left as it is

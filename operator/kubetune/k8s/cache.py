@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kubetune.k8s.fields import as_mapping
 from kubetune.spec.trial import TuningTrial
 
 Object = Mapping[str, Any]
@@ -27,6 +28,14 @@ def resource_version(obj: Object) -> int:
         return int(obj.get("metadata", {}).get("resourceVersion", ""))
     except ValueError:
         return -1
+
+
+def without_managed_fields(obj: Object) -> dict[str, Any]:
+    """The object as the operator keeps it in an index: without metadata.managedFields, the
+    API server's record of which client wrote which field, which the operator never reads
+    and which grows with every writer of the object."""
+    metadata = {k: v for k, v in as_mapping(obj.get("metadata")).items() if k != "managedFields"}
+    return {**obj, "metadata": metadata}
 
 
 def _name(obj: Object) -> str:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from kubetune.controller.observation import PodObservation, PodPhase
+from kubetune.k8s.cache import without_managed_fields
 from kubetune.k8s.fields import as_mapping, as_sequence, as_text, as_time
 from kubetune.k8s.pods import observe_pod
 from kubetune.spec import api
@@ -36,7 +37,7 @@ JOB_FAILURE_CONDITIONS: Final = ("Failed", "FailureTarget")
 def job_essentials(job: Mapping[str, Any]) -> dict[str, Any]:
     """What `observe_job` reads of a Job: its metadata (without managedFields), its parallelism
     and completions, and its status. The pod template is left out (most of its size)."""
-    metadata = {k: v for k, v in as_mapping(job.get("metadata")).items() if k != "managedFields"}
+    metadata = without_managed_fields(job)["metadata"]
     spec = as_mapping(job.get("spec"))
     return {
         "metadata": metadata,

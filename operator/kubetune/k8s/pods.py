@@ -19,6 +19,7 @@ from kubetune.controller.observation import (
     parse_metrics_annotation,
     parse_termination_message,
 )
+from kubetune.k8s.cache import without_managed_fields
 from kubetune.k8s.fields import EMPTY, as_mapping, as_sequence, as_text, as_time
 from kubetune.spec import api
 
@@ -35,7 +36,7 @@ def pod_essentials(pod: Mapping[str, Any]) -> dict[str, Any]:
     status, and its containers' names. What the operator keeps of each pod it watches: a
     study's finished pods stay in the cluster, and their specs (env, command) would be most
     of the operator's memory."""
-    metadata = {k: v for k, v in as_mapping(pod.get("metadata")).items() if k != "managedFields"}
+    metadata = without_managed_fields(pod)["metadata"]
     containers = as_sequence(as_mapping(pod.get("spec")).get("containers"))
     return {
         "metadata": metadata,
