@@ -9,8 +9,9 @@ that the other studies or the API calls (KubeApi's own pool) need. A study whose
 keeps raising is backed off (kubetune.k8s.backoff) and marked with a ReconcileFailed
 condition naming the error. Events on its trials and pods (their index handlers wake it),
 and changes of the study's spec or deletion, wake the daemon at once (a reaction, not a
-polling interval); a plan's requeue_after wakes it for timeouts. The study's own status
-writes do not wake it: they would make every reconcile cause the next. A study that has not
+polling interval); a plan's requeue_after wakes it for timeouts. The study's own writes do
+not wake it (its status, and the watch's echo of its trial, pod and Job writes): they would
+make every reconcile cause the next, to decide nothing new. A study that has not
 started is also woken by changes of the studies it warm-starts from
 (spec.warmStart.fromStudies) and of their trials: it may be waiting for their searches to end.
 
@@ -170,10 +171,26 @@ async def studies_by_name(
 # on.event handlers below run for deletions only, which the index handlers never see.
 
 
-def _trial_changed(namespace: str | None, study: str | None) -> None:
-    _wake(namespace, study)
+def _wake_unless_echo(
+    namespace: str | None,
+    study: str | None,
+    body: kopf.Body,
+    writes: Callable[[StudyView], OwnWrites],
+) -> None:
+    """Wake the study, unless the event delivers what its daemon wrote itself (`writes`: which
+    of the view's): the plan that wrote it was decided on it already (the view merges the
+    operator's writes), so waking for it would only reconcile again to decide nothing. Most
+    trial events and a pod's first are such echoes."""
+    view = _views.get((namespace or "", study or ""))
+    if view is None or not writes(view).holds(body):
+        _wake(namespace, study)
+
+
+def _wake_importers(namespace: str | None, study: str | None) -> None:
+    """Wake the studies that warm-start from this one: they may be waiting for its trials
+    (and they read its trials from the index alone, so its own writes are news to them)."""
     for importer in _importers.get((namespace or "", study or ""), ()):
-        _wake(namespace, importer)  # it may be waiting for this study's trials
+        _wake(namespace, importer)
 
 
 @kopf.index(api.GROUP, api.VERSION, api.TRIAL_PLURAL)
@@ -181,7 +198,8 @@ async def trials_by_study(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[IndexKey, dict[str, Any]]:
     study = labels.get(api.STUDY_LABEL)
-    _trial_changed(namespace, study)
+    _wake_unless_echo(namespace, study, body, lambda view: view.trial_writes)
+    _wake_importers(namespace, study)
     return {(namespace, study): without_managed_fields(body)}
 
 
@@ -190,7 +208,7 @@ async def pods_by_study(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[IndexKey, dict[str, Any]]:
     study = labels.get(api.STUDY_LABEL)
-    _wake(namespace, study)
+    _wake_unless_echo(namespace, study, body, lambda view: view.pod_writes)
     return {(namespace, study): pod_essentials(body)}
 
 
@@ -201,7 +219,7 @@ async def jobs_by_study(
     """The Jobs of studies whose trials are Jobs (a cluster that serves no batch/v1, such as
     the embedded plane, leaves this index empty: kopf watches only what is served)."""
     study = labels.get(api.STUDY_LABEL)
-    _wake(namespace, study)
+    _wake_unless_echo(namespace, study, body, lambda view: view.job_writes)
     return {(namespace, study): job_essentials(body)}
 
 
@@ -211,7 +229,9 @@ def _is_deletion(type: str | None, **_: Any) -> bool:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.TRIAL_PLURAL, when=_is_deletion)
 async def trial_deleted(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    _trial_changed(namespace, labels.get(api.STUDY_LABEL))
+    study = labels.get(api.STUDY_LABEL)
+    _wake(namespace, study)
+    _wake_importers(namespace, study)
 
 
 def _workload_deleted(

@@ -48,6 +48,18 @@ def test_a_write_is_forgotten_once_the_watch_has_it_or_something_newer() -> None
     assert len(writes) == 0
 
 
+def test_the_echo_of_a_write_is_told_from_news() -> None:
+    writes = OwnWrites()
+    writes.remember(obj("t-0", "5", state="Running"))
+    assert writes.holds(obj("t-0", "5", state="Running"))  # the write's own echo
+    assert writes.holds(obj("t-0", "4", state="Pending"))  # older than what was written
+    assert not writes.holds(obj("t-0", "6", state="Failed"))  # someone wrote after us
+    assert not writes.holds(obj("t-1", "5"))  # never written by us
+    assert not writes.holds(obj("t-0", "opaque"))  # a version that cannot be compared
+    writes.merged([obj("t-0", "6", state="Failed")])
+    assert not writes.holds(obj("t-0", "5"))  # forgotten once the watch caught up
+
+
 def test_an_older_write_never_replaces_a_newer_one() -> None:
     writes = OwnWrites()
     writes.remember(obj("s", "8", phase="Running"))

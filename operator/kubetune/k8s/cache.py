@@ -68,6 +68,13 @@ class OwnWrites:
         if known is not None and resource_version(known) <= self._deleted[name]:
             del self._written[name]
 
+    def holds(self, observed: Object) -> bool:
+        """Whether this version of the object, or a newer one, is the operator's own write:
+        the watch delivering it (the echo of the write) tells the writer nothing new."""
+        written = self._written.get(_name(observed))
+        version = resource_version(observed)
+        return written is not None and version >= 0 and resource_version(written) >= version
+
     def merged(self, observed: Iterable[Object]) -> list[Object]:
         """The observed objects, each replaced by the operator's newer write of it, plus the
         written ones not observed yet. Writes the watch has caught up with are forgotten."""
