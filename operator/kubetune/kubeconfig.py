@@ -31,19 +31,27 @@ class Connection:
     namespace: str
 
 
-def connect(kubeconfig: str | Path | None = None) -> Connection:
+def connect(kubeconfig: str | Path | None = None, *, connections: int | None = None) -> Connection:
     """A client of the cluster the kubeconfig names, or of the cluster this pod runs in.
 
     The namespace is the kubeconfig context's, or the pod's, or `default`. Raises
     KubeconfigError, saying why, when neither a kubeconfig nor a service account is there.
+    `connections`: how many threads call the client at once. urllib3 keeps 5 per core
+    otherwise (10 on two cores), and a request made beyond them opens a connection that is
+    closed after it ("Connection pool is full, discarding connection").
     """
+    configuration = kubernetes.client.Configuration()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     # Read $KUBECONFIG now: the kubernetes client reads it once, when first imported.
     path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
     if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return _in_cluster()
+        return _in_cluster(configuration)
     path = path or os.path.expanduser("~/.kube/config")
     try:
-        api_client = kubernetes.config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+        api_client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=path, client_configuration=configuration
+        )
         _, active = kubernetes.config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
     except (kubernetes.config.ConfigException, OSError) as error:
         raise KubeconfigError(f"cannot read the kubeconfig {path}: {error}") from error
@@ -51,8 +59,7 @@ def connect(kubeconfig: str | Path | None = None) -> Connection:
     return Connection(api_client, namespace)
 
 
-def _in_cluster() -> Connection:
-    configuration = kubernetes.client.Configuration()
+def _in_cluster(configuration: Any) -> Connection:  # kubernetes.client.Configuration
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException as error:

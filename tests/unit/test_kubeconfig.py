@@ -110,3 +110,23 @@ def test_a_pod_whose_service_account_is_not_mounted_is_an_error(
         kubeconfig.connect()
     monkeypatch.setattr(kubeconfig, "SERVICE_ACCOUNT_NAMESPACE", pod / "absent")
     assert kubeconfig.pod_namespace() == "default"
+
+
+def pool_size(api_client: kubernetes.client.ApiClient) -> int:
+    """How many connections the client's urllib3 pool keeps open per host."""
+    return int(api_client.rest_client.pool_manager.connection_pool_kw["maxsize"])
+
+
+def test_the_operators_client_keeps_a_connection_for_each_of_its_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubetune.k8s.api import API_THREADS, KubeApi
+
+    monkeypatch.setattr("multiprocessing.cpu_count", lambda: 2)  # urllib3's default: 10
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "env", "https://env:6443")))
+    assert pool_size(kubeconfig.connect().api_client) == 10
+    assert pool_size(KubeApi.from_environment().custom.api_client) == API_THREADS > 10
+
+
+def test_in_a_pod_the_pool_is_sized_too(pod: Path) -> None:
+    assert pool_size(kubeconfig.connect(connections=16).api_client) == 16

@@ -120,7 +120,7 @@ class KubeApi:
     @classmethod
     def from_environment(cls, fence: Callable[[], None] = _no_fence) -> KubeApi:
         """$KUBECONFIG, else in a pod the service account, else ~/.kube/config."""
-        return cls(connect().api_client, fence)
+        return cls(connect(connections=API_THREADS).api_client, fence)
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A write: the fence is checked in the API thread, just before the request."""
