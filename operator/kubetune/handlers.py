@@ -42,9 +42,9 @@ from kubetune.controller import PodObservation, StudyController
 from kubetune.controller.metrics_source import REFUSE_ALL
 from kubetune.controller.observation import SourceReading
 from kubetune.controller.warm_start import SourceStudy, source_names, study_essentials
-from kubetune.k8s.api import KubeApi, StaleViewError
+from kubetune.k8s.api import KubeApi, StaleViewError, Written
 from kubetune.k8s.backoff import Backoff, first_line
-from kubetune.k8s.cache import OwnWrites, ParsedTrials, without_managed_fields
+from kubetune.k8s.cache import OwnWrites, ParsedTrials, resource_version, without_managed_fields
 from kubetune.k8s.jobs import job_essentials, observe_job
 from kubetune.k8s.leader import NotLeadingError
 from kubetune.k8s.pods import observe_pod, pod_essentials
@@ -61,8 +61,8 @@ DELETE_RETRIES = 5
 SWITCH_INTERVAL_SECONDS = 0.0005
 """How often a thread that holds the GIL is asked to hand it over (Python's default: 5 ms)."""
 STALE_RETRY_SECONDS = 1.0
-"""How soon a study whose plan met a newer version of its objects decides again (its watches
-usually deliver that version first, and wake it)."""
+"""How soon a study whose plan met a newer version of its objects decides again, at the latest
+(the watch's delivery of that version wakes it first, a study event included)."""
 
 StudyKey = tuple[str, str]
 """(namespace, name) of a study."""
@@ -87,6 +87,9 @@ class StudyView:
     readings: dict[str, SourceReading] = field(default_factory=dict)
     """The metrics source's readings of the reads the last plan asked for, by trial name: the
     next reconcile's input."""
+    stale: bool = False
+    """The last plan met a newer version of an object it was decided on (StaleViewError): any
+    event of the study is news then, such as kopf's own writes of a new study."""
 
 
 # Per study: the spec generation last seen, so that status-only changes wake nobody.
@@ -143,14 +146,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.event(api.GROUP, api.VERSION, api.STUDY_PLURAL)
 async def study_changed(namespace: str | None, name: str | None, meta: kopf.Meta, **_: Any) -> None:
     """Wake the study's daemon when its spec changed or it is being deleted; a change of its
-    status alone (the daemon's own writes, mostly) wakes nobody."""
+    status alone (the daemon's own writes, mostly) wakes nobody, unless its last plan was
+    refused for a stale view (kopf's own writes of a new study race its first plan)."""
     if not namespace or not name:
         return
     key = (namespace, name)
     generation = meta.get("generation")
+    view = _views.get(key)
     if meta.get("deletionTimestamp") or _generations.get(key) != generation:
         _generations[key] = generation
         _wake(namespace, name)
+    elif view is not None and view.stale:
+        _wake(namespace, name)  # the version its refused write wanted, perhaps
     for importer in _importers.get(key, ()):
         _wake(namespace, importer)  # a source's phase is in its status
 
@@ -519,22 +526,21 @@ async def reconcile(
     )
     # The status writes are conditional on the versions this plan was decided on.
     versions = {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in decided_trials}
+    written = Written()
+    view.stale = False
     try:
-        written = await kube.apply(plan, study, versions)
+        await kube.apply(plan, study, versions, written)
     except StaleViewError as error:
         logger.info(f"the plan was based on a stale view ({error}); deciding again")
+        view.stale = True
+        if resource_version(body) > resource_version(study):
+            return 0.0  # a newer study came while the plan was written: decide on it now
         return STALE_RETRY_SECONDS
     except NotLeadingError as error:
         logger.error(f"not carrying out the plan: {error}")
         return None  # the process is leaving (kubetune.cli), with nothing more written
-    for trial in written.trials:
-        view.trial_writes.remember(trial)
-    for pod in written.pods:
-        view.pod_writes.remember(pod_essentials(pod))
-    for job in written.jobs:
-        view.job_writes.remember(job_essentials(job))
-    if written.study is not None:
-        view.study_writes.remember(written.study)
+    finally:
+        _remember(view, written)  # what a stopped plan wrote as well
     METRICS.record_plan(namespace, name, study, trials, plan, now)
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
@@ -543,6 +549,18 @@ async def reconcile(
         # final reads); the next reconcile, at once (requeue_after 0), decides on the readings.
         view.readings = await read_source(plan.source_reads, partial(kube.read_object, namespace))
     return plan.requeue_after
+
+
+def _remember(view: StudyView, written: Written) -> None:
+    """Keep a plan's writes until the watches deliver them (kubetune.k8s.cache.OwnWrites)."""
+    for trial in written.trials:
+        view.trial_writes.remember(trial)
+    for pod in written.pods:
+        view.pod_writes.remember(pod_essentials(pod))
+    for job in written.jobs:
+        view.job_writes.remember(job_essentials(job))
+    if written.study is not None:
+        view.study_writes.remember(written.study)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.STUDY_PLURAL, retries=DELETE_RETRIES, backoff=5)

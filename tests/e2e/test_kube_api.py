@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 
 from kubetune.controller import StudyController
-from kubetune.k8s.api import KubeApi, StaleViewError
+from kubetune.k8s.api import KubeApi, StaleViewError, Written
 from kubetune.k8s.leader import NotLeadingError
 from kubetune.spec import api
 from tests.e2e.test_operator import example
@@ -146,6 +146,58 @@ async def test_a_status_write_decided_on_an_old_version_is_refused(crds: Kube) -
         api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, "stale"
     )
     assert now_study["metadata"]["resourceVersion"] == written.study["metadata"]["resourceVersion"]
+    client.close()
+
+
+async def test_a_plan_refused_at_its_last_step_still_tells_what_it_wrote(crds: Kube) -> None:
+    """kopf writes a new study (its finalizer, its annotations) while the study's first plan
+    runs: the plan's study status write is refused, after its trials and pods were created.
+    The caller learns of them all the same, so that its next plan, decided before the watches
+    deliver them, neither creates them again nor writes on their first versions."""
+    client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
+    kube = KubeApi(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    manifest = example("synthetic-quadratic.yaml", parallelism=2)
+    manifest["metadata"]["name"] = "raced"
+    study = custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
+    )
+    custom.patch_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.STUDY_PLURAL,
+        "raced",
+        {"metadata": {"finalizers": ["kubetune.io/finalizer"]}},
+    )
+    plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
+    written = Written()
+    with pytest.raises(StaleViewError, match="tuningstudies"):
+        await kube.apply(plan, study, {}, written)
+    stored = custom.list_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.TRIAL_PLURAL,
+        label_selector=f"{api.STUDY_LABEL}=raced",
+    )["items"]
+    # Each trial once, as its last write left it: with its status, naming its pod.
+    assert sorted(t["metadata"]["name"] for t in written.trials) == ["raced-0", "raced-1"]
+    versions = {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in stored}
+    assert {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in written.trials} == (
+        versions
+    )
+    assert all(t["status"]["podName"] == t["metadata"]["name"] for t in written.trials)
+    assert sorted(p["metadata"]["name"] for p in written.pods) == ["raced-0", "raced-1"]
+    assert written.study is None
+    custom.patch_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.STUDY_PLURAL,
+        "raced",
+        {"metadata": {"finalizers": None}},
+    )
     client.close()
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import kubernetes
 
-from kubetune.controller import STOP_DEADLINE_SECONDS, Plan, with_owner_uid
+from kubetune.controller import STOP_DEADLINE_SECONDS, Plan, TrialUpdate, with_owner_uid
 from kubetune.kubeconfig import connect
 from kubetune.spec import api
 from kubetune.spec.study_status import TuningStudyStatus
@@ -81,6 +81,14 @@ def study_status_patch(
     return None if new == current else merge_patch_to(current, new)
 
 
+async def _all_of(calls: Iterable[Awaitable[None]]) -> None:
+    """One step of a plan: its calls at once, each to its end (what they wrote is recorded
+    even when one fails), then the first error, if any."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 @dataclass
 class Written:
     """The objects as the API server returned them after a plan's writes: what the operator
@@ -101,8 +109,13 @@ class Written:
             self.pods.append(created)
 
     def add_trial(self, trial: dict[str, Any] | None) -> None:
-        if trial is not None:
-            self.trials.append(trial)
+        """A trial as a write returned it, in place of what an earlier write of this plan
+        returned for it (its create, before its status)."""
+        if trial is None:
+            return
+        name = trial["metadata"]["name"]
+        self.trials = [t for t in self.trials if t["metadata"]["name"] != name]
+        self.trials.append(trial)
 
 
 class KubeApi:
@@ -189,47 +202,53 @@ class KubeApi:
         return await self._patch_status(namespace, api.STUDY_PLURAL, name, status)
 
     async def apply(
-        self, plan: Plan, study: Mapping[str, Any], trial_versions: Mapping[str, str]
+        self,
+        plan: Plan,
+        study: Mapping[str, Any],
+        trial_versions: Mapping[str, str],
+        written: Written | None = None,
     ) -> Written:
         """The plan's steps in its order: trial statuses, pods stopped, pod deletions, new
         trials (each with its pod), pods of older trials, then the study status (only when it
         changed). The calls of one step are independent of each other and run concurrently.
         `study` and `trial_versions` (resourceVersion by trial name) are what the plan was
-        decided on: the status writes are conditional on them (StaleViewError)."""
+        decided on: the status writes are conditional on them (StaleViewError).
+
+        Each write is recorded in `written` as it returns, and a step's calls all run to their
+        end before its first error is raised: a plan stopped by a refused write still tells
+        the caller what it wrote (forgotten, a study's next plan, decided before the watches
+        deliver them, would create its new trials again or write on their old versions)."""
         namespace = study["metadata"]["namespace"]
-        written = Written()
-        patched = await asyncio.gather(
-            *(
-                self._patch_status(
-                    namespace,
-                    api.TRIAL_PLURAL,
-                    update.name,
-                    update.status.model_dump(mode="json", by_alias=True),
-                    based_on=trial_versions.get(update.name),
+        written = Written() if written is None else written
+
+        async def update_trial(update: TrialUpdate) -> None:
+            status = update.status.model_dump(mode="json", by_alias=True)
+            based_on = trial_versions.get(update.name)
+            written.add_trial(
+                await self._patch_status(
+                    namespace, api.TRIAL_PLURAL, update.name, status, based_on=based_on
                 )
-                for update in plan.trial_updates
             )
-        )
+
+        async def create_workload(manifest: Mapping[str, Any]) -> None:
+            written.add_workload(await self._create_workload(namespace, manifest))
+
+        await _all_of(update_trial(update) for update in plan.trial_updates)
         job = plan.workload_kind == "Job"
         stop = self._stop_job if job else self._stop_pod
-        await asyncio.gather(*(stop(namespace, name) for name in plan.stop_workloads))
+        await _all_of(stop(namespace, name) for name in plan.stop_workloads)
         delete = self._delete_job if job else self._delete_pod
-        await asyncio.gather(*(delete(namespace, name) for name in plan.delete_workloads))
-        created = await asyncio.gather(
-            *(
-                self._create_trial(
-                    namespace, trial, plan.new_trial_workloads.get(trial.metadata.name or "", ())
-                )
-                for trial in plan.create_trials
+        await _all_of(delete(namespace, name) for name in plan.delete_workloads)
+        await _all_of(
+            self._create_trial(
+                namespace,
+                trial,
+                plan.new_trial_workloads.get(trial.metadata.name or "", ()),
+                written,
             )
+            for trial in plan.create_trials
         )
-        workloads = await asyncio.gather(
-            *(self._create_workload(namespace, manifest) for manifest in plan.create_workloads)
-        )
-        for trial in [*patched, *(trial for trial, _ in created)]:
-            written.add_trial(trial)
-        for workload in [*workloads, *(w for _, objects in created for w in objects)]:
-            written.add_workload(workload)
+        await _all_of(create_workload(manifest) for manifest in plan.create_workloads)
         patch = study_status_patch(study.get("status"), plan.study_status)
         if patch is not None:
             written.study = await self._patch_status(
@@ -242,14 +261,18 @@ class KubeApi:
         return written
 
     async def _create_trial(
-        self, namespace: str, trial: TuningTrial, workload: tuple[Mapping[str, Any], ...]
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any] | None]]:
+        self,
+        namespace: str,
+        trial: TuningTrial,
+        workload: tuple[Mapping[str, Any], ...],
+        written: Written,
+    ) -> None:
         """Create a TuningTrial, then its workload (owned through the uid the create returned),
-        then write its status. Returns the trial as its status write left it, and the objects
-        created. The status names the pod (podName) once it exists: written before, it would
-        claim a pod that a crash or a refused create left missing, and the trial would fail
-        PodDeleted instead of getting its pod; written without it, the next reconcile would
-        write the trial again just to name the pod it sees."""
+        then write its status, recording each in `written`. The status names the pod (podName)
+        once it exists: written before, it would claim a pod that a crash or a refused create
+        left missing, and the trial would fail PodDeleted instead of getting its pod; written
+        without it, the next reconcile would write the trial again just to name the pod it
+        sees."""
         name = trial.metadata.name or ""
         body = trial.model_dump(mode="json", by_alias=True, exclude_none=True)
         try:
@@ -266,26 +289,30 @@ class KubeApi:
                 raise
             # Created by an earlier plan or another replica: its status is not ours to write.
             raise StaleViewError(f"trial {namespace}/{name} already exists") from error
+        written.add_trial(created)
         uid = created["metadata"]["uid"]
         status = trial.status
-        objects: list[dict[str, Any] | None] = []
+
+        async def create_owned(manifest: Mapping[str, Any]) -> None:
+            owned = with_owner_uid(manifest, uid)
+            written.add_workload(await self._create_workload(namespace, owned))
+
         try:
-            objects = await asyncio.gather(
-                *(self._create_workload(namespace, with_owner_uid(obj, uid)) for obj in workload)
-            )
+            await _all_of(create_owned(manifest) for manifest in workload)
             if workload:
                 status = status.model_copy(update={"pod_name": name})
         finally:
             # The API server drops status on create (status subresource): write it after, on
             # the version just created, the workload's create refused or not.
-            with_status = await self._patch_status(
-                namespace,
-                api.TRIAL_PLURAL,
-                name,
-                status.model_dump(mode="json", by_alias=True),
-                based_on=created["metadata"]["resourceVersion"],
+            written.add_trial(
+                await self._patch_status(
+                    namespace,
+                    api.TRIAL_PLURAL,
+                    name,
+                    status.model_dump(mode="json", by_alias=True),
+                    based_on=created["metadata"]["resourceVersion"],
+                )
             )
-        return with_status, objects
 
     async def _create_workload(
         self, namespace: str, manifest: Mapping[str, Any]

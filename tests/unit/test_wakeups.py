@@ -1,6 +1,7 @@
-"""The watch's echo of a study's own writes does not wake its daemon (kubetune.handlers): the
-plan that wrote it was decided already. What someone else wrote after it does wake it, and the
-studies that warm-start from it are woken by every change of its trials."""
+"""What wakes a study's daemon (kubetune.handlers). The watch's echo of its own writes does
+not: the plan that wrote it was decided already. What someone else wrote after it does, and the
+studies that warm-start from it are woken by every change of its trials. A change of the study's
+status alone wakes it only when its last plan was refused for a stale view."""
 
 from __future__ import annotations
 
@@ -116,3 +117,26 @@ async def test_a_study_without_a_daemon_is_woken_by_every_event() -> None:
         assert woken()
     finally:
         handlers._wakeups.pop(KEY, None)
+
+
+async def study_event(generation: int) -> None:
+    meta = {"name": STUDY, "namespace": NAMESPACE, "generation": generation}
+    await handlers.study_changed(
+        namespace=NAMESPACE, name=STUDY, meta=kopf.Body({"metadata": meta}).metadata
+    )
+
+
+async def test_a_status_change_wakes_the_study_only_after_a_stale_plan(
+    view: handlers.StudyView,
+) -> None:
+    try:
+        await study_event(generation=1)  # first seen: a new generation
+        assert woken()
+        handlers._wakeups[KEY].clear()
+        await study_event(generation=1)  # its own status write, say
+        assert not woken()
+        view.stale = True  # the last plan's write was refused (kopf wrote the study meanwhile)
+        await study_event(generation=1)
+        assert woken()
+    finally:
+        handlers._generations.pop(KEY, None)
