@@ -14,12 +14,15 @@ The control plane (API server and local kubelet) runs in a background thread of 
 3. Peak memory: the operator's VmHWM (/proc/PID/status) after 50 studies of 200 trials.
 4. Busy GPUs: studies of parallelism 4 whose trials take 5-10 s (a `seconds` parameter the
    trainer sleeps for) and request one GPU each, on a node with a GPU for every slot: the gaps
-   as in 1, the share of GPU slot time left idle, the whole run against the same run of one
-   study (every study has the same seed, so each asks the same trials), and per trial: operator
-   CPU, the watch events the operator is sent, its API requests and its study status writes.
+   as in 1, the share of GPU slot time left idle, the whole run against the same work for one
+   study (each study has its own seed; the study that ended last runs again alone, its seed
+   asking the same trials), and per trial: operator CPU, the watch events the operator is
+   sent, its API requests and its study status writes.
 
 `--base DIR` runs each part twice in one invocation, first with the operator of the checkout
 in DIR (a `git worktree` of the base commit), then with this one, and prints the ratios.
+`--rounds N` runs each side N times, alternating which goes first, and prints the medians and
+their ratios: on two cores the busy gaps of one operator vary up to 1.75x from run to run.
 `--binaries DIR` runs on the real control plane (scripts/kube-binaries) instead of the
 embedded one: the stamps then come from watches of the benchmark's own (so they include the
 delivery time) and the operator's requests from the API server's audit log.
@@ -580,6 +583,17 @@ def bench_busy(studies: int, trials: int, profile: Path | None, **where: Any) ->
     }
 
 
+def medians(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each number's median over the rounds' results (one result: itself, whole)."""
+    if len(results) == 1:
+        return results[0]
+    return {
+        key: statistics.median(result[key] for result in results)
+        for key, value in results[0].items()
+        if isinstance(value, int | float)
+    }
+
+
 def ratios(base: dict[str, Any], now: dict[str, Any]) -> dict[str, float]:
     """now / base for each number both results have (below 1: now is lower)."""
     return {
@@ -602,6 +616,12 @@ def main() -> None:
     parser.add_argument("--busy-studies", type=int, default=50)
     parser.add_argument("--busy-trials", type=int, default=12, help="trials per study")
     parser.add_argument("--base", type=Path, help="a checkout whose operator runs first")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each side, alternating which goes first; ratios of the medians",
+    )
     parser.add_argument("--binaries", type=Path, help="run on the real control plane")
     parser.add_argument("--profile", type=Path, help="write the operator's cProfile stats here")
     options = parser.parse_args()
@@ -611,17 +631,26 @@ def main() -> None:
         sides.insert(0, ("base", options.base))
 
     def run(bench: str, measure: Any, *args: Any) -> None:
-        results = {}
-        for side, source in sides:
-            profile = None
-            if options.profile is not None:
-                options.profile.mkdir(parents=True, exist_ok=True)
-                profile = options.profile / f"{bench}-{side}.prof"
-            where = {"operator_from": source, "binaries": options.binaries}
-            results[side] = measure(*args, profile, **where)
-            print(json.dumps({"bench": bench, "operator": side, **results[side]}), flush=True)
-        if len(results) == 2:
-            ratio = ratios(results["base"], results["now"])
+        results: dict[str, list[dict[str, Any]]] = {side: [] for side, _ in sides}
+        for round_number in range(1, options.rounds + 1):
+            # Every other round the other side first: the first run of a pair is not favoured.
+            for side, source in sides if round_number % 2 else sides[::-1]:
+                profile = None
+                if options.profile is not None:
+                    options.profile.mkdir(parents=True, exist_ok=True)
+                    profile = options.profile / f"{bench}-{side}-{round_number}.prof"
+                where = {"operator_from": source, "binaries": options.binaries}
+                result = measure(*args, profile, **where)
+                results[side].append(result)
+                line = {"bench": bench, "operator": side, "round": round_number, **result}
+                print(json.dumps(line), flush=True)
+        summary = {side: medians(side_results) for side, side_results in results.items()}
+        if options.rounds > 1:
+            for side, median in summary.items():
+                line = {"bench": bench, "operator": side, "median_of_rounds": options.rounds}
+                print(json.dumps(line | median), flush=True)
+        if len(summary) == 2:
+            ratio = ratios(summary["base"], summary["now"])
             print(json.dumps({"bench": bench, "now/base": ratio}), flush=True)
 
     if "gap" in parts:
