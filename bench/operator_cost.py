@@ -21,8 +21,9 @@ The control plane (API server and local kubelet) runs in a background thread of 
 
 `--base DIR` runs each part twice in one invocation, first with the operator of the checkout
 in DIR (a `git worktree` of the base commit), then with this one, and prints the ratios.
-`--rounds N` runs each side N times, alternating which goes first, and prints the medians and
-their ratios: on two cores the busy gaps of one operator vary up to 1.75x from run to run.
+`--rounds N` runs each side N times, alternating which goes first, and prints each side's
+medians and the median of the rounds' ratios: on two cores the busy gaps of one operator vary
+up to 1.75x from run to run, more than between the two sides of one round.
 `--binaries DIR` runs on the real control plane (scripts/kube-binaries) instead of the
 embedded one: the stamps then come from watches of the benchmark's own (so they include the
 delivery time) and the operator's requests from the API server's audit log.
@@ -620,7 +621,7 @@ def main() -> None:
         "--rounds",
         type=int,
         default=1,
-        help="runs of each side, alternating which goes first; ratios of the medians",
+        help="runs of each side, alternating which goes first; the median of each round's ratios",
     )
     parser.add_argument("--binaries", type=Path, help="run on the real control plane")
     parser.add_argument("--profile", type=Path, help="write the operator's cProfile stats here")
@@ -644,14 +645,15 @@ def main() -> None:
                 results[side].append(result)
                 line = {"bench": bench, "operator": side, "round": round_number, **result}
                 print(json.dumps(line), flush=True)
-        summary = {side: medians(side_results) for side, side_results in results.items()}
         if options.rounds > 1:
-            for side, median in summary.items():
+            for side, side_results in results.items():
                 line = {"bench": bench, "operator": side, "median_of_rounds": options.rounds}
-                print(json.dumps(line | median), flush=True)
-        if len(summary) == 2:
-            ratio = ratios(summary["base"], summary["now"])
-            print(json.dumps({"bench": bench, "now/base": ratio}), flush=True)
+                print(json.dumps(line | medians(side_results)), flush=True)
+        if len(results) == 2:
+            # Each round's pair ran side by side: their ratio cancels the machine's drift
+            # between rounds, which the ratio of the two sides' medians would not.
+            paired = [ratios(b, n) for b, n in zip(results["base"], results["now"], strict=True)]
+            print(json.dumps({"bench": bench, "now/base": medians(paired)}), flush=True)
 
     if "gap" in parts:
         for studies in options.gap_studies:
