@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import kubernetes
 import pytest
@@ -20,17 +21,33 @@ from tests.e2e.test_operator import example
 from tests.localcluster.conftest import Kube
 
 
+def create_study(custom: kubernetes.client.CustomObjectsApi, name: str, parallelism: int) -> Any:
+    """The synthetic-quadratic example as `name`, as the API server stored it."""
+    manifest = example("synthetic-quadratic.yaml", parallelism=parallelism)
+    manifest["metadata"]["name"] = name
+    return custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
+    )
+
+
+def stored_trials(custom: kubernetes.client.CustomObjectsApi, study: str) -> Any:
+    """The study's TuningTrials as the API server has them now."""
+    return custom.list_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        "default",
+        api.TRIAL_PLURAL,
+        label_selector=f"{api.STUDY_LABEL}={study}",
+    )["items"]
+
+
 async def test_new_trials_come_with_their_pods_and_a_repeated_plan_overwrites_nothing(
     crds: Kube,
 ) -> None:
     client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
     kube = KubeApi(client)
-    manifest = example("synthetic-quadratic.yaml", parallelism=2)
-    manifest["metadata"]["name"] = "adapter"
     custom = kubernetes.client.CustomObjectsApi(client)
-    study = custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
-    )
+    study = create_study(custom, "adapter", parallelism=2)
     plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
     assert len(plan.create_trials) == 2
 
@@ -79,11 +96,7 @@ async def test_a_trial_whose_pod_was_refused_gets_its_status_without_a_pod(
     client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
     kube = KubeApi(client)
     custom = kubernetes.client.CustomObjectsApi(client)
-    manifest = example("synthetic-quadratic.yaml", parallelism=1)
-    manifest["metadata"]["name"] = "refused"
-    study = custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
-    )
+    study = create_study(custom, "refused", parallelism=1)
 
     async def refuse(namespace: str, manifest: object) -> None:
         raise kubernetes.client.ApiException(status=403, reason="exceeded quota")
@@ -92,13 +105,7 @@ async def test_a_trial_whose_pod_was_refused_gets_its_status_without_a_pod(
     plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
     with pytest.raises(kubernetes.client.ApiException, match="exceeded quota"):
         await kube.apply(plan, study, {})
-    (trial,) = custom.list_namespaced_custom_object(
-        api.GROUP,
-        api.VERSION,
-        "default",
-        api.TRIAL_PLURAL,
-        label_selector=f"{api.STUDY_LABEL}=refused",
-    )["items"]
+    (trial,) = stored_trials(custom, "refused")
     assert trial["status"]["state"] == "Pending"
     assert "podName" not in trial["status"]
     client.close()
@@ -109,11 +116,7 @@ async def test_a_status_write_decided_on_an_old_version_is_refused(crds: Kube) -
     client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
     kube = KubeApi(client)
     custom = kubernetes.client.CustomObjectsApi(client)
-    manifest = example("synthetic-quadratic.yaml", parallelism=1)
-    manifest["metadata"]["name"] = "stale"
-    study = custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
-    )
+    study = create_study(custom, "stale", parallelism=1)
     controller = StudyController()
     written = await kube.apply(controller.reconcile(study, [], {}, datetime.now(UTC)), study, {})
     (trial,) = written.trials
@@ -157,11 +160,7 @@ async def test_a_plan_refused_at_its_last_step_still_tells_what_it_wrote(crds: K
     client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
     kube = KubeApi(client)
     custom = kubernetes.client.CustomObjectsApi(client)
-    manifest = example("synthetic-quadratic.yaml", parallelism=2)
-    manifest["metadata"]["name"] = "raced"
-    study = custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
-    )
+    study = create_study(custom, "raced", parallelism=2)
     custom.patch_namespaced_custom_object(
         api.GROUP,
         api.VERSION,
@@ -174,13 +173,7 @@ async def test_a_plan_refused_at_its_last_step_still_tells_what_it_wrote(crds: K
     written = Written()
     with pytest.raises(StaleViewError, match="tuningstudies"):
         await kube.apply(plan, study, {}, written)
-    stored = custom.list_namespaced_custom_object(
-        api.GROUP,
-        api.VERSION,
-        "default",
-        api.TRIAL_PLURAL,
-        label_selector=f"{api.STUDY_LABEL}=raced",
-    )["items"]
+    stored = stored_trials(custom, "raced")
     # Each trial once, as its last write left it: with its status, naming its pod.
     assert sorted(t["metadata"]["name"] for t in written.trials) == ["raced-0", "raced-1"]
     versions = {t["metadata"]["name"]: t["metadata"]["resourceVersion"] for t in stored}
@@ -208,20 +201,9 @@ async def test_a_closed_fence_stops_every_write(crds: Kube) -> None:
     client = kubernetes.config.new_client_from_config(str(crds.kubeconfig))
     kube = KubeApi(client, fence=not_leading)
     custom = kubernetes.client.CustomObjectsApi(client)
-    manifest = example("synthetic-quadratic.yaml", parallelism=2)
-    manifest["metadata"]["name"] = "fenced"
-    study = custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, "default", api.STUDY_PLURAL, json.loads(json.dumps(manifest))
-    )
+    study = create_study(custom, "fenced", parallelism=2)
     plan = StudyController().reconcile(study, [], {}, datetime.now(UTC))
     with pytest.raises(NotLeadingError):
         await kube.apply(plan, study, {})
-    trials = custom.list_namespaced_custom_object(
-        api.GROUP,
-        api.VERSION,
-        "default",
-        api.TRIAL_PLURAL,
-        label_selector=f"{api.STUDY_LABEL}=fenced",
-    )
-    assert trials["items"] == []
+    assert stored_trials(custom, "fenced") == []
     client.close()
